@@ -1,0 +1,45 @@
+"""Model presets of the three profiles, shared by every chapter.
+
+A chapter's own knobs (pairs, steps, alpha grids...) are its papermill parameters, set per
+profile in ``params/<profile>.yaml``. What must be *the same* across chapters so that they share
+cached models (the VQ-VAE's width, how long it trains, on how many images) lives here.
+
+- ``smoke``: seconds per model; for tests and CI. Quality is not the point.
+- ``quick``: the default ``make book`` on 2 CPU cores (whole book within 20 minutes).
+- ``full``:  the paper's scale, meant for one GPU.
+"""
+
+from __future__ import annotations
+
+PROFILES = ("smoke", "quick", "full")
+
+# Keys are VQVAEConfig / TrainConfig field names.
+VQVAE_PRESETS: dict[str, dict[str, dict]] = {
+    "smoke": {
+        "model": {"hidden": 16, "embedding_dim": 8, "n_res": 1},
+        "train": {"epochs": 1, "batch_size": 64, "train_limit": 1024, "test_limit": 256,
+                  "restart_every": 4, "evals_per_epoch": 4},
+    },
+    "quick": {
+        "model": {"hidden": 64, "embedding_dim": 16, "n_res": 1},
+        "train": {"epochs": 1, "batch_size": 128, "train_limit": None, "test_limit": 2000,
+                  "restart_every": 50, "evals_per_epoch": 10},
+    },
+    "full": {
+        "model": {"hidden": 128, "embedding_dim": 64, "n_res": 2},
+        "train": {"epochs": 20, "batch_size": 128, "train_limit": None, "test_limit": None,
+                  "restart_every": 200, "evals_per_epoch": 4},
+    },
+}
+
+
+def check_profile(profile: str) -> None:
+    if profile not in PROFILES:
+        raise ValueError(f"profile must be one of {list(PROFILES)}, got {profile!r}")
+
+
+def vqvae_preset(profile: str) -> dict[str, dict]:
+    """The model and training presets of ``profile`` (copies, safe to modify)."""
+    check_profile(profile)
+    preset = VQVAE_PRESETS[profile]
+    return {"model": dict(preset["model"]), "train": dict(preset["train"])}
