@@ -150,9 +150,22 @@ def _cifar10(root: Path, split: str, limit: int | None):
                 "On a machine with internet it is downloaded automatically; otherwise place "
                 f"torchvision's cifar-10-batches-py folder in {root}."
             ) from err
-    ds = CIFAR10(root, train=(split == "train"), download=False)
-    images = torch.from_numpy(np.asarray(ds.data[:limit])).permute(0, 3, 1, 2).float().div_(255.0)
-    return images.contiguous(), torch.tensor(ds.targets[:limit], dtype=torch.long)
+    return _read_cifar_batches(folder, split, limit)
+
+
+def _read_cifar_batches(folder: Path, split: str, limit: int | None):
+    """Read CIFAR-10's python pickle batches (torchvision's download layout)."""
+    import pickle
+
+    names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+    arrays, labels = [], []
+    for name in names:
+        with open(folder / name, "rb") as fh:
+            batch = pickle.load(fh, encoding="latin1")
+        arrays.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+        labels.extend(batch["labels"])
+    images = torch.from_numpy(np.concatenate(arrays)[:limit]).float().div_(255.0)
+    return images.contiguous(), torch.tensor(labels[:limit], dtype=torch.long)
 
 
 # --- Mini-ImageNet ---------------------------------------------------------------------------

@@ -22,7 +22,7 @@ VQVAE_PRESETS: dict[str, dict[str, dict]] = {
     },
     "quick": {
         "model": {"hidden": 64, "embedding_dim": 16, "n_res": 1},
-        "train": {"epochs": 1, "batch_size": 128, "train_limit": None, "test_limit": 2000,
+        "train": {"epochs": 2, "batch_size": 128, "train_limit": None, "test_limit": 2000,
                   "restart_every": 50, "evals_per_epoch": 10},
     },
     "full": {

@@ -133,8 +133,8 @@ def train_vqvae(
             parts["total"].backward()
             opt.step()
             step += 1
-            run_recon += float(parts["recon"])
-            run_quant += float(parts["codebook"] + model.cfg.beta * parts["commitment"])
+            run_recon += parts["recon"].item()
+            run_quant += (parts["codebook"] + model.cfg.beta * parts["commitment"]).item()
             run_n += 1
             if cfg.dead_code_restart and step % cfg.restart_every == 0:
                 with torch.no_grad():

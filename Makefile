@@ -1,0 +1,32 @@
+# make book   create .venv, get the data, execute every chapter (PROFILE=quick), build _build/html
+# make test   create .venv, get the data, run the test suite (unit tests + chapters with smoke)
+PROFILE ?= quick
+VENV    := .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed-stamp
+DATA    := data/FashionMNIST/raw/t10k-labels-idx1-ubyte
+
+.PHONY: book run site test data env clean
+book: run site
+
+env: $(STAMP)
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[book,test]"
+	touch $(STAMP)
+
+data: $(DATA)
+$(DATA): | $(STAMP)
+	PY=$(PY) bash scripts/get-data.sh
+
+run: $(STAMP) $(DATA)
+	$(PY) -m vqtto.book run --profile $(PROFILE)
+
+site: $(STAMP)
+	$(PY) -m vqtto.book build
+
+test: $(STAMP) $(DATA)
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf _build

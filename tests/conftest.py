@@ -1,0 +1,21 @@
+"""Test-session setup: caches and results go to a temporary folder, never the user's."""
+
+import os
+import tempfile
+
+import pytest
+import torch
+
+_TMP = tempfile.mkdtemp(prefix="vqtto-tests-")
+os.environ.setdefault("VQTTO_CACHE", os.path.join(_TMP, "cache"))
+os.environ.setdefault("VQTTO_RESULTS", os.path.join(_TMP, "results"))
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture
+def tiny_vqvae():
+    """A small random VQ-VAE on 1 x 28 x 28 images, k=8, D=4."""
+    from vqtto.vqvae import VQVAE, VQVAEConfig
+
+    torch.manual_seed(0)
+    return VQVAE(VQVAEConfig(k=8, hidden=8, embedding_dim=4, n_res=1))

@@ -1,0 +1,34 @@
+"""Every chapter executed end to end with the smoke profile, and the runner's refusals."""
+
+import pytest
+
+from vqtto import book
+
+
+@pytest.mark.chapter
+@pytest.mark.parametrize("chapter", book.chapters())
+def test_chapter_runs_with_smoke_profile(chapter, tmp_path):
+    out = book.execute(chapter, "smoke", out_dir=tmp_path)
+    import nbformat
+
+    nb = nbformat.read(out, as_version=4)
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors
+    assert any(c.get("outputs") for c in nb.cells if c.cell_type == "code")
+
+
+def test_unknown_parameter_is_refused_before_running(tmp_path):
+    with pytest.raises(ValueError, match="unknown parameter"):
+        book.execute("01_training", "smoke", out_dir=tmp_path, overrides={"kk": 3})
+    assert not list(tmp_path.iterdir())
+
+
+def test_bad_value_fails_the_chapter_naming_parameter_and_cell(tmp_path):
+    with pytest.raises(book.ChapterFailed, match=r"01_training failed in cell .*ParameterError.*'k'"):
+        book.execute("01_training", "smoke", out_dir=tmp_path, overrides={"k": 1})
+
+
+def test_profiles_name_only_real_chapters():
+    for profile in ("smoke", "quick", "full"):
+        for chapter in book.chapters():
+            assert book.profile_params(profile, chapter)["profile"] == profile

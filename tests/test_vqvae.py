@@ -1,0 +1,79 @@
+import pytest
+import torch
+
+from vqtto.vqvae import VQVAE, VQVAEConfig, codebook_usage
+
+
+def test_shapes(tiny_vqvae):
+    x = torch.rand(3, 1, 28, 28)
+    z_e = tiny_vqvae.encode(x)
+    assert z_e.shape == (3, 4, 7, 7)
+    q = tiny_vqvae.quantize(z_e)
+    assert q.indices.shape == (3, 7, 7) and q.indices.dtype == torch.long
+    assert q.codes.shape == z_e.shape
+    assert tiny_vqvae.decode(q.codes).shape == x.shape
+    assert torch.allclose(tiny_vqvae.decode_indices(q.indices), tiny_vqvae.decode(q.codes), atol=1e-6)
+    assert torch.equal(tiny_vqvae.encode_indices(x), q.indices)
+
+
+def test_colour_images_shapes():
+    m = VQVAE(VQVAEConfig(in_channels=3, k=4, hidden=8, embedding_dim=2))
+    assert m.encode_indices(torch.rand(2, 3, 32, 32)).shape == (2, 8, 8)
+
+
+def test_nearest_is_nearest(tiny_vqvae):
+    z_e = torch.randn(2, 4, 7, 7)
+    idx = tiny_vqvae.quantizer.nearest(z_e)
+    flat = z_e.permute(0, 2, 3, 1).reshape(-1, 4)
+    brute = torch.cdist(flat, tiny_vqvae.codebook.detach()).argmin(1)
+    assert torch.equal(idx.flatten(), brute)
+
+
+def test_straight_through_gradient_reaches_encoder(tiny_vqvae):
+    x = torch.rand(2, 1, 28, 28)
+    recon, _ = tiny_vqvae(x)
+    torch.nn.functional.mse_loss(recon, x).backward()
+    grads = [p.grad for p in tiny_vqvae.encoder.parameters()]
+    assert all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads)
+    # the reconstruction term alone gives the codebook no gradient
+    assert tiny_vqvae.codebook.grad is None or tiny_vqvae.codebook.grad.abs().sum() == 0
+
+
+def test_codebook_term_moves_only_codebook(tiny_vqvae):
+    q = tiny_vqvae.quantize(tiny_vqvae.encode(torch.rand(2, 1, 28, 28)))
+    q.codebook_loss.backward()
+    assert tiny_vqvae.codebook.grad.abs().sum() > 0
+    assert all(p.grad is None for p in tiny_vqvae.encoder.parameters())
+
+
+def test_commitment_term_moves_only_encoder(tiny_vqvae):
+    q = tiny_vqvae.quantize(tiny_vqvae.encode(torch.rand(2, 1, 28, 28)))
+    q.commitment_loss.backward()
+    assert tiny_vqvae.codebook.grad is None
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in tiny_vqvae.encoder.parameters())
+
+
+def test_dead_codes_restart_onto_encoder_outputs(tiny_vqvae):
+    tiny_vqvae.train()
+    z_e = tiny_vqvae.encode(torch.rand(4, 1, 28, 28))
+    used = tiny_vqvae.quantize(z_e).indices.unique()
+    moved = tiny_vqvae.quantizer.restart_dead_codes(z_e, torch.Generator().manual_seed(0))
+    assert moved == 8 - used.numel()
+    flat = z_e.detach().permute(0, 2, 3, 1).reshape(-1, 4)
+    dead = [i for i in range(8) if i not in used.tolist()]
+    for i in dead:  # each restarted code now sits exactly on some encoder output
+        assert (flat - tiny_vqvae.codebook.detach()[i]).norm(dim=1).min() < 1e-6
+    assert tiny_vqvae.quantizer.window_counts.sum() == 0
+
+
+def test_codebook_usage():
+    idx = torch.tensor([[[0, 0], [1, 1]]])
+    u = codebook_usage(idx, k=4)
+    assert u["codes_used"] == 2
+    assert u["perplexity"] == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("bad", [{"k": 1}, {"in_channels": 2}, {"beta": -1.0}, {"hidden": 7}])
+def test_config_rejects_bad_values(bad):
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        VQVAEConfig(**bad)
