@@ -77,3 +77,9 @@ def test_codebook_usage():
 def test_config_rejects_bad_values(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         VQVAEConfig(**bad)
+
+
+def test_latent_decoder_protocol(tiny_vqvae):
+    z = torch.randn(2, 4, 7, 7)
+    idx = tiny_vqvae.nearest(z)
+    assert torch.equal(tiny_vqvae.lookup(idx), tiny_vqvae.codebook[idx].permute(0, 3, 1, 2))

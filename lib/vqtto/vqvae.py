@@ -181,6 +181,10 @@ class VectorQuantizer(nn.Module):
 class VQVAE(nn.Module):
     """Encoder, quantiser and decoder, each reachable on its own.
 
+    Searches only need the *latent decoder* protocol: ``codebook`` ``(k, D)``,
+    ``nearest(z) -> (B, h, w)``, ``lookup(indices) -> (B, D, h, w)`` and
+    ``decode(codes) -> (B, C, H, W)``; the hardness chapter's decoders implement it too.
+
     >>> model = VQVAE(VQVAEConfig(k=8, hidden=8, embedding_dim=4))
     >>> x = torch.rand(2, 1, 28, 28)
     >>> model.encode(x).shape, model.quantize(model.encode(x)).indices.shape
@@ -198,6 +202,14 @@ class VQVAE(nn.Module):
     def codebook(self) -> torch.Tensor:
         """``(k, D)`` the code vectors."""
         return self.quantizer.codebook
+
+    def nearest(self, z_e: torch.Tensor) -> torch.Tensor:
+        """Continuous latents ``(B, D, h, w)`` -> nearest-code indices ``(B, h, w)`` int64."""
+        return self.quantizer.nearest(z_e)
+
+    def lookup(self, indices: torch.Tensor) -> torch.Tensor:
+        """Indices ``(B, h, w)`` int64 -> code vectors ``(B, D, h, w)``."""
+        return self.quantizer.lookup(indices)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Images ``(B, C, H, W)`` -> continuous latents ``(B, D, h, w)`` before quantisation."""
