@@ -87,28 +87,87 @@ def execute(chapter: str, profile: str, out_dir: Path = STAGE, overrides: dict |
     return out
 
 
-def stage_sources() -> None:
+def stage_sources(stage: Path = STAGE) -> None:
     """Copy the book's Markdown pages, config and bibliography next to the executed notebooks."""
-    STAGE.mkdir(parents=True, exist_ok=True)
+    stage.mkdir(parents=True, exist_ok=True)
     for name in ("_config.yml", "_toc.yml"):
-        shutil.copy2(REPO / name, STAGE / name)
+        shutil.copy2(REPO / name, stage / name)
     for path in BOOK.iterdir():
         if path.suffix in (".md", ".bib", ".png", ".svg"):
-            shutil.copy2(path, STAGE / path.name)
+            shutil.copy2(path, stage / path.name)
 
 
-def build_site() -> Path:
-    """Render the staged, executed book into ``_build/html``; return that folder."""
-    missing = [c for c in chapters() if not (STAGE / f"{c}.ipynb").exists()]
+# Front-end assets the site would otherwise load from CDNs. They are fetched from the npm
+# registry at build time and copied to _static/offline/ through `html_static_path: [_vendor]`;
+# they must not sit in a `_static/` folder of the book, which jupyter-book scans for scripts
+# to inject into every page.
+NPM_DIR = BUILD / "npm"
+MATHJAX = "mathjax@3.2.2"
+REQUIREJS = "requirejs@2.3.8"
+
+
+def html_manager_spec() -> str:
+    """The html-manager version range that matches the installed ipywidgets."""
+    import ipywidgets
+
+    return f"@jupyter-widgets/html-manager@{ipywidgets._version.__html_manager_version__}"
+
+
+def vendor_web_assets(dest: Path = STAGE / "_vendor" / "offline") -> dict:
+    """Install MathJax, RequireJS and the widgets html-manager with npm; copy what pages load.
+
+    Returns the installed versions (also written to ``dest/versions.json``).
+    """
+    import json
+
+    specs = [MATHJAX, REQUIREJS, html_manager_spec()]
+    stamp = NPM_DIR / "specs.json"
+    if not stamp.exists() or json.loads(stamp.read_text()) != specs:
+        NPM_DIR.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--silent", "--prefix", str(NPM_DIR), *specs],
+                       check=True)
+        stamp.write_text(json.dumps(specs))
+    mods = NPM_DIR / "node_modules"
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    shutil.copytree(mods / "mathjax" / "es5", dest / "mathjax" / "es5")
+    shutil.copy2(mods / "requirejs" / "require.js", dest / "require.js")
+    hm = mods / "@jupyter-widgets" / "html-manager" / "dist"
+    (dest / "html-manager").mkdir()
+    shutil.copy2(hm / "embed-amd.js", dest / "html-manager" / "embed-amd.js")
+    # The manager's icon fonts are fetched relative to RequireJS's base URL (the page's folder),
+    # at @jupyter-widgets/html-manager/dist/: `html_extra_path: [_vendor_extra]` puts them there.
+    fonts = dest.parent.parent / "_vendor_extra" / "@jupyter-widgets" / "html-manager" / "dist"
+    if fonts.exists():
+        shutil.rmtree(fonts)
+    fonts.mkdir(parents=True)
+    for f in hm.iterdir():
+        if f.suffix != ".js":
+            shutil.copy2(f, fonts / f.name)
+    versions = {name: json.loads((mods / name / "package.json").read_text())["version"]
+                for name in ("mathjax", "requirejs", "@jupyter-widgets/html-manager")}
+    (dest / "versions.json").write_text(json.dumps(versions, indent=2))
+    return versions
+
+
+def build_site(stage: Path = STAGE, html: Path = BUILD / "html") -> Path:
+    """Render the executed chapters in ``stage`` into the static site ``html``; return ``html``.
+
+    Refuses to build when a chapter has not been executed, so a partial run is never
+    presented as a complete book.
+    """
+    missing = [c for c in chapters() if not (stage / f"{c}.ipynb").exists()]
     if missing:
         raise ChapterFailed(f"chapters {missing} have not been executed; run `python -m vqtto.book run` first")
-    stage_sources()
-    subprocess.run([sys.executable, "-m", "jupyter_book", "build", str(STAGE), "--path-output", str(BUILD / "site")],
-                   check=True)
-    html = BUILD / "html"
+    stage_sources(stage)
+    vendor_web_assets(stage / "_vendor" / "offline")
+    out = stage.parent / f"{stage.name}-site"
+    subprocess.run([str(Path(sys.executable).parent / "jupyter-book"), "build", str(stage), "--path-output", str(out)],
+                   check=True, stdout=subprocess.DEVNULL)
     if html.exists():
         shutil.rmtree(html)
-    shutil.copytree(BUILD / "site" / "_build" / "html", html)
+    shutil.copytree(out / "_build" / "html", html)
     return html
 
 
@@ -128,7 +187,11 @@ def main(argv: list[str] | None = None) -> int:
         print(yaml.safe_dump(profile_params(args.profile, args.chapter), sort_keys=False).strip())
         return 0
     if args.cmd == "build":
-        print(build_site())
+        try:
+            print(f"[vqtto.book] site built in {build_site()}")
+        except ChapterFailed as err:
+            print(f"[vqtto.book] FAILED: {err}", file=sys.stderr)
+            return 1
         return 0
     for chapter in args.chapters or chapters():
         print(f"[vqtto.book] executing {chapter} with profile {args.profile} ...", flush=True)
