@@ -1,12 +1,13 @@
 # make book   create .venv, get the data, execute every chapter (PROFILE=quick), build _build/html
-# make test   create .venv, get the data, run the test suite (unit tests + chapters with smoke)
+# make test   create .venv, get the data and chromium, run the test suite:
+#             library unit tests, every chapter with the smoke profile, browser tests of the site
 PROFILE ?= quick
 VENV    := .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed-stamp
 DATA    := data/FashionMNIST/raw/t10k-labels-idx1-ubyte
 
-.PHONY: book run site test data env clean
+.PHONY: book run site test data browser env bench clean
 book: run site
 
 env: $(STAMP)
@@ -19,13 +20,16 @@ data: $(DATA)
 $(DATA): | $(STAMP)
 	PY=$(PY) bash scripts/get-data.sh
 
+browser:
+	bash scripts/get-browser.sh
+
 run: $(STAMP) $(DATA)
 	$(PY) -m vqtto.book run --profile $(PROFILE)
 
 site: $(STAMP)
 	$(PY) -m vqtto.book build
 
-test: $(STAMP) $(DATA)
+test: $(STAMP) $(DATA) browser
 	$(PY) -m pytest -q
 
 clean:

@@ -12,6 +12,19 @@ os.environ.setdefault("VQTTO_RESULTS", os.path.join(_TMP, "results"))
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
+SMOKE_STAGE = os.path.join(_TMP, "smoke-book")
+
+
+@pytest.fixture(scope="session")
+def smoke_stage():
+    """Folder of the smoke-profile executed chapters, shared by the chapter and the site tests."""
+    from pathlib import Path
+
+    path = Path(SMOKE_STAGE)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 @pytest.fixture
 def tiny_vqvae():
     """A small random VQ-VAE on 1 x 28 x 28 images, k=8, D=4."""

@@ -7,8 +7,8 @@ from vqtto import book
 
 @pytest.mark.chapter
 @pytest.mark.parametrize("chapter", book.chapters())
-def test_chapter_runs_with_smoke_profile(chapter, tmp_path):
-    out = book.execute(chapter, "smoke", out_dir=tmp_path)
+def test_chapter_runs_with_smoke_profile(chapter, smoke_stage):
+    out = book.execute(chapter, "smoke", out_dir=smoke_stage)
     import nbformat
 
     nb = nbformat.read(out, as_version=4)

@@ -75,6 +75,7 @@ def execute(chapter: str, profile: str, out_dir: Path = STAGE, overrides: dict |
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / f"{chapter}.ipynb"
     partial = out_dir / f".{chapter}.partial.ipynb"
+    out.unlink(missing_ok=True)  # a stale copy must never be rendered as this run's result
     try:
         pm.execute_notebook(str(BOOK / f"{chapter}.ipynb"), str(partial), parameters=parameters,
                             kernel_name="python3", cwd=str(BOOK), progress_bar=False, log_output=False)
@@ -193,6 +194,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[vqtto.book] FAILED: {err}", file=sys.stderr)
             return 1
         return 0
+    stale = BUILD / "html"
+    if stale.exists():  # the old site no longer matches what is being executed
+        shutil.rmtree(stale)
     for chapter in args.chapters or chapters():
         print(f"[vqtto.book] executing {chapter} with profile {args.profile} ...", flush=True)
         try:

@@ -1,0 +1,115 @@
+"""The rendered book as a reader gets it: headless Chromium over the smoke-profile site.
+
+Builds the site from the smoke-executed chapters (executing any the chapter tests did not),
+serves it on 127.0.0.1, and opens every page with all non-local requests blocked. Screenshots
+of every page are kept in ``_build/test-artifacts/screenshots``.
+"""
+
+import functools
+import http.server
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+
+from vqtto import book
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+SHOTS = book.BUILD / "test-artifacts" / "screenshots"
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make test installs it)"),
+]
+
+
+@pytest.fixture(scope="module")
+def site(smoke_stage, tmp_path_factory):
+    for chapter in book.chapters():
+        if not (smoke_stage / f"{chapter}.ipynb").exists():
+            book.execute(chapter, "smoke", out_dir=smoke_stage)
+    html = book.build_site(stage=smoke_stage, html=tmp_path_factory.mktemp("site") / "html")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(html))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield html, f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic",
+            "--no-first-run", "--disable-component-update", "--disable-sync"])
+        yield b
+        b.close()
+
+
+def _open(browser, url):
+    """Open ``url`` with every non-local request blocked; return (page, blocked urls, js errors)."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    blocked, errors = [], []
+
+    def route(r):
+        if r.request.url.startswith("http://127.0.0.1"):
+            r.continue_()
+        else:
+            blocked.append(r.request.url)
+            r.abort()
+
+    page.route("**/*", route)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(url, wait_until="networkidle")
+    page.wait_for_timeout(500)
+    return page, blocked, errors
+
+
+def _pages(html: Path):
+    return sorted(p.name for p in html.glob("*.html") if p.name not in ("genindex.html", "search.html"))
+
+
+def test_every_chapter_has_a_page(site):
+    html, _ = site
+    for chapter in book.chapters():
+        assert (html / f"{chapter}.html").exists(), chapter
+
+
+def test_every_page_renders_offline_without_errors(site, browser):
+    html, base = site
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    for name in _pages(html):
+        page, blocked, errors = _open(browser, f"{base}/{name}")
+        text = page.inner_text("body")
+        assert blocked == [], f"{name} requested non-local URLs {blocked}"
+        assert "Traceback (most recent call last)" not in text and "PapermillExecutionError" not in text, name
+        assert page.locator(".output.error, .cell_output .traceback").count() == 0, name
+        broken = page.evaluate("[...document.images].filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src)")
+        assert broken == [], f"{name}: images that did not load: {broken}"
+        page.screenshot(path=str(SHOTS / f"{Path(name).stem}.png"), full_page=True)
+        assert not errors, f"{name}: JavaScript errors {errors}"
+        page.close()
+
+
+def test_math_is_typeset(site, browser):
+    _, base = site
+    page, _, _ = _open(browser, f"{base}/01_training.html")
+    page.wait_for_selector("mjx-container", timeout=15000)
+    assert page.locator("mjx-container").count() >= 5
+    assert "\\\\mathcal" not in page.inner_text("article")
+    page.close()
+
+
+def test_vendored_widget_manager_matches_installed_ipywidgets(site):
+    import json
+
+    import ipywidgets
+
+    html, _ = site
+    versions = json.loads((html / "_static" / "offline" / "versions.json").read_text())
+    wanted = ipywidgets._version.__html_manager_version__  # e.g. "^1.0.1"
+    major = wanted.lstrip("^~=")
+    assert versions["@jupyter-widgets/html-manager"].split(".")[0] == major.split(".")[0]
