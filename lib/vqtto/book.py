@@ -88,9 +88,43 @@ def execute(chapter: str, profile: str, out_dir: Path = STAGE, overrides: dict |
     return out
 
 
+def parameters_page() -> str:
+    """Markdown for the front matter's page listing every chapter's parameters and profile values."""
+    import papermill as pm
+
+    lines = [
+        "# Chapter parameters",
+        "",
+        "Every chapter is a papermill notebook. Re-run one with other values, for example",
+        "",
+        "```bash",
+        ".venv/bin/papermill book/01_training.ipynb out.ipynb -p k 40 -p epochs 2",
+        ".venv/bin/papermill book/02_gradient_search.ipynb out.ipynb -y \"$(.venv/bin/python -m vqtto.book params full 02_gradient_search)\"",
+        "```",
+        "",
+        "Lists go through `-y`/`-f` YAML. Unknown names and out-of-range values stop the chapter at once",
+        "with a message naming the parameter. The profiles' columns are the values `make book PROFILE=...`",
+        "passes (`params/<profile>.yaml`); an empty cell means the notebook's default.",
+        "",
+    ]
+    for chapter in chapters():
+        declared = pm.inspect_notebook(str(BOOK / f"{chapter}.ipynb"))
+        per_profile = {p: profile_params(p, chapter) for p in PROFILES}
+        lines += [f"## `{chapter}`", "", "| parameter | default | meaning | smoke | full |", "|---|---|---|---|---|"]
+        for name, info in declared.items():
+            cells = [f"`{per_profile[p][name]}`" if name in per_profile[p] and name != "profile" else ""
+                     for p in ("smoke", "full")]
+            meaning = info["help"].replace("|", "\\|")
+            lines.append(f"| `{name}` | `{info['default']}` | {meaning} | {cells[0]} | {cells[1]} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def stage_sources(stage: Path = STAGE) -> None:
-    """Copy the book's Markdown pages, config and bibliography next to the executed notebooks."""
+    """Copy the book's Markdown pages, config and bibliography next to the executed notebooks,
+    and write the generated parameters page."""
     stage.mkdir(parents=True, exist_ok=True)
+    (stage / "parameters.md").write_text(parameters_page())
     for name in ("_config.yml", "_toc.yml"):
         shutil.copy2(REPO / name, stage / name)
     for path in BOOK.iterdir():
