@@ -131,3 +131,36 @@ def test_decoder_refuses_wrong_shapes_and_indices():
         dec.lookup(torch.zeros(1, 2, 3))
     with pytest.raises(ValueError, match=r"\(B, 1, 2, 3\)"):
         dec.decode(torch.zeros(1, 2, 2, 3))
+
+
+@pytest.mark.parametrize("seed,n,weighted", [(0, 7, False), (1, 9, True), (2, 11, True), (3, 12, False)])
+def test_branch_and_bound_finds_the_exact_optimum(seed, n, weighted):
+    g = H.random_graph(n, 0.5, weighted=weighted, seed=seed)
+    red = H.reduce_max_cut(g, dtype=torch.float64)
+    bb = H.branch_and_bound_latent(red)
+    lat = H.brute_force_latent(red)
+    assert bb.best_value == pytest.approx(lat.best_value, abs=1e-12)
+    assert float(red.losses(bb.best.view(1, *red.grid))) == pytest.approx(bb.best_value, abs=1e-12)
+    assert 0 < bb.nodes <= 2 ** (n + 1) - 1
+
+
+def test_branch_and_bound_prunes_and_respects_node_limit():
+    red = H.reduce_max_cut(H.random_graph(14, 0.5, seed=5))
+    assert H.branch_and_bound_latent(red).nodes < (2 ** 15 - 1) // 4
+    with pytest.raises(RuntimeError, match="max_nodes=10"):
+        H.branch_and_bound_latent(red, max_nodes=10)
+
+
+def test_one_flip_local_search_reaches_a_local_optimum():
+    g = H.random_graph(12, 0.5, weighted=True, seed=6)
+    start = torch.randint(2, (5, 3, 4), generator=torch.Generator().manual_seed(0))
+    out = H.one_flip_local_search(g, start)
+    assert out.shape == start.shape
+    cuts = H.cut_values(g, out)
+    assert bool((cuts >= H.cut_values(g, start)).all())
+    assert bool((cuts >= g.total_weight / 2 - 1e-12).all())  # every 1-flip optimum cuts half the weight
+    flat = out.view(5, -1)
+    for v in range(g.n):  # no single flip improves
+        flipped = flat.clone()
+        flipped[:, v] = 1 - flipped[:, v]
+        assert bool((H.cut_values(g, flipped) <= cuts + 1e-12).all())

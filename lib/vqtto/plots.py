@@ -20,6 +20,7 @@ METHOD_COLORS = {
     "flow": "#8c564b",          # flows
     "uniform": "#bcbd22",       # uniform-random baseline
     "exact": "#17becf",         # exact optimum (brute force)
+    "local_search": "#e377c2",  # classical 1-flip local search (hardness chapter)
 }
 
 # Colours for a sweep over codebook sizes, from large k (dark) to small k (light).
