@@ -164,3 +164,20 @@ def test_one_flip_local_search_reaches_a_local_optimum():
         flipped = flat.clone()
         flipped[:, v] = 1 - flipped[:, v]
         assert bool((H.cut_values(g, flipped) <= cuts + 1e-12).all())
+
+
+def test_first_order_check_matches_the_closed_form_for_unit_weights():
+    from vqtto.chapters import hardness as ch
+
+    g = H.random_graph(9, 0.6, seed=7)
+    red = H.reduce_max_cut(g, (3, 3))
+    grids = torch.randint(2, (32, 3, 3), generator=torch.Generator().manual_seed(1))
+    got = ch.first_order_check(red, grids)
+    # the gradient predicts a gain iff a vertex has a neighbour on its own side; a flip truly
+    # gains iff more neighbours are on its own side than on the other
+    x = grids.view(32, -1)
+    a = H.adjacency(g) > 0
+    same = ((x[:, :, None] == x[:, None, :]) & a).sum(2)
+    diff = ((x[:, :, None] != x[:, None, :]) & a).sum(2)
+    assert got["predicted improving"] == pytest.approx(float((same > 0).double().mean()))
+    assert got["truly improving"] == pytest.approx(float((same > diff).double().mean()))
