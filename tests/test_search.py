@@ -1,0 +1,197 @@
+"""The searches of chapter 2: Algorithms 1-3, the improved search, the losses and the driver."""
+
+import math
+
+import pytest
+import torch
+
+from vqtto import constraints, search
+
+
+@pytest.fixture
+def setup(tiny_vqvae):
+    torch.manual_seed(1)
+    model = tiny_vqvae.eval()
+    src, tgt = torch.rand(6, 1, 28, 28), torch.rand(6, 1, 28, 28)
+    with torch.no_grad():
+        z = model.encode(src)
+    return model, z, tgt
+
+
+def _brute_steps(e, d, idx, codebook, limit=500):
+    for t in range(1, limit):
+        if not torch.equal(search.nearest_exact(e + t * d, codebook), idx):
+            return t
+    return math.inf
+
+
+def test_steps_to_change_matches_brute_force():
+    gen = torch.Generator().manual_seed(0)
+    cb = torch.randn(16, 3, generator=gen)
+    e = torch.randn(5, 3, 2, 2, generator=gen, dtype=torch.float64)
+    d = 0.01 * torch.randn(5, 3, 2, 2, generator=gen, dtype=torch.float64)
+    d[4] = 0.0  # no movement: never changes
+    idx = search.nearest_exact(e, cb)
+    t = search.steps_to_change(e, d, idx, cb)
+    for i in range(5):
+        assert t[i] == _brute_steps(e[i:i + 1], d[i:i + 1], idx[i:i + 1], cb)
+    assert math.isinf(t[4])
+
+
+def test_trace_invariants(setup):
+    model, z, tgt = setup
+    loss = search.mse_to(tgt)
+    tr = search.straight_through(model, z, loss, alpha=500.0, lam=50, max_unique=40)
+    assert len(tr) == 6 and tr.method == "alg2"
+    assert torch.equal(tr.grids[0][0], search.nearest_exact(z[:1], model.codebook)[0])
+    for i in range(6):
+        g, l, r = tr.grids[i], tr.losses[i], tr.raw_steps[i]
+        assert g.dtype == torch.long and g.shape[1:] == (7, 7)
+        assert len({bytes(x.numpy().tobytes()) for x in g}) == g.shape[0]  # all distinct
+        assert l.shape == r.shape == (g.shape[0],) and r[0] == 0
+        assert bool((r[1:] >= 1).all()) and bool((r <= 50).all())
+        assert tr.stop_reason[i] in search.STOP_REASONS
+        if tr.stop_reason[i] == "loop":
+            assert 0 <= tr.loop_to[i] < g.shape[0] - 1 or g.shape[0] == 1
+    # the recorded losses are the true losses of the grids
+    flat = torch.cat(tr.grids)
+    owners = torch.cat([torch.full((g.shape[0],), i) for i, g in enumerate(tr.grids)])
+    true = search.quantized_losses(model, constraints.mse_to(tgt[owners]), flat)
+    assert torch.allclose(torch.cat(tr.losses), true, atol=1e-6)
+    # one decode per distinct grid: repeats of a step cost no decoder call
+    assert tr.decoded_images == int(tr.n_unique.sum())
+    assert torch.allclose(tr.best_losses, torch.stack([l.min() for l in tr.losses]))
+
+
+def test_batched_equals_one_pair_at_a_time(setup):
+    model, z, tgt = setup
+    batched = search.straight_through(model, z, search.mse_to(tgt), alpha=500.0, lam=30)
+    for i in range(z.shape[0]):
+        single = search.straight_through(model, z[i:i + 1], search.mse_to(tgt[i:i + 1]), alpha=500.0, lam=30)
+        assert torch.equal(single.grids[0], batched.grids[i])
+        assert single.stop_reason[0] == batched.stop_reason[i]
+        assert torch.equal(single.raw_steps[0], batched.raw_steps[i])
+
+
+def test_loop_returns_to_a_seen_grid(setup):
+    model, z, tgt = setup
+    tr = search.straight_through(model, z, search.mse_to(tgt), alpha=500.0, lam=100, max_unique=500)
+    loops = [i for i, r in enumerate(tr.stop_reason) if r == "loop"]
+    assert loops, "expected at least one pair to end in a loop"
+    for i in loops:
+        # replay: the step after the last grid lands on grids[loop_to]
+        assert tr.loop_to[i] >= 0 and tr.loop_steps[i] >= 1
+
+
+@pytest.mark.parametrize("mask,m,most", [("single", 1, 1), ("top", 3, 3)])
+def test_masked_searches_change_few_positions(setup, mask, m, most):
+    model, z, tgt = setup
+    tr = search.straight_through(model, z, search.mse_to(tgt), alpha=2000.0, lam=200, mask=mask, m=m)
+    assert tr.method == ("alg3" if mask == "single" else "top3")
+    changes = [int((g[1:] != g[:-1]).flatten(1).sum(1).max()) for g in tr.grids if g.shape[0] > 1]
+    assert changes and max(changes) <= most
+
+
+def test_budget_and_stall(setup):
+    model, z, tgt = setup
+    tr = search.straight_through(model, z, search.mse_to(tgt), alpha=500.0, max_unique=2)
+    assert bool((tr.n_unique <= 2).all()) and "budget" in tr.stop_reason
+    still = search.straight_through(model, z, search.mse_to(tgt), alpha=1e-9, lam=1)
+    assert tr.n_unique.min() >= 1 and set(still.stop_reason) == {"stalled"}
+    assert bool((still.n_unique == 1).all())
+
+
+def test_plain_callable_loss_gives_the_same_trace(setup):
+    model, z, tgt = setup
+    a = search.straight_through(model, z, search.mse_to(tgt), alpha=500.0, lam=30)
+    b = search.straight_through(model, z, lambda x: (x - tgt).pow(2).flatten(1).mean(1), alpha=500.0, lam=30)
+    for ga, gb in zip(a.grids, b.grids):
+        assert torch.equal(ga, gb)
+
+
+def test_model_without_codebook_uses_nearest_lookups(setup):
+    model, z, tgt = setup
+
+    class Wrapped:  # the latent-decoder protocol without a codebook attribute
+        def nearest(self, e):
+            return search.nearest_exact(e, model.codebook)
+
+        lookup = staticmethod(model.lookup)
+        decode = staticmethod(model.decode)
+
+    a = search.straight_through(model, z, search.mse_to(tgt), alpha=500.0, lam=30)
+    b = search.straight_through(Wrapped(), z, search.mse_to(tgt), alpha=500.0, lam=30)
+    for i in range(z.shape[0]):
+        assert torch.equal(a.raw_steps[i], b.raw_steps[i])
+        assert torch.equal(a.grids[i], b.grids[i])
+
+
+@pytest.mark.parametrize("kwargs,name", [
+    ({"alpha": 0}, "alpha"), ({"alpha": -1.0}, "alpha"), ({"alpha": float("nan")}, "alpha"),
+    ({"lam": 0}, "lam"), ({"lam": 2.5}, "lam"), ({"max_unique": 0}, "max_unique"),
+    ({"mask": "some"}, "mask"), ({"m": 0}, "m"),
+])
+def test_bad_values_are_refused(setup, kwargs, name):
+    model, z, tgt = setup
+    with pytest.raises(ValueError, match=name):
+        search.straight_through(model, z, search.mse_to(tgt), **kwargs)
+
+
+def test_bad_start_is_refused(setup):
+    model, z, tgt = setup
+    with pytest.raises(ValueError, match="z_start"):
+        search.straight_through(model, z[:, :2], search.mse_to(tgt))
+
+
+def test_gradient_descent_lowers_the_continuous_loss(setup):
+    model, z, tgt = setup
+    tr = search.gradient_descent(model, z, search.mse_to(tgt), alpha=50.0, tol=0.0, max_steps=30)
+    assert tr.method == "alg1" and set(tr.stop_reason) == {"budget"}
+    for c in tr.continuous_losses:
+        assert c.shape == (31,) and c[-1] < c[0]
+    early = search.gradient_descent(model, z, search.mse_to(tgt), alpha=50.0, tol=1.0, max_steps=30)
+    assert set(early.stop_reason) == {"stalled"}
+    assert all(c.shape == (2,) for c in early.continuous_losses)
+    with pytest.raises(ValueError, match="tol"):
+        search.gradient_descent(model, z, search.mse_to(tgt), tol=-1.0)
+
+
+def test_greedy_strictly_improves_and_never_loops(setup):
+    model, z, tgt = setup
+    loss = search.mse_to(tgt)
+    tr = search.greedy_coordinate(model, z, loss, positions=2, candidates=2, max_width=16, max_unique=15)
+    alg2 = search.straight_through(model, z, loss, alpha=500.0)
+    assert "loop" not in tr.stop_reason
+    for l in tr.losses:
+        assert bool((l[1:] < l[:-1]).all())
+    assert bool((tr.final_losses < torch.stack([l[0] for l in tr.losses])).any())
+    assert float(tr.final_losses.mean()) <= float(alg2.best_losses.mean())
+    with pytest.raises(ValueError, match="max_width"):
+        search.greedy_coordinate(model, z, loss, positions=4, candidates=4, max_width=8)
+
+
+def test_masked_and_downscaled_losses():
+    x, t = torch.rand(2, 1, 8, 8), torch.rand(2, 1, 8, 8)
+    mask = torch.zeros(8, 8)
+    mask[:4] = 1
+    masked = search.masked_mse_to(t, mask)
+    x2 = x.clone()
+    x2[..., 4:, :] = 5.0  # unknown pixels do not count
+    assert torch.allclose(masked(x), masked(x2))
+    assert torch.allclose(masked(x), (x - t)[..., :4, :].pow(2).flatten(1).mean(1))
+    down = search.downscaled_mse_to(constraints.downscale(t, 2), 2)
+    assert torch.allclose(down(x), (constraints.downscale(x, 2) - constraints.downscale(t, 2)).pow(2).flatten(1).mean(1))
+    assert torch.allclose(search.downscaled_mse_to(t, 2)(x), down(x))  # full-resolution targets are pooled too
+    assert torch.allclose(down.rows(torch.tensor([1, 1]))(x[[1, 1]]), down(x)[[1, 1]])
+    with pytest.raises(ValueError, match="factor"):
+        search.downscaled_mse_to(t, 0)
+    with pytest.raises(ValueError, match="mask"):
+        search.masked_mse_to(t, torch.zeros(8, 8))
+
+
+def test_searches_accept_masked_losses(setup):
+    model, z, tgt = setup
+    mask = torch.ones(28, 28)
+    mask[10:18, 10:18] = 0
+    tr = search.straight_through(model, z, search.masked_mse_to(tgt, mask), alpha=500.0)
+    assert bool((tr.best_losses <= torch.stack([l[0] for l in tr.losses])).all())
