@@ -79,10 +79,12 @@ def test_non_finite_gradient_is_recorded_with_its_step():
 def test_simplex_flow_training_lowers_the_reverse_kl():
     gs = GumbelSoftmax(zipf_probs(4), tau=0.1)
     torch.manual_seed(0)
-    run = flows.train_reverse_kld(flows.simplex_flow(gs, n_blocks=2, hidden=16), steps=150, batch=128,
-                                  optimizer="adam", lr=3e-3, n_eval=4096)
-    assert not run.diverged
-    assert run.final_kl < 0.5 * run.losses[0]
+    flow = flows.simplex_flow(gs, n_blocks=2, hidden=16)
+    with torch.no_grad():
+        before = float(flow.reverse_kld(8192))
+    run = flows.train_reverse_kld(flow, steps=60, batch=64, optimizer="adam", lr=5e-3, n_eval=8192)
+    assert not run.diverged and len(run.losses) == 60
+    assert run.final_kl < 0.6 * before
     assert run.final_kl > -0.05  # a true KL is >= 0 up to Monte Carlo noise
 
 
