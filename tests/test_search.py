@@ -195,3 +195,19 @@ def test_searches_accept_masked_losses(setup):
     mask[10:18, 10:18] = 0
     tr = search.straight_through(model, z, search.masked_mse_to(tgt, mask), alpha=500.0)
     assert bool((tr.best_losses <= torch.stack([l[0] for l in tr.losses])).all())
+
+
+def test_relaxed_search_starts_at_the_source_grid_and_improves(setup):
+    model, z, tgt = setup
+    loss = search.mse_to(tgt)
+    tr = search.relaxed_straight_through(model, z, loss, lr=0.2, max_steps=40)
+    assert tr.method == "improved" and "loop" not in tr.stop_reason
+    assert torch.equal(torch.stack([g[0] for g in tr.grids]), model.nearest(z))
+    start = torch.stack([l[0] for l in tr.losses])
+    assert bool((tr.best_losses <= start).all()) and float(tr.best_losses.mean()) < float(start.mean())
+    flat = torch.cat(tr.grids)
+    owners = torch.cat([torch.full((g.shape[0],), i) for i, g in enumerate(tr.grids)])
+    assert torch.allclose(torch.cat(tr.losses), search.quantized_losses(model, search.mse_to(tgt[owners]), flat), atol=1e-6)
+    assert tr.decoded_images <= 6 * 41  # one decode per pair and round, budget respected
+    with pytest.raises(ValueError, match="lr"):
+        search.relaxed_straight_through(model, z, loss, lr=0.0)
