@@ -59,15 +59,20 @@ def test_uniform_grids_cover_all_codes_evenly():
     assert torch.equal(g, codes.uniform_grids(2000, 5, (3, 4), seed=1))
 
 
-def test_verdict_follows_the_numbers():
+def test_drift_and_verdict_follow_the_numbers():
     gen = torch.Generator().manual_seed(0)
-    real = -49 * (2.0 + 0.1 * torch.randn(500, generator=gen))
+    real = -49 * (2.0 + 0.1 * torch.randn(2000, generator=gen))
     random = -49 * (6.0 + 0.1 * torch.randn(500, generator=gen))
-    near = -49 * (2.0 + 0.1 * torch.randn(100, generator=gen))
-    far = -49 * (5.0 + 0.1 * torch.randn(100, generator=gen))
-    assert "does not clearly leave" in chapter.verdict(real, random, near, 49, 512)
-    text = chapter.verdict(real, random, far, 49, 512)
-    assert "supports the paper" in text and "closer to random grids" in text
+    start = real[:100]
+    near = real[100:200]
+    far = start - 49 * 0.5  # every search loses 0.5 nats per position
+    same = chapter.search_drift(real, random, start, near, 49)
+    assert same["tail_fraction"] < 0.12 and abs(same["drift"]) < 0.05
+    assert "does not clearly leave" in chapter.verdict(same, 512)
+    gone = chapter.search_drift(real, random, start, far, 49)
+    assert gone["drift"] == pytest.approx(0.5, abs=1e-4) and gone["tail_fraction"] > 0.9
+    assert gone["found"] == pytest.approx(gone["start"] + 0.5, abs=1e-4) and gone["random"] > 5.9
+    assert "supports the paper" in chapter.verdict(gone, 512)
     rows = chapter.loglik_rows({"real": real}, 49, 512)
     assert rows[-1]["NLL (nats / position)"] == round(math.log(512), 3)
     assert rows[0]["NLL (nats / position)"] == pytest.approx(float(-real.mean()) / 49, abs=1e-3)
