@@ -370,40 +370,50 @@ def nearest_exact(z: torch.Tensor, codebook: torch.Tensor, chunk_elems: int = 1 
     return torch.cat(out) if out else torch.zeros(0, h, w, dtype=torch.long, device=z.device)
 
 
-def steps_to_change(e: torch.Tensor, d: torch.Tensor, idx: torch.Tensor, codebook: torch.Tensor,
-                    chunk_elems: int = 1 << 22) -> torch.Tensor:
-    """The number of repeats of step ``d`` after which some nearest-neighbour index changes.
+def position_steps(e: torch.Tensor, d: torch.Tensor, idx: torch.Tensor, codebook: torch.Tensor,
+                   dtype: torch.dtype = torch.float64, chunk_elems: int = 1 << 22) -> torch.Tensor:
+    """Per position, the number of repeats of step ``d`` after which its nearest code changes.
 
     Moving ``e + t d``, code ``j`` overtakes the current code ``i`` at a position when
     ``|e + t d - c_j|^2 < |e + t d - c_i|^2``, i.e. ``A_j + t B_j < 0`` with
     ``A_j = |e - c_j|^2 - |e - c_i|^2 >= 0`` and ``B_j = 2 d.(c_i - c_j)``: first at
     ``t = floor(A_j / -B_j) + 1`` when ``B_j < 0``, never otherwise. No decoder call is needed.
-    Computed in float64, consistent with :func:`nearest_exact`.
 
     Args:
         e, d: ``(n, D, h, w)`` continuous latents and the step added per repeat.
         idx: ``(n, h, w)`` int64, the current nearest indices of ``e``.
         codebook: ``(k, D)``.
+        dtype: float64 is exact enough to agree with :func:`nearest_exact`; float32 is faster
+            and may be off by one step near ties.
 
     Returns:
-        ``(n,)`` float64, the smallest such t over positions and codes (inf if none).
+        ``(n, h*w)`` float64, the smallest such t over codes at each position (inf if none).
     """
     n, dim, h, w = e.shape
-    cb = codebook.detach().double()
+    cb = codebook.detach().to(dtype)
     c2 = cb.pow(2).sum(1)
     out = []
     per = max(1, chunk_elems // max(1, h * w * cb.shape[0]))
     for s in range(0, n, per):
-        E = e[s:s + per].detach().double().permute(0, 2, 3, 1).reshape(-1, h * w, dim)
-        D = d[s:s + per].detach().double().permute(0, 2, 3, 1).reshape(-1, h * w, dim)
+        E = e[s:s + per].detach().to(dtype).permute(0, 2, 3, 1).reshape(-1, h * w, dim)
+        D = d[s:s + per].detach().to(dtype).permute(0, 2, 3, 1).reshape(-1, h * w, dim)
         cur = cb[idx[s:s + per].reshape(-1, h * w)]
         base = cur.pow(2).sum(-1) - 2 * (E * cur).sum(-1)
         a = (E @ cb.t()).mul_(-2).add_(c2).sub_(base[..., None]).clamp_min_(0)   # A_j
         nb = (D @ cb.t()).sub_((D * cur).sum(-1)[..., None]).mul_(2)             # -B_j
         ratio = a.div_(nb).masked_fill_(nb <= 0, math.inf)
         ratio.scatter_(2, idx[s:s + per].reshape(-1, h * w, 1), math.inf)  # the current code (0/0 up to rounding)
-        out.append(torch.floor(ratio.flatten(1).amin(1)) + 1)
+        out.append(torch.floor(ratio.amin(2).double()) + 1)
     return torch.cat(out)
+
+
+def steps_to_change(e: torch.Tensor, d: torch.Tensor, idx: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    """``(n,)`` float64: repeats of ``d`` until *some* position's nearest code changes (inf if never).
+
+    The minimum over positions of :func:`position_steps` in float64, consistent with
+    :func:`nearest_exact`.
+    """
+    return position_steps(e, d, idx, codebook, torch.float64).amin(1)
 
 
 class _StraightThrough:
@@ -433,9 +443,8 @@ class _StraightThrough:
         d = -self.alpha * mask_gradient(grads, self.mask, self.m).to(self.e.dtype)
         e = self.e[rows]
         if self.codebook is not None:
-            steps = steps_to_change(e, d, idx, self.codebook).clamp(max=self.lam + 1).to(torch.long)
-        else:
-            steps = self._gallop(e, d, idx)
+            return self._analytic(rows, e, d, idx)
+        steps = self._gallop(e, d, idx)
         new_idx = idx.clone()
         todo = steps <= self.lam
         # Confirm the count with nearest-neighbour look-ups (a rounding tie can leave it one short).
@@ -451,6 +460,38 @@ class _StraightThrough:
         steps = steps.clamp(max=self.lam)
         self.e[rows] = e + steps.to(e.dtype)[:, None, None, None] * d
         return new_idx, steps, status
+
+    def _analytic(self, rows, e, d, idx):
+        """Counts in float32 per position, then exact float64 nearest codes at the few positions
+        that can have changed (those within one step of the earliest), repeated one step further
+        in the rare case that rounding made the count short."""
+        n, dim, h, w = e.shape
+        tp = position_steps(e, d, idx, self.codebook, torch.float32)                 # (n, hw)
+        steps = tp.amin(1).clamp(max=self.lam + 1).to(torch.long)
+        cb = self.codebook.detach().double()
+        c2 = cb.pow(2).sum(1)
+        ef = e.permute(0, 2, 3, 1).reshape(n, h * w, dim)
+        df = d.permute(0, 2, 3, 1).reshape(n, h * w, dim)
+        old = idx.reshape(n, h * w)
+        new = old.clone()
+        todo = steps <= self.lam
+        while bool(todo.any()):
+            sel = todo.nonzero().squeeze(1)
+            r, p = (tp[sel] <= (steps[sel] + 1)[:, None].to(tp.dtype)).nonzero(as_tuple=True)
+            rows_, t = sel[r], steps[sel[r]].to(ef.dtype)[:, None]
+            pts = ef[rows_, p] + t * df[rows_, p]                                      # (m, D)
+            nn = (c2 - 2 * pts @ cb.t()).argmin(1)
+            moved = nn != old[rows_, p]
+            new[rows_[moved], p[moved]] = nn[moved]
+            hit = torch.zeros(n, dtype=torch.bool, device=e.device)
+            hit[rows_[moved]] = True
+            todo &= ~hit
+            steps[todo] += 1
+            todo &= steps <= self.lam
+        status = torch.where(steps <= self.lam, MOVED, STALLED).to(torch.long)
+        steps = steps.clamp(max=self.lam)
+        self.e[rows] = e + steps.to(e.dtype)[:, None, None, None] * d
+        return new.view(n, h, w), steps, status
 
     def _gallop(self, e, d, idx) -> torch.Tensor:
         """Smallest t <= lam with a changed nearest grid, by doubling then bisection; lam + 1 if none."""

@@ -1,0 +1,260 @@
+"""Chapter 2, gradient search in the discrete latent space (paper section 5.2, Table 1, Figure 4).
+
+The searches live in :mod:`vqtto.search`; this module holds the chapter's parameters, the
+paper's numbers to compare with, and the chapter's tables and figures.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.patches import ConnectionPatch
+
+from .. import search
+from ..data import DATASETS
+from ..params import Param, at_least, between, each, greater_than, one_of
+from ..plots import METHOD_COLORS, to_numpy_images
+from ..profiles import PROFILES
+from ..widgets import png_bytes
+
+PARAMS = {
+    "profile": Param(str, "model presets shared by all chapters: smoke | quick | full", one_of(*PROFILES)),
+    "datasets": Param(list, "data sets for Table 1; the first one also gets the detailed analyses", each(one_of(*DATASETS), str)),
+    "k": Param(int, "codebook size of the searched VQ-VAE (the paper's Table 1 uses 512)", at_least(2)),
+    "k_small": Param(int, "also run Algorithm 2 on this smaller codebook (None: skip)", at_least(2), nullable=True),
+    "n_pairs": Param(int, "random source-target test pairs (paper: 200)", at_least(1)),
+    "pair_seed": Param(int, "seed of the pair draw (shared with other chapters)", at_least(0)),
+    "alpha": Param(float, "step size of Algorithms 2 and 3 (paper: 0.1)", greater_than(0)),
+    "lam": Param(int, "most repeats of one step before a search counts as stalled", at_least(1)),
+    "max_unique": Param(int, "most distinct grids per search", at_least(1)),
+    "top_m": Param(int, "positions moved per step by the top-m variant", at_least(1)),
+    "alg1_alpha": Param(float, "step size of Algorithm 1 (continuous gradient descent)", greater_than(0)),
+    "alg1_tol": Param(float, "Algorithm 1 stops when the loss changes by at most this", at_least(0)),
+    "alg1_steps": Param(int, "most steps of Algorithm 1", at_least(1)),
+    "improved_lr": Param(float, "Adam step size of the improved search on the code logits", greater_than(0)),
+    "improved_steps": Param(int, "decoder rounds of the improved search per pair", at_least(1)),
+    "sweep_alphas": Param(list, "step sizes compared in the effect-of-alpha section (floats)", each(greater_than(0), float)),
+    "sweep_pairs": Param(int, "pairs used per step size in the effect-of-alpha section", at_least(1)),
+    "explorer_alphas": Param(list, "alpha values precomputed for the static explorer (floats)", each(greater_than(0), float)),
+    "explorer_pairs": Param(int, "pairs offered in the explorers", at_least(1)),
+    "n_show": Param(int, "traversals drawn in the Figure 4 equivalent", at_least(1)),
+    "max_cols": Param(int, "most reconstructions per traversal row", between(3, 40)),
+    "device": Param(str, "auto | cpu | cuda", lambda v: None if v in ("auto", "cpu", "cuda") or v.startswith("cuda:") else "auto, cpu, cuda or cuda:N"),
+}
+
+# The paper's Table 1: unique traversal steps before the first repeated index grid (Algorithm 2,
+# k = 512, 200 pairs). The Mini-ImageNet mean is printed garbled as "2A.47" in the paper.
+PAPER_TABLE1 = {
+    "miniimagenet": {"mean": "2?.47 (garbled)", "std": 23.12, "min": 2, "max": 103},
+    "cifar10": {"mean": 5.97, "std": 5.00, "min": 2, "max": 34},
+}
+
+MASK_LABEL = {"all": "alg2", "single": "alg3", "top": "top-m"}
+
+
+def encode_pairs(model, pairs, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Sources' continuous latents ``(B, D, h, w)``, targets ``(B, C, H, W)`` on ``device``, and
+    the loss of each target's own encoder code ``(B,)`` (the yardstick of relative losses)."""
+    with torch.no_grad():
+        z = model.encode(pairs.sources.to(device))
+    targets = pairs.targets.to(device)
+    return z, targets, search.reference_losses(model, targets).cpu()
+
+
+def table1_row(label: str, trace: search.SearchTrace) -> dict:
+    """Mean, std, min and max of the unique steps before the search stopped, and how it stopped."""
+    n = trace.n_unique.double()
+    return {"run": label, "pairs": len(trace), "mean": round(float(n.mean()), 2),
+            "std": round(float(n.std()) if len(n) > 1 else 0.0, 2), "min": int(n.min()), "max": int(n.max()),
+            "ended in a loop": f"{trace.fraction('loop'):.0%}", "stalled": f"{trace.fraction('stalled'):.0%}",
+            "budget": f"{trace.fraction('budget'):.0%}"}
+
+
+def paper_rows() -> list[dict]:
+    return [{"run": f"paper, {name}, k=512, Alg. 2", "pairs": 200, "mean": r["mean"], "std": r["std"],
+             "min": r["min"], "max": r["max"], "ended in a loop": "100%", "stalled": "-", "budget": "-"}
+            for name, r in PAPER_TABLE1.items()]
+
+
+def steps_stats(trace: search.SearchTrace) -> dict:
+    """Summary of the raw steps each unique change took (the paper's first observation)."""
+    s = trace.steps_per_change().double()
+    if s.numel() == 0:
+        return {"method": trace.method, "changes": 0}
+    q = torch.quantile(s, torch.tensor([0.1, 0.5, 0.9], dtype=torch.double))
+    return {"method": trace.method, "changes": int(s.numel()), "mean": round(float(s.mean()), 2),
+            "10%": float(q[0]), "median": float(q[1]), "90%": float(q[2]), "max": int(s.max()),
+            "coefficient of variation": round(float(s.std() / s.mean()), 2) if s.numel() > 1 else 0.0}
+
+
+def relative_rows(rel: Mapping[str, torch.Tensor], notes: Mapping[str, str] | None = None) -> list[dict]:
+    """One row per method: median, mean, quartiles of loss / target's-own-code loss, share <= 1."""
+    rows = []
+    for label, r in rel.items():
+        r = r.double()
+        q = torch.quantile(r, torch.tensor([0.25, 0.5, 0.75], dtype=torch.double))
+        rows.append({"method": label, "median": round(float(q[1]), 3), "25%": round(float(q[0]), 3),
+                     "75%": round(float(q[2]), 3), "mean": round(float(r.mean()), 3),
+                     "reaches the target's own code (<= 1)": f"{float((r <= 1).double().mean()):.0%}",
+                     "note": (notes or {}).get(label, "")})
+    return rows
+
+
+def method_color(label: str) -> str:
+    for key in ("alg1", "alg2", "alg3", "improved", "source"):
+        if label.startswith(key):
+            return METHOD_COLORS[key]
+    return "#444444"
+
+
+def relative_loss_figure(rel: Mapping[str, torch.Tensor], title: str):
+    """Empirical CDFs of loss / target's-own-code loss, one line per method (log x)."""
+    fig, ax = plt.subplots(figsize=(7.5, 4))
+    for label, r in rel.items():
+        x = np.sort(r.double().numpy())
+        ls = "--" if "continuous" in label or label.startswith("source") else "-"
+        ax.step(x, np.arange(1, len(x) + 1) / len(x), where="post", color=method_color(label), ls=ls, label=label)
+    ax.axvline(1.0, color="k", lw=0.8, ls=":")
+    ax.set_xscale("log")
+    ax.set_xlabel("final loss / loss of the target's own encoder code (log scale; 1 = as good)")
+    ax.set_ylabel("fraction of pairs at or below")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def steps_histogram(traces: Sequence[search.SearchTrace], lam: int, title: str):
+    """Histogram (log-spaced bins) of raw steps per unique change, one colour per method."""
+    fig, ax = plt.subplots(figsize=(7.5, 3.6))
+    bins = np.unique(np.round(np.logspace(0, np.log10(max(2, lam + 1)), 25)))
+    for tr in traces:
+        s = tr.steps_per_change().numpy()
+        if s.size:
+            ax.hist(s, bins=bins, alpha=0.55, color=method_color(tr.method), label=f"{tr.method} ({s.size} changes)")
+    ax.set_xscale("log")
+    ax.set_xlabel("raw steps of size alpha until a nearest-neighbour index changed (log scale)")
+    ax.set_ylabel("number of changes")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def _columns(n: int, loop_to: int, max_cols: int) -> list[int]:
+    """Which of ``n`` grids to draw: all if they fit, else evenly spaced plus the loop target."""
+    if n <= max_cols:
+        return list(range(n))
+    cols = set(np.linspace(0, n - 1, max_cols - (1 if loop_to >= 0 else 0)).round().astype(int).tolist())
+    if loop_to >= 0:
+        cols.add(loop_to)
+    return sorted(cols)
+
+
+@torch.no_grad()
+def traversal_figure(model, trace: search.SearchTrace, sources: torch.Tensor, targets: torch.Tensor,
+                     rows: Sequence[int], max_cols: int = 12, title: str | None = None):
+    """The paper's Figure 4: per pair, the source, consecutive unique reconstructions, the target.
+
+    Each reconstruction is labelled with its position in the traversal and its loss. When the
+    search stopped on a loop, the grid it would have returned to is framed in red and a red arrow
+    runs back to it from the last reconstruction. Long traversals are subsampled evenly.
+    """
+    ncol = max_cols + 2
+    fig, axes = plt.subplots(len(rows), ncol, figsize=(1.05 * ncol, 1.45 * len(rows) + 0.5), squeeze=False)
+    device = sources.device
+    for r, i in enumerate(rows):
+        grids, losses, loop_to = trace.grids[i], trace.losses[i], trace.loop_to[i]
+        cols = _columns(grids.shape[0], loop_to, max_cols)
+        images = model.decode(model.lookup(grids[cols].to(device)))
+        panels = [("source", sources[i:i + 1])] + [(f"#{t}  {losses[t]:.3f}", images[j:j + 1]) for j, t in enumerate(cols)]
+        panels.append(("target", targets[i:i + 1]))
+        for c in range(ncol):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for s in ax.spines.values():
+                s.set_visible(False)
+        for c, (label, img) in enumerate(panels[:-1]):
+            axes[r, c].imshow(to_numpy_images(img.cpu())[0], cmap="gray", vmin=0, vmax=1)
+            axes[r, c].set_title(label, fontsize=6.5)
+        axes[r, ncol - 1].imshow(to_numpy_images(targets[i:i + 1].cpu())[0], cmap="gray", vmin=0, vmax=1)
+        axes[r, ncol - 1].set_title("target", fontsize=6.5)
+        axes[r, 0].set_ylabel(f"pair {i}\n{trace.stop_reason[i]}", rotation=0, ha="right", va="center", fontsize=7)
+        if loop_to >= 0:
+            back = axes[r, 1 + cols.index(loop_to)]
+            last = axes[r, len(cols)]
+            for s in back.spines.values():
+                s.set_visible(True)
+                s.set_color("red")
+                s.set_linewidth(2)
+            if back is not last:
+                fig.add_artist(ConnectionPatch(xyA=(0.5, 0.02), coordsA=last.transAxes, xyB=(0.5, 0.02), coordsB=back.transAxes,
+                                               arrowstyle="->", color="red", lw=1.3, connectionstyle="arc3,rad=0.35"))
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def alpha_sweep(model, z: torch.Tensor, targets: torch.Tensor, ref: torch.Tensor, alphas: Sequence[float],
+                masks: Sequence[str], lam: int, max_unique: int, top_m: int) -> list[dict]:
+    """Algorithms 2 and 3 (and top-m) at each step size on the same pairs: one row per run."""
+    rows = []
+    loss = search.mse_to(targets)
+    for mask in masks:
+        for a in alphas:
+            tr = search.straight_through(model, z, loss, alpha=float(a), lam=lam, max_unique=max_unique, mask=mask, m=top_m)
+            rel = tr.best_losses / ref
+            steps = tr.steps_per_change().double()
+            rows.append({"method": tr.method, "alpha": float(a), "mean unique": round(float(tr.n_unique.double().mean()), 2),
+                         "median raw steps per change": float(steps.median()) if steps.numel() else float("nan"),
+                         "loop": round(tr.fraction("loop"), 3), "stalled": round(tr.fraction("stalled"), 3),
+                         "median best loss / target's code": round(float(rel.median()), 3),
+                         "seconds": round(tr.seconds, 2)})
+    return rows
+
+
+def alpha_figure(rows: Sequence[dict]):
+    """Three panels against alpha: mean unique steps, how searches end, median relative best loss."""
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    for method in dict.fromkeys(r["method"] for r in rows):
+        rr = [r for r in rows if r["method"] == method]
+        a = [r["alpha"] for r in rr]
+        c = method_color(method)
+        axes[0].plot(a, [r["mean unique"] for r in rr], "o-", color=c, label=method)
+        axes[1].plot(a, [r["loop"] for r in rr], "o-", color=c, label=f"{method}: loop")
+        axes[1].plot(a, [r["stalled"] for r in rr], "s--", color=c, alpha=0.7, label=f"{method}: stalled")
+        axes[2].plot(a, [r["median best loss / target's code"] for r in rr], "o-", color=c, label=method)
+    labels = ["mean unique grids before stopping", "fraction of pairs", "median best loss / target's own code"]
+    for ax, lab in zip(axes, labels):
+        ax.set_xscale("log")
+        ax.set_xlabel("step size alpha (log scale)")
+        ax.set_ylabel(lab)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0].set_yscale("log")
+    axes[2].set_yscale("log")
+    fig.suptitle("effect of the step size alpha on the same pairs")
+    fig.tight_layout()
+    return fig
+
+
+def explorer_panels(model, z: torch.Tensor, sources: torch.Tensor, targets: torch.Tensor, alphas: Sequence[float],
+                    masks: Sequence[str], lam: int, max_unique: int, top_m: int, max_cols: int) -> dict:
+    """PNG traversals of the explorer pairs for every (masking mode, alpha): ``{(mask, str(alpha)): png}``."""
+    panels = {}
+    loss = search.mse_to(targets)
+    for mask in masks:
+        for a in alphas:
+            tr = search.straight_through(model, z, loss, alpha=float(a), lam=lam, max_unique=max_unique, mask=mask, m=top_m)
+            title = (f"{MASK_LABEL[mask]} (masking={mask}{', m=' + str(top_m) if mask == 'top' else ''}), alpha={a:g}: "
+                     f"unique grids {tr.n_unique.tolist()}")
+            fig = traversal_figure(model, tr, sources, targets, range(len(tr)), max_cols=max_cols, title=title)
+            panels[(mask, str(a))] = png_bytes(fig, dpi=70)
+    return panels
