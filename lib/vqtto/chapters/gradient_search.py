@@ -129,21 +129,66 @@ def relative_loss_figure(rel: Mapping[str, torch.Tensor], title: str):
 
 
 def steps_histogram(traces: Sequence[search.SearchTrace], lam: int, title: str):
-    """Histogram (log-spaced bins) of raw steps per unique change, one colour per method."""
+    """Distribution (log-spaced bins, per unit step, log axes) of raw steps per unique change."""
     fig, ax = plt.subplots(figsize=(7.5, 3.6))
     bins = np.unique(np.round(np.logspace(0, np.log10(max(2, lam + 1)), 25)))
     for tr in traces:
         s = tr.steps_per_change().numpy()
         if s.size:
-            ax.hist(s, bins=bins, alpha=0.55, color=method_color(tr.method), label=f"{tr.method} ({s.size} changes)")
+            ax.hist(s, bins=bins, density=True, histtype="step", lw=2, color=method_color(tr.method),
+                    label=f"{tr.method} ({s.size} changes, median {np.median(s):g})")
     ax.set_xscale("log")
+    ax.set_yscale("log")
     ax.set_xlabel("raw steps of size alpha until a nearest-neighbour index changed (log scale)")
-    ax.set_ylabel("number of changes")
+    ax.set_ylabel("fraction of changes per step (log scale)")
     ax.set_title(title)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def loop_lengths(trace: search.SearchTrace) -> torch.Tensor:
+    """``(L,)`` int64: for each pair that ended in a loop, how many grids the cycle holds."""
+    return torch.tensor([int(n) - lt for n, lt, r in zip(trace.n_unique, trace.loop_to, trace.stop_reason) if r == "loop"],
+                        dtype=torch.long)
+
+
+def table1_verdict(trace: search.SearchTrace, dataset: str, k: int) -> str:
+    """A sentence comparing our Algorithm 2 run with the paper's Table 1, from the numbers."""
+    n = trace.n_unique.double()
+    cyc = loop_lengths(trace)
+    text = (f"On {dataset} with k={k}, Algorithm 2 visits on average {n.mean():.1f} distinct grids (std {n.std():.1f}, "
+            f"min {int(n.min())}, max {int(n.max())}) before it stops; {trace.fraction('loop'):.0%} of the searches end in "
+            f"a loop, {trace.fraction('stalled'):.0%} stall and {trace.fraction('budget'):.0%} reach the budget. ")
+    if cyc.numel():
+        text += (f"The loops are short: {float((cyc == 2).double().mean()):.0%} of them go back to the grid visited just before "
+                 f"(a cycle of 2 grids, the search stepping back and forth across one Voronoi boundary); the longest holds {int(cyc.max())}. ")
+    text += "The paper found a loop in all of its 200 CIFAR-10 and Mini-ImageNet searches, after 5.97 distinct grids on average on CIFAR-10. "
+    if trace.fraction("loop") >= 0.9:
+        text += ("We agree that loops end almost every search; " +
+                 ("ours come later and vary more than the paper's CIFAR-10 row." if n.mean() > 5.97 * 2 else
+                  "they come about as early as the paper's."))
+    else:
+        text += "Here fewer searches end in a loop than in the paper; the others stop for the reasons given."
+    return text
+
+
+def alg3_verdict(alg3: search.SearchTrace, alg2: search.SearchTrace, alpha: float, lam: int) -> str:
+    """A sentence comparing how Algorithms 3 and 2 ended on the same pairs, from the numbers."""
+    s3, s2 = alg3.steps_per_change().double(), alg2.steps_per_change().double()
+    med3 = float(s3.median()) if s3.numel() else float("nan")
+    med2 = float(s2.median()) if s2.numel() else float("nan")
+    text = (f"With alpha={alpha:g} and lam={lam}, Algorithm 3 ended in a loop in {alg3.fraction('loop'):.0%} of the pairs "
+            f"and stalled in {alg3.fraction('stalled'):.0%} (Algorithm 2: {alg2.fraction('loop'):.0%} and "
+            f"{alg2.fraction('stalled'):.0%}); it visited {float(alg3.n_unique.double().mean()):.1f} distinct grids on average "
+            f"against {float(alg2.n_unique.double().mean()):.1f}, with a median of {med3:.0f} repeats per change against {med2:.0f}. ")
+    if alg3.fraction("loop") <= alg2.fraction("loop") and med3 > med2:
+        text += ("Fewer loops and longer waits, as the paper describes"
+                 + (", taken here to the point where most waits exceed lam." if alg3.fraction("stalled") > 0.5 else "."))
+    else:
+        text += "This does not match the paper's description of fewer loops and longer waits."
+    return text
 
 
 def _columns(n: int, loop_to: int, max_cols: int) -> list[int]:
@@ -215,7 +260,7 @@ def alpha_sweep(model, z: torch.Tensor, targets: torch.Tensor, ref: torch.Tensor
             rows.append({"method": tr.method, "alpha": float(a), "mean unique": round(float(tr.n_unique.double().mean()), 2),
                          "median raw steps per change": float(steps.median()) if steps.numel() else float("nan"),
                          "loop": round(tr.fraction("loop"), 3), "stalled": round(tr.fraction("stalled"), 3),
-                         "median best loss / target's code": round(float(rel.median()), 3),
+                         "median best loss / own-code loss": round(float(rel.median()), 3),
                          "seconds": round(tr.seconds, 2)})
     return rows
 
@@ -230,7 +275,7 @@ def alpha_figure(rows: Sequence[dict]):
         axes[0].plot(a, [r["mean unique"] for r in rr], "o-", color=c, label=method)
         axes[1].plot(a, [r["loop"] for r in rr], "o-", color=c, label=f"{method}: loop")
         axes[1].plot(a, [r["stalled"] for r in rr], "s--", color=c, alpha=0.7, label=f"{method}: stalled")
-        axes[2].plot(a, [r["median best loss / target's code"] for r in rr], "o-", color=c, label=method)
+        axes[2].plot(a, [r["median best loss / own-code loss"] for r in rr], "o-", color=c, label=method)
     labels = ["mean unique grids before stopping", "fraction of pairs", "median best loss / target's own code"]
     for ax, lab in zip(axes, labels):
         ax.set_xscale("log")
