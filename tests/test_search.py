@@ -211,3 +211,20 @@ def test_relaxed_search_starts_at_the_source_grid_and_improves(setup):
     assert tr.decoded_images <= 6 * 41  # one decode per pair and round, budget respected
     with pytest.raises(ValueError, match="lr"):
         search.relaxed_straight_through(model, z, loss, lr=0.0)
+
+
+def test_chapter_summaries_match_the_trace(setup):
+    from vqtto.chapters import gradient_search as chapter
+
+    model, z, tgt = setup
+    tr = search.straight_through(model, z, search.mse_to(tgt), alpha=500.0, lam=100)
+    row = chapter.table1_row("x", tr)
+    n = tr.n_unique.double()
+    assert row["mean"] == round(float(n.mean()), 2) and row["min"] == int(n.min()) and row["max"] == int(n.max())
+    cyc = chapter.loop_lengths(tr)
+    assert cyc.numel() == sum(r == "loop" for r in tr.stop_reason) and bool((cyc >= 2).all())
+    cols = chapter._columns(50, 17, 8)
+    assert len(cols) <= 8 and 17 in cols and cols[0] == 0 and cols[-1] == 49
+    assert chapter._columns(5, -1, 8) == [0, 1, 2, 3, 4]
+    rows = chapter.relative_rows({"a": torch.tensor([0.5, 1.0, 2.0, 4.0])})
+    assert rows[0]["median"] == 1.5 and rows[0]["reaches the target's own code (<= 1)"] == "50%"

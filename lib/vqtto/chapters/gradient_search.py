@@ -36,6 +36,8 @@ PARAMS = {
     "alg1_steps": Param(int, "most steps of Algorithm 1", at_least(1)),
     "improved_lr": Param(float, "Adam step size of the improved search on the code logits", greater_than(0)),
     "improved_steps": Param(int, "decoder rounds of the improved search per pair", at_least(1)),
+    "greedy_pairs": Param(int, "pairs given to the greedy coordinate search (it decodes many candidates)", at_least(0)),
+    "greedy_width": Param(int, "most candidates the greedy search decodes per pair and round", at_least(16)),
     "sweep_alphas": Param(list, "step sizes compared in the effect-of-alpha section (floats)", each(greater_than(0), float)),
     "sweep_pairs": Param(int, "pairs used per step size in the effect-of-alpha section", at_least(1)),
     "explorer_alphas": Param(list, "alpha values precomputed for the static explorer (floats)", each(greater_than(0), float)),
