@@ -228,3 +228,11 @@ def test_chapter_summaries_match_the_trace(setup):
     assert chapter._columns(5, -1, 8) == [0, 1, 2, 3, 4]
     rows = chapter.relative_rows({"a": torch.tensor([0.5, 1.0, 2.0, 4.0])})
     assert rows[0]["median"] == 1.5 and rows[0]["reaches the target's own code (<= 1)"] == "50%"
+
+
+@pytest.mark.parametrize("alpha", [1e-12, 1e6])
+def test_every_search_terminates_for_extreme_step_sizes(setup, alpha):
+    model, z, tgt = setup
+    for mask in search.MASKS:
+        tr = search.straight_through(model, z, search.mse_to(tgt), alpha=alpha, lam=3, max_unique=30, mask=mask, m=2)
+        assert bool((tr.n_unique <= 30).all()) and all(r in search.STOP_REASONS for r in tr.stop_reason)
