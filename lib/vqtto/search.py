@@ -399,9 +399,12 @@ def position_steps(e: torch.Tensor, d: torch.Tensor, idx: torch.Tensor, codebook
         D = d[s:s + per].detach().to(dtype).permute(0, 2, 3, 1).reshape(-1, h * w, dim)
         cur = cb[idx[s:s + per].reshape(-1, h * w)]
         base = cur.pow(2).sum(-1) - 2 * (E * cur).sum(-1)
-        a = (E @ cb.t()).mul_(-2).add_(c2).sub_(base[..., None]).clamp_min_(0)   # A_j
-        nb = (D @ cb.t()).sub_((D * cur).sum(-1)[..., None]).mul_(2)             # -B_j
-        ratio = a.div_(nb).masked_fill_(nb <= 0, math.inf)
+        m = E.shape[0] * h * w
+        a = torch.addmm(c2, E.reshape(m, dim), cb.t(), alpha=-2).view(-1, h * w, cb.shape[0])
+        a.sub_(base[..., None]).clamp_min_(1e-30)                                   # A_j (> 0, so a / 0 = inf)
+        nb = torch.addmm((-2 * (D * cur).sum(-1)).reshape(m, 1), D.reshape(m, dim), cb.t(), alpha=2)
+        nb = nb.view(-1, h * w, cb.shape[0]).clamp_min_(0)                          # -B_j, 0 where j never overtakes
+        ratio = a.div_(nb)                                                           # inf where -B_j <= 0
         ratio.scatter_(2, idx[s:s + per].reshape(-1, h * w, 1), math.inf)  # the current code (0/0 up to rounding)
         out.append(torch.floor(ratio.amin(2).double()) + 1)
     return torch.cat(out)
