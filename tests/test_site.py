@@ -113,3 +113,27 @@ def test_vendored_widget_manager_matches_installed_ipywidgets(site):
     wanted = ipywidgets._version.__html_manager_version__  # e.g. "^1.0.1"
     major = wanted.lstrip("^~=")
     assert versions["@jupyter-widgets/html-manager"].split(".")[0] == major.split(".")[0]
+
+
+VISIBLE_WIDGET_IMAGES = """() => [...document.querySelectorAll('.widget-html img, .jupyter-widgets img')]
+    .filter(i => i.offsetParent !== null && i.getBoundingClientRect().width > 0).map(i => i.src)"""
+
+
+def test_alpha_slider_changes_the_traversal_in_the_static_page(site, browser):
+    html, base = site
+    page, _, errors = _open(browser, f"{base}/02_gradient_search.html")
+    slider = page.locator(".widget-slider", has=page.locator(".widget-label", has_text="alpha")).first
+    slider.wait_for(timeout=15000)
+    masking = page.locator(".widget-dropdown", has=page.locator(".widget-label", has_text="masking")).first
+    assert masking.count() == 1, "the masking selector is rendered"
+    before = page.evaluate(VISIBLE_WIDGET_IMAGES)
+    assert len(before) >= 1, "a traversal image is shown"
+    handle = slider.locator(".noUi-handle").first
+    handle.focus()
+    page.keyboard.press("ArrowRight")
+    page.wait_for_timeout(500)
+    after = page.evaluate(VISIBLE_WIDGET_IMAGES)
+    assert after and after != before, "moving the alpha slider shows another traversal"
+    page.screenshot(path=str(SHOTS / "02_gradient_search-slider-moved.png"), full_page=False)
+    assert not errors
+    page.close()
