@@ -236,3 +236,16 @@ def test_every_search_terminates_for_extreme_step_sizes(setup, alpha):
     for mask in search.MASKS:
         tr = search.straight_through(model, z, search.mse_to(tgt), alpha=alpha, lam=3, max_unique=30, mask=mask, m=2)
         assert bool((tr.n_unique <= 30).all()) and all(r in search.STOP_REASONS for r in tr.stop_reason)
+
+
+def test_position_steps_never_negative_with_signed_zero_steps():
+    """A step component of -0.0 once gave -inf repeats (a / -0.0) and an endless search loop."""
+    from vqtto.search import position_steps
+
+    cb = torch.tensor([[0.0], [1.0]])
+    e = torch.tensor([0.3, 0.7, 0.2]).view(1, 1, 1, 3)
+    d = torch.tensor([-0.0, 0.1, -0.05]).view(1, 1, 1, 3)
+    idx = torch.tensor([[[0, 1, 0]]])
+    tp = position_steps(e, d, idx, cb, torch.float32)
+    assert (tp >= 1).all()
+    assert torch.isinf(tp[0, 0]) and tp[0, 1] == math.inf and torch.isinf(tp[0, 2])

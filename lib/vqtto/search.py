@@ -404,7 +404,8 @@ def position_steps(e: torch.Tensor, d: torch.Tensor, idx: torch.Tensor, codebook
         a.sub_(base[..., None]).clamp_min_(1e-30)                                   # A_j (> 0, so a / 0 = inf)
         nb = torch.addmm((-2 * (D * cur).sum(-1)).reshape(m, 1), D.reshape(m, dim), cb.t(), alpha=2)
         nb = nb.view(-1, h * w, cb.shape[0]).clamp_min_(0)                          # -B_j, 0 where j never overtakes
-        ratio = a.div_(nb)                                                           # inf where -B_j <= 0
+        # inf where -B_j <= 0; `where`, not a plain division, since -0.0 would give -inf
+        ratio = torch.where(nb > 0, a / nb, torch.full_like(a, math.inf))
         ratio.scatter_(2, idx[s:s + per].reshape(-1, h * w, 1), math.inf)  # the current code (0/0 up to rounding)
         out.append(torch.floor(ratio.amin(2).double()) + 1)
     return torch.cat(out)
@@ -470,7 +471,7 @@ class _StraightThrough:
         in the rare case that rounding made the count short."""
         n, dim, h, w = e.shape
         tp = position_steps(e, d, idx, self.codebook, torch.float32)                 # (n, hw)
-        steps = tp.amin(1).clamp(max=self.lam + 1).to(torch.long)
+        steps = tp.amin(1).clamp(min=1, max=self.lam + 1).to(torch.long)  # >= 1: the loop below is bounded by lam
         cb = self.codebook.detach().double()
         c2 = cb.pow(2).sum(1)
         ef = e.permute(0, 2, 3, 1).reshape(n, h * w, dim)
