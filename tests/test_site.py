@@ -23,15 +23,18 @@ pytestmark = [
 ]
 
 
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
 @pytest.fixture(scope="module")
 def site(smoke_stage, tmp_path_factory):
     for chapter in book.chapters():
         if not (smoke_stage / f"{chapter}.ipynb").exists():
             book.execute(chapter, "smoke", out_dir=smoke_stage)
     html = book.build_site(stage=smoke_stage, html=tmp_path_factory.mktemp("site") / "html")
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(html))
-    handler.log_message = lambda *args: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(html)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield html, f"http://127.0.0.1:{server.server_port}"
     server.shutdown()

@@ -168,6 +168,7 @@ def vendor_web_assets(dest: Path = STAGE / "_vendor" / "offline") -> dict:
     dest.mkdir(parents=True)
     shutil.copytree(mods / "mathjax" / "es5", dest / "mathjax" / "es5")
     shutil.copy2(mods / "requirejs" / "require.js", dest / "require.js")
+    shutil.copy2(Path(__file__).parent / "site_assets" / "mathjax2-shim.js", dest / "mathjax2-shim.js")
     hm = mods / "@jupyter-widgets" / "html-manager" / "dist"
     (dest / "html-manager").mkdir()
     shutil.copy2(hm / "embed-amd.js", dest / "html-manager" / "embed-amd.js")
