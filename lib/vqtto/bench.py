@@ -1,4 +1,9 @@
-"""Benchmarks: ``python -m vqtto.bench search``.
+"""Benchmarks: ``python -m vqtto.bench search`` and ``python -m vqtto.bench vqvae``.
+
+``vqvae`` trains, one after the other on the same data and for the same wall-clock budget, the
+book's quick-profile VQ-VAE and a wide VQ-VAE of the paper's kind (256 channels, two residual
+blocks, D=64, k=512, 7x7 codes), and prints their training throughput, the test MSE each reached
+within the budget, and the decoder's forward+backward time over 200 code grids.
 
 ``search`` measures, in one run and on the same pairs, the batched straight-through search
 (Algorithm 2, all pairs in one batch) against a loop that runs the same function on one pair at a
@@ -73,6 +78,81 @@ def bench_search(args) -> None:
     print(f"Table 1 wall time (pairs + encode + search + statistics): {t_table1:.2f} s (target < 60 s)")
 
 
+def _train_for(model, train, test, seconds: float, batch_size: int, lr: float, device) -> dict:
+    """Train ``model`` for about ``seconds`` of wall time; images/s and final test MSE."""
+    import torch.nn.functional as F
+
+    gen = torch.Generator().manual_seed(0)
+    model.to(device).train()
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    seen, step, t0 = 0, 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        order = torch.randperm(len(train), generator=gen)
+        for start in range(0, len(train), batch_size):
+            x = train.images[order[start:start + batch_size]].to(device)
+            parts = model.loss(x)
+            opt.zero_grad(set_to_none=True)
+            parts["total"].backward()
+            opt.step()
+            seen, step = seen + x.shape[0], step + 1
+            if step % 50 == 0:  # the dead-code restart of the quick preset, for both models
+                with torch.no_grad():
+                    model.quantizer.restart_dead_codes(model.encode(x), gen)
+            if time.perf_counter() - t0 >= seconds:
+                break
+    elapsed = time.perf_counter() - t0
+    model.eval()
+    with torch.no_grad():
+        mse = sum(float(F.mse_loss(model(test.images[i:i + 500].to(device))[0], test.images[i:i + 500].to(device),
+                                   reduction="sum")) for i in range(0, len(test), 500)) / test.images.numel()
+    return {"images/s": seen / elapsed, "images seen": seen, "seconds": elapsed, "test MSE": mse}
+
+
+def _decoder_fb(model, n: int, device, repeats: int = 5) -> float:
+    """Seconds for one forward+backward of the decoder over ``n`` code grids."""
+    h = w = 7
+    z = torch.randn(n, model.cfg.embedding_dim, h, w, device=device, requires_grad=True)
+    model.decode(z).sum().backward()  # warm-up
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        z.grad = None
+        model.decode(z).sum().backward()
+    return (time.perf_counter() - t0) / repeats
+
+
+def bench_vqvae(args) -> None:
+    from . import data
+    from .profiles import vqvae_preset
+    from .vqvae import VQVAE, VQVAEConfig
+
+    device = pick_device(args.device)
+    train = data.load("fashion-mnist", "train")
+    test = data.load("fashion-mnist", "test", limit=args.test_images)
+    quick = vqvae_preset("quick")
+    models = {
+        "vqtto quick preset": VQVAEConfig(k=512, **quick["model"]),
+        "paper-kind (256 ch)": VQVAEConfig(k=512, hidden=256, embedding_dim=64, n_res=2),
+    }
+    print(f"device={device}, torch threads={torch.get_num_threads()}, budget {args.seconds:.0f} s of training "
+          f"each, test MSE on {len(test)} Fashion-MNIST test images (pixels in [0, 1])")
+    rows = {}
+    for name, cfg in models.items():
+        torch.manual_seed(0)
+        model = VQVAE(cfg).to(device)
+        n_params = sum(p.numel() for p in model.parameters())
+        fb = _decoder_fb(model, 200, device)
+        r = _train_for(model, train, test, args.seconds, quick["train"]["batch_size"], 2e-3, device)
+        rows[name] = {**r, "parameters": n_params, "decoder f+b, 200 grids (s)": fb}
+        print(f"{name:22s} {n_params / 1e6:5.2f}M params | {r['images/s']:7.0f} images/s | "
+              f"{r['images seen']:6d} images in {r['seconds']:.0f} s | test MSE {r['test MSE']:.4f} | "
+              f"decoder f+b over 200 grids {fb:.3f} s")
+    a, b = rows["vqtto quick preset"], rows["paper-kind (256 ch)"]
+    print(f"throughput ratio (vqtto / paper-kind): {a['images/s'] / b['images/s']:.1f}x; "
+          f"decoder f+b ratio: {b['decoder f+b, 200 grids (s)'] / a['decoder f+b, 200 grids (s)']:.1f}x faster")
+    print(f"within {args.seconds:.0f} s: vqtto test MSE {a['test MSE']:.4f} vs paper-kind {b['test MSE']:.4f} "
+          f"(reference quality to reach: {args.reference_mse})")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vqtto.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -87,9 +167,17 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--lam", type=int, default=100)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--device", default="auto")
+    v = sub.add_parser("vqvae", help="training speed and quality of the book's VQ-VAE against a wide one of the paper's kind")
+    v.add_argument("--seconds", type=float, default=108.0, help="training budget per model (default: a fifth of 9 minutes)")
+    v.add_argument("--test-images", type=int, default=10000)
+    v.add_argument("--reference-mse", type=float, default=0.0162,
+                   help="test MSE a public VQ-VAE of the paper's kind reached after one 9-minute epoch on 2 CPU cores")
+    v.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
     if args.what == "search":
         bench_search(args)
+    elif args.what == "vqvae":
+        bench_vqvae(args)
     return 0
 
 

@@ -232,13 +232,19 @@ def main(argv: list[str] | None = None) -> int:
     stale = BUILD / "html"
     if stale.exists():  # the old site no longer matches what is being executed
         shutil.rmtree(stale)
+    import time
+
+    t_book = time.perf_counter()
     for chapter in args.chapters or chapters():
         print(f"[vqtto.book] executing {chapter} with profile {args.profile} ...", flush=True)
+        t0 = time.perf_counter()
         try:
             execute(chapter, args.profile)
         except ChapterFailed as err:
             print(f"[vqtto.book] FAILED: {err}", file=sys.stderr)
             return 1
+        print(f"[vqtto.book] {chapter} done in {time.perf_counter() - t0:.0f} s", flush=True)
+    print(f"[vqtto.book] all chapters executed in {time.perf_counter() - t_book:.0f} s", flush=True)
     return 0
 
 
