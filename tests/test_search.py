@@ -249,3 +249,31 @@ def test_position_steps_never_negative_with_signed_zero_steps():
     tp = position_steps(e, d, idx, cb, torch.float32)
     assert (tp >= 1).all()
     assert torch.isinf(tp[0, 0]) and tp[0, 1] == math.inf and torch.isinf(tp[0, 2])
+
+
+def test_chapter_skips_data_sets_that_are_not_on_the_machine(monkeypatch):
+    """The full profile lists CIFAR-10 and Mini-ImageNet; without their data the chapter goes on."""
+    from types import SimpleNamespace
+
+    from vqtto import artifacts, pairs
+    from vqtto.chapters import gradient_search as chapter
+    from vqtto.data import DataUnavailable
+    from vqtto.vqvae import VQVAE, VQVAEConfig
+
+    tiny = VQVAE(VQVAEConfig(k=4, hidden=8, embedding_dim=2))
+
+    def fake_vqvae(ds, **kw):
+        if ds != "fashion-mnist":
+            raise DataUnavailable(f"{ds} is not here")
+        return SimpleNamespace(model=tiny)
+
+    images = torch.rand(3, 1, 28, 28)
+    monkeypatch.setattr(artifacts, "vqvae", fake_vqvae)
+    monkeypatch.setattr(pairs, "test_pairs", lambda ds, n, seed: pairs.Pairs(images, images.flip(0), torch.arange(3), torch.arange(3).flip(0)))
+    P = SimpleNamespace(datasets=["fashion-mnist", "cifar10", "miniimagenet"], k=4, profile="smoke", n_pairs=3, pair_seed=0)
+    models, data, skipped = chapter.models_and_pairs(P, torch.device("cpu"))
+    assert list(models) == ["fashion-mnist"] and sorted(skipped) == ["cifar10", "miniimagenet"]
+    assert data["fashion-mnist"][1].shape == (3, 2, 7, 7)
+    P.datasets = ["cifar10"]
+    with pytest.raises(DataUnavailable, match="none of the data sets"):
+        chapter.models_and_pairs(P, torch.device("cpu"))

@@ -66,6 +66,29 @@ def encode_pairs(model, pairs, device: torch.device) -> tuple[torch.Tensor, torc
     return z, targets, search.reference_losses(model, targets).cpu()
 
 
+def models_and_pairs(P, device: torch.device) -> tuple[dict, dict, dict]:
+    """The VQ-VAE of every data set of ``P.datasets`` whose data is on this machine, with its pairs.
+
+    Returns ``models`` (dataset -> VQVAE), ``data`` (dataset -> (pairs, z (B,D,h,w), targets,
+    reference losses (B,))) and ``skipped`` (dataset -> why its data could not be had).
+    """
+    from .. import artifacts, pairs
+    from ..data import DataUnavailable
+
+    models, data, skipped = {}, {}, {}
+    for ds in P.datasets:
+        try:
+            models[ds] = artifacts.vqvae(ds, k=P.k, profile=P.profile, device=device).model
+            pp = pairs.test_pairs(ds, P.n_pairs, P.pair_seed)
+        except DataUnavailable as err:
+            skipped[ds] = str(err)
+            continue
+        data[ds] = (pp, *encode_pairs(models[ds], pp, device))
+    if not models:
+        raise DataUnavailable(f"none of the data sets {P.datasets} is available: {skipped}")
+    return models, data, skipped
+
+
 def table1_row(label: str, trace: search.SearchTrace) -> dict:
     """Mean, std, min and max of the unique steps before the search stopped, and how it stopped."""
     n = trace.n_unique.double()
