@@ -52,3 +52,19 @@ def gap_verdict(dataset: str, mse_reference: float, mse_small: float, k_ref: int
     if gap <= paper:
         return ours + f"; the paper reports {paper}. We agree with its claim: shrinking the codebook 12.8-fold costs at most as much as the paper says."
     return ours + f"; the paper reports {paper}. We do not reproduce its claim: the smaller codebook costs more here than the paper reports."
+
+
+def restart_verdict(with_restart, without_restart) -> str:
+    """A sentence comparing codebook usage and test MSE of the same k trained with and without restarts."""
+    a, b = with_restart.test, without_restart.test
+    k = with_restart.k
+    usage = (f"With restarts the k={k} model uses {a['codes_used']} of its {k} codes on the test set "
+             f"(perplexity {a['perplexity']:.0f}); without them {b['codes_used']} (perplexity {b['perplexity']:.0f}).")
+    if a["recon"] <= b["recon"]:
+        quality = f" The restarts also lower the test MSE ({b['recon']:.4f} -> {a['recon']:.4f})."
+    else:
+        quality = (f" Reconstruction does not profit at this training length: the test MSE is {a['recon']:.4f} "
+                   f"with restarts and {b['recon']:.4f} without, so the unused codes cost the decoder nothing here; "
+                   "what they change is the search space the later chapters explore, most of which would decode "
+                   "from codes no image ever uses.")
+    return usage + quality
