@@ -36,3 +36,17 @@ def test_profiles_name_only_real_chapters():
     for profile in ("smoke", "quick", "full"):
         for chapter in book.chapters():
             assert book.profile_params(profile, chapter)["profile"] == profile
+
+
+@pytest.mark.parametrize("chapter", book.chapters())
+def test_parameters_cell_matches_the_schema_and_documents_every_parameter(chapter):
+    """What `papermill --help-notebook` lists is exactly what the chapter validates, each with a meaning."""
+    import importlib
+
+    import papermill as pm
+
+    declared = pm.inspect_notebook(str(book.BOOK / f"{chapter}.ipynb"))
+    schema = importlib.import_module(f"vqtto.chapters.{chapter.split('_', 1)[1]}").PARAMS
+    assert set(declared) == set(schema)
+    assert all(info["help"].strip() for info in declared.values())
+    assert all(info["inferred_type_name"] != "None" for info in declared.values())
