@@ -403,9 +403,9 @@ def position_steps(e: torch.Tensor, d: torch.Tensor, idx: torch.Tensor, codebook
         a = torch.addmm(c2, E.reshape(m, dim), cb.t(), alpha=-2).view(-1, h * w, cb.shape[0])
         a.sub_(base[..., None]).clamp_min_(1e-30)                                   # A_j (> 0, so a / 0 = inf)
         nb = torch.addmm((-2 * (D * cur).sum(-1)).reshape(m, 1), D.reshape(m, dim), cb.t(), alpha=2)
-        nb = nb.view(-1, h * w, cb.shape[0]).clamp_min_(0)                          # -B_j, 0 where j never overtakes
-        # inf where -B_j <= 0; `where`, not a plain division, since -0.0 would give -inf
-        ratio = torch.where(nb > 0, a / nb, torch.full_like(a, math.inf))
+        # -B_j, 0 where j never overtakes; adding +0.0 turns a -0.0 into +0.0, whose quotient is +inf, not -inf
+        nb = nb.view(-1, h * w, cb.shape[0]).clamp_min_(0).add_(0.0)
+        ratio = a.div_(nb)                                                           # inf where -B_j <= 0
         ratio.scatter_(2, idx[s:s + per].reshape(-1, h * w, 1), math.inf)  # the current code (0/0 up to rounding)
         out.append(torch.floor(ratio.amin(2).double()) + 1)
     return torch.cat(out)
