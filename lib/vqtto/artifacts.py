@@ -25,7 +25,7 @@ import torch
 
 from . import data as data_mod
 from .device import pick_device
-from .profiles import vqvae_preset
+from .profiles import apply_overrides, vqvae_preset
 from .training import History, TrainConfig, evaluate, train_vqvae
 from .vqvae import VQVAE, VQVAEConfig
 
@@ -137,15 +137,8 @@ def vqvae_config(dataset: str, k: int, profile: str = "quick", **overrides: Any)
     """
     data_mod.check_name(dataset)
     preset = vqvae_preset(profile)
-    model_fields = set(VQVAEConfig.__dataclass_fields__)
-    train_fields = set(TrainConfig.__dataclass_fields__)
-    for name, value in overrides.items():
-        if name in model_fields:
-            preset["model"][name] = value
-        elif name in train_fields:
-            preset["train"][name] = value
-        else:
-            raise ValueError(f"unknown VQ-VAE option {name!r}; allowed: {sorted(model_fields | train_fields)}")
+    apply_overrides(preset, overrides, set(VQVAEConfig.__dataclass_fields__), set(TrainConfig.__dataclass_fields__),
+                    "VQ-VAE")
     preset["model"]["k"] = k
     preset["model"]["in_channels"] = 1 if dataset == "fashion-mnist" else 3
     model_cfg = VQVAEConfig(**preset["model"])  # validates

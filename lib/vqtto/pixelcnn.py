@@ -458,19 +458,12 @@ def prior_config(vqvae_config: dict, profile: str = "quick", class_conditional: 
     ``overrides`` may name any :class:`PixelCNNConfig` (except k, height, width, n_classes) or
     :class:`PriorTrainConfig` field.
     """
-    from .profiles import check_profile
+    from .profiles import apply_overrides, check_profile
 
     check_profile(profile)
     preset = {part: dict(v) for part, v in PRIOR_PRESETS[profile].items()}
     model_fields = set(PixelCNNConfig.__dataclass_fields__) - {"k", "height", "width", "n_classes"}
-    train_fields = set(PriorTrainConfig.__dataclass_fields__)
-    for name, value in overrides.items():
-        if name in model_fields:
-            preset["model"][name] = value
-        elif name in train_fields:
-            preset["train"][name] = value
-        else:
-            raise ValueError(f"unknown prior option {name!r}; allowed: {sorted(model_fields | train_fields)}")
+    apply_overrides(preset, overrides, model_fields, set(PriorTrainConfig.__dataclass_fields__), "prior")
     n_classes = 10 if class_conditional else 0
     model = PixelCNNConfig(k=vqvae_config["model"]["k"], height=grid[0], width=grid[1], n_classes=n_classes,
                            **preset["model"])

@@ -43,3 +43,20 @@ def vqvae_preset(profile: str) -> dict[str, dict]:
     check_profile(profile)
     preset = VQVAE_PRESETS[profile]
     return {"model": dict(preset["model"]), "train": dict(preset["train"])}
+
+
+def apply_overrides(preset: dict[str, dict], overrides: dict, model_fields: set[str], train_fields: set[str],
+                    what: str) -> dict[str, dict]:
+    """Put each of ``overrides`` into the ``"model"`` or ``"train"`` part of ``preset`` by field name.
+
+    Raises:
+        ValueError: for a name that is neither, listing the allowed ones; ``what`` names the model kind.
+    """
+    for name, value in overrides.items():
+        if name in model_fields:
+            preset["model"][name] = value
+        elif name in train_fields:
+            preset["train"][name] = value
+        else:
+            raise ValueError(f"unknown {what} option {name!r}; allowed: {sorted(model_fields | train_fields)}")
+    return preset
