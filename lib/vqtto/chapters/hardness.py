@@ -93,7 +93,7 @@ def time_brute_force(ns, edge_p: float, weighted: bool, seed: int) -> list[dict]
     return rows
 
 
-def doubling_factor(rows, key: str = "latent seconds", min_seconds: float = 0.05) -> float | None:
+def doubling_factor(rows, key: str = "latent seconds", min_seconds: float = 0.01) -> float | None:
     """Least-squares growth factor of time per added position, from the rows whose time exceeds ``min_seconds``."""
     pts = [(r["n"], r[key]) for r in rows if r[key] >= min_seconds]
     if len(pts) < 2:
