@@ -4,6 +4,7 @@
 ``python -m vqtto.book run --profile smoke 01_training``  one chapter
 ``python -m vqtto.book build``                      render ``_build/src`` into ``_build/html``
 ``python -m vqtto.book params quick 01_training``   the YAML to pass to papermill's ``-y``
+``python -m vqtto.book sync-params``               regenerate the parameters cells from the schemas
 
 Each chapter gets the parameters of its section in ``params/<profile>.yaml`` plus
 ``profile: <profile>``. Names a chapter does not declare in its parameters cell are refused
@@ -47,6 +48,35 @@ def profile_params(profile: str, chapter: str) -> dict:
     if unknown:
         raise ValueError(f"params/{profile}.yaml has sections {unknown} that name no chapter; chapters: {chapters()}")
     return {**(sections.get(chapter) or {}), "profile": profile}
+
+
+def schema(chapter: str) -> dict:
+    """The parameter schema of ``chapter`` (``vqtto.chapters.<name>.PARAMS``, the stem without its number)."""
+    import importlib
+
+    return importlib.import_module(f"vqtto.chapters.{chapter.split('_', 1)[1]}").PARAMS
+
+
+def sync_parameters(chapter: str, write: bool = True) -> bool:
+    """Make ``chapter``'s parameters cell the one generated from its schema; True if it was stale.
+
+    The schema (type, default, help) is the single source; the cell is derived from it.
+    """
+    import nbformat
+
+    from .params import parameters_cell
+
+    path = BOOK / f"{chapter}.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", []))
+    want = parameters_cell(schema(chapter))
+    stale = cell.source != want
+    if stale and write:
+        cell.source = want
+        tmp = path.with_suffix(".ipynb.tmp")
+        nbformat.write(nb, tmp)
+        os.replace(tmp, path)
+    return stale
 
 
 def check_names(chapter: str, parameters: dict) -> None:
@@ -215,12 +245,17 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--profile", default="quick", choices=PROFILES)
     run.add_argument("chapters", nargs="*", help="chapter stems (default: all)")
     sub.add_parser("build", help="build the site from executed chapters")
+    sub.add_parser("sync-params", help="regenerate every chapter's parameters cell from its schema")
     prm = sub.add_parser("params", help="print a chapter's YAML parameters for papermill -y")
     prm.add_argument("profile", choices=PROFILES)
     prm.add_argument("chapter")
     args = parser.parse_args(argv)
     if args.cmd == "params":
         print(yaml.safe_dump(profile_params(args.profile, args.chapter), sort_keys=False).strip())
+        return 0
+    if args.cmd == "sync-params":
+        for chapter in chapters():
+            print(f"[vqtto.book] {chapter}: {'rewritten' if sync_parameters(chapter) else 'up to date'}")
         return 0
     if args.cmd == "build":
         try:

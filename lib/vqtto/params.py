@@ -26,9 +26,16 @@ class ParameterError(ValueError):
     """A chapter parameter has an unknown name or a value outside what is allowed."""
 
 
+_NO_DEFAULT = object()
+
+
 @dataclass(frozen=True)
 class Param:
-    """One chapter parameter: its type, a one-line description and an optional check.
+    """One chapter parameter: its type, default, a one-line description and an optional check.
+
+    This is the only place a parameter is written: the notebook's parameters cell is generated
+    from it (:func:`parameters_cell`; ``python -m vqtto.book sync-params`` rewrites the cells and a
+    test checks they match), so type, default and help cannot drift apart.
 
     ``check`` returns None when the value is fine, or a phrase saying what is allowed.
     """
@@ -37,6 +44,13 @@ class Param:
     help: str
     check: Callable[[Any], str | None] | None = None
     nullable: bool = False
+    default: Any = _NO_DEFAULT
+
+    def type_annotation(self) -> str:
+        """The annotation of the parameters cell (what ``papermill --help-notebook`` shows as the type)."""
+        kinds = self.kind if isinstance(self.kind, tuple) else (self.kind,)
+        name = kinds[0].__name__ if len(kinds) == 1 else "Union[" + ", ".join(k.__name__ for k in kinds) + "]"
+        return f'"Optional[{name}]"' if self.nullable else name
 
 
 def one_of(*allowed: Any) -> Callable[[Any], str | None]:
@@ -59,6 +73,17 @@ def between(lo: float, hi: float) -> Callable[[Any], str | None]:
     return lambda v: None if lo <= v <= hi else f"in [{lo}, {hi}]"
 
 
+def nonempty(check: Callable[[Any], str | None] | None = None) -> Callable[[Any], str | None]:
+    """A check refusing an empty list (an empty sweep would leave a section of the chapter silently empty)."""
+
+    def _check(values: list) -> str | None:
+        if not values:
+            return "a non-empty list"
+        return check(values) if check is not None else None
+
+    return _check
+
+
 def each(check: Callable[[Any], str | None], item_kind: type = int) -> Callable[[Any], str | None]:
     """A check for a list whose every item has ``item_kind`` and passes ``check``."""
 
@@ -74,11 +99,30 @@ def each(check: Callable[[Any], str | None], item_kind: type = int) -> Callable[
     return _check
 
 
-class Namespace(types.SimpleNamespace):
-    """Validated parameters, read as attributes (``P.k``) or as a dict (``P.as_dict()``)."""
+def _device_check(value: str) -> str | None:
+    return None if value in ("auto", "cpu", "cuda") or value.startswith("cuda:") else "auto, cpu, cuda or cuda:N"
 
-    def as_dict(self) -> dict[str, Any]:
-        return dict(vars(self))
+
+def _profile_param() -> Param:
+    from .profiles import PROFILES
+
+    return Param(str, "model presets shared by all chapters: " + " | ".join(PROFILES), one_of(*PROFILES),
+                 default="quick")
+
+
+DEVICE = Param(str, "auto | cpu | cuda (auto: CUDA when present)", _device_check, default="auto")
+
+
+def chapter_schema(params: Mapping[str, Param], *, device: bool = True) -> dict[str, Param]:
+    """A chapter's full schema: the shared ``profile`` first, its own ``params``, the shared ``device`` last."""
+    shared = {"profile", "device"} & set(params)
+    if shared:
+        raise ValueError(f"{sorted(shared)} are shared parameters; chapter_schema adds them itself")
+    return {"profile": _profile_param(), **params, **({"device": DEVICE} if device else {})}
+
+
+class Namespace(types.SimpleNamespace):
+    """Validated parameters, read as attributes (``P.k``)."""
 
 
 def _user_names(namespace: Mapping[str, Any]) -> dict[str, Any]:
@@ -142,11 +186,29 @@ def validate(namespace: Mapping[str, Any], schema: Mapping[str, Param]) -> Names
     return Namespace(**out)
 
 
-def describe(schema: Mapping[str, Param]) -> str:
-    """A Markdown table of the parameters of a chapter (for the book's front matter)."""
-    rows = ["| parameter | type | meaning |", "| --- | --- | --- |"]
-    for name, spec in schema.items():
-        kinds = spec.kind if isinstance(spec.kind, tuple) else (spec.kind,)
-        kind = " or ".join(k.__name__ for k in kinds) + (" or None" if spec.nullable else "")
-        rows.append(f"| `{name}` | {kind} | {spec.help} |")
-    return "\n".join(rows)
+def _literal(value: Any) -> str:
+    """Python source for a default, strings in double quotes."""
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_literal(v) for v in value) + "]"
+    return repr(value)
+
+
+def parameters_cell(schema: Mapping[str, Param]) -> str:
+    """The source of a notebook's parameters cell, generated from ``schema``.
+
+    One line per parameter, ``name: type = default  # help``: papermill reads the annotation as
+    the type and the comment as the help of ``--help-notebook``.
+    """
+    missing = [name for name, spec in schema.items() if spec.default is _NO_DEFAULT]
+    if missing:
+        raise ValueError(f"parameters {missing} have no default in the schema")
+    heads = [f"{name}: {spec.type_annotation()} = {_literal(spec.default)}" for name, spec in schema.items()]
+    width = max(len(h) for h in heads) + 2
+    return "\n".join(f"{h:<{width}}# {spec.help}" for h, spec in zip(heads, schema.values()))
+
+
+def defaults(schema: Mapping[str, Param]) -> dict[str, Any]:
+    """``{name: default}`` of a schema."""
+    return {name: spec.default for name, spec in schema.items()}

@@ -1,33 +1,63 @@
-"""Figures shared across chapters. One colour per method, the same in every chapter."""
+"""Figures shared across chapters, and the one name and colour of every method (:data:`METHODS`)."""
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Mapping
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-# The same method has the same colour everywhere in the book.
-METHOD_COLORS = {
-    "source": "#7f7f7f",
-    "target": "#000000",
-    "alg1": "#9467bd",          # Algorithm 1, continuous gradient descent
-    "alg2": "#1f77b4",          # Algorithm 2, straight-through search
-    "alg3": "#ff7f0e",          # Algorithm 3, single-position straight-through search
-    "improved": "#2ca02c",      # our searches that go past the paper
-    "prior": "#d62728",         # PixelCNN prior
-    "flow": "#8c564b",          # flows
-    "uniform": "#bcbd22",       # uniform-random baseline
-    "exact": "#17becf",         # exact optimum (brute force)
-    "local_search": "#e377c2",  # classical 1-flip local search (hardness chapter)
+@dataclass(frozen=True)
+class Method:
+    """How one method (or reference) is named and drawn everywhere in the book."""
+
+    label: str
+    color: str
+
+
+# One id, one label and one colour per method, in every chapter and on the results page.
+# Search traces carry the id in ``SearchTrace.method``.
+METHODS: dict[str, Method] = {
+    "source": Method("source grid (no search)", "#7f7f7f"),
+    "target": Method("target", "#000000"),
+    "own-code": Method("target's own code", "#000000"),
+    "alg1": Method("Algorithm 1 (continuous)", "#9467bd"),
+    "alg2": Method("Algorithm 2 (straight-through)", "#1f77b4"),
+    "alg3": Method("Algorithm 3 (one position)", "#ff7f0e"),
+    "top-m": Method("top-m straight-through", "#ffbb78"),
+    "greedy": Method("greedy coordinate search", "#e377c2"),
+    "relaxed": Method("relaxed straight-through search", "#2ca02c"),
+    "pulse": Method("PULSE through the trained flow", "#8c564b"),
+    "pulse-untrained": Method("PULSE through the untrained flow (control)", "#c49c94"),
+    "paper-flow": Method("the paper's flow in R^k", "#8c564b"),
+    "simplex-flow": Method("flow onto the simplex", "#17a589"),
+    "prior": Method("PixelCNN prior", "#d62728"),
+    "uniform": Method("uniform random", "#bcbd22"),
+    "exact": Method("exact optimum", "#17becf"),
+    "local-search": Method("1-flip local search", "#7b4173"),
+    "branch-and-bound": Method("branch and bound", "#393b79"),
 }
 
-# Colours for a sweep over codebook sizes, from large k (dark) to small k (light).
-def k_colors(ks: Sequence[int]) -> dict[int, tuple]:
-    cmap = plt.get_cmap("viridis")
-    order = sorted(ks, reverse=True)
-    return {k: cmap(i / max(1, len(order) - 1) * 0.85) for i, k in enumerate(order)}
+
+def _method(method: str) -> Method:
+    if method[:3] == "top" and method[3:].isdigit():  # the top-m search's traces say "top4" for m = 4
+        method = "top-m"
+    try:
+        return METHODS[method]
+    except KeyError:
+        raise ValueError(f"unknown method {method!r}; known: {sorted(METHODS)}") from None
+
+
+def method_color(method: str) -> str:
+    """The colour of ``method`` (an id of :data:`METHODS`), the same in every figure."""
+    return _method(method).color
+
+
+def method_label(method: str) -> str:
+    """The display name of ``method`` (an id of :data:`METHODS`)."""
+    return _method(method).label
 
 
 def loss_curves(histories: Mapping[str, object], title: str = "VQ-VAE training", colors=None):

@@ -16,7 +16,7 @@ from .report import results_dir
 
 CHAPTER_PAGES = {
     "training": "01_training", "gradient_search": "02_gradient_search", "prior": "03_prior",
-    "flows": "04_flows", "hardness": "05_hardness",
+    "flows": "04_flows", "hardness": "06_hardness",
 }
 
 

@@ -12,7 +12,7 @@ import torch
 from .. import data as data_mod
 from .. import flows
 from ..gumbel import GumbelSoftmax, zipf_probs
-from ..params import Param, at_least, between, each, greater_than, one_of
+from ..params import Param, at_least, between, chapter_schema, each, greater_than, one_of
 from ..plots import METHOD_COLORS
 from ..profiles import PROFILES
 
@@ -47,41 +47,38 @@ KIND_STYLE = {
     "simplex-untempered": dict(color=METHOD_COLORS["improved"], ls=":", label="onto the simplex, τ not in the softmax"),
 }
 
-_device_check = lambda v: None if v in ("auto", "cpu", "cuda") or v.startswith("cuda:") else "auto, cpu, cuda or cuda:N"  # noqa: E731
 
-PARAMS = {
-    "profile": Param(str, "model presets shared by all chapters: smoke | quick | full", one_of(*PROFILES)),
-    "configurations": Param(list, "which of the paper's four configurations to run, e.g. [1, 2, 3, 4]", each(one_of(1, 2, 3, 4))),
-    "ks": Param(list, "numbers of classes of the toy targets (paper gives none), e.g. [4, 40]", each(at_least(3))),
-    "zipf_s": Param(float, "toy class probabilities pi_i proportional to 1/i^zipf_s", at_least(0.0)),
-    "kinds": Param(list, f"flow kinds to compare, from {list(KINDS)}", each(one_of(*KINDS), item_kind=str)),
-    "seeds": Param(int, "seeds per configuration, k and kind", at_least(1)),
-    "steps": Param(int, "reverse-KL steps per toy run", at_least(1)),
-    "batch": Param(int, "samples per reverse-KL estimate", at_least(1)),
-    "n_blocks": Param(int, "affine coupling blocks per flow (paper: 16)", at_least(1)),
-    "hidden": Param(int, "width of the MLP conditioners", at_least(1)),
-    "lr_adam": Param(float, "learning rate with Adam", greater_than(0.0)),
-    "lr_sgd": Param(float, "learning rate with SGD-Nesterov (momentum 0.9)", greater_than(0.0)),
-    "dataset": Param(str, "data set of the VQ-VAE for the code-grid part", one_of(*data_mod.DATASETS)),
-    "k_grid": Param(int, "codebook size of the VQ-VAE for the code-grid part (book: 40)", at_least(3)),
-    "code_images": Param(int, "training images encoded to fit the per-position categorical", at_least(1)),
-    "grid_tau": Param(float, "temperature of the relaxed code-grid prior", greater_than(0.0)),
-    "grid_steps": Param(int, "reverse-KL steps of the code-grid flow", at_least(1)),
-    "grid_batch": Param(int, "samples per step of the code-grid flow", at_least(1)),
-    "grid_blocks": Param(int, "coupling layers of the code-grid flow", at_least(1)),
-    "grid_hidden": Param(int, "MLP width of the code-grid flow", at_least(1)),
-    "grid_lr": Param(float, "Adam learning rate of the code-grid flow", greater_than(0.0)),
-    "n_pairs": Param(int, "source-target test pairs for the searches (paper: 200)", at_least(1)),
-    "pair_seed": Param(int, "seed of vqtto.pairs.test_pairs (shared with chapter 2)", at_least(0)),
-    "pulse_steps": Param(int, "Adam steps on z in the PULSE-style search", at_least(1)),
-    "pulse_lr": Param(float, "Adam learning rate on z", greater_than(0.0)),
-    "pulse_tau": Param(list, "[start, end] temperature annealed during the search (YAML list)", each(greater_than(0.0), item_kind=float)),
-    "alpha": Param(float, "Algorithm 2 step size (paper: 0.1)", greater_than(0.0)),
-    "lam": Param(int, "Algorithm 2 repeats per step, lambda (paper: 100)", at_least(1)),
-    "pixelcnn_prior": Param(bool, "also score the codes found under the PixelCNN prior of chapter 3 (k_grid; trained if not cached)"),
-    "seed": Param(int, "seed of the code-grid flow and the search starts", at_least(0)),
-    "device": Param(str, "auto | cpu | cuda", _device_check),
-}
+PARAMS = chapter_schema({
+    "configurations": Param(list, "which of the paper's four configurations to run, e.g. [1, 2, 3, 4]", each(one_of(1, 2, 3, 4)), default=[1, 2, 3, 4]),
+    "ks": Param(list, "numbers of classes of the toy targets (paper gives none), e.g. [4, 40]", each(at_least(3)), default=[4, 40]),
+    "zipf_s": Param(float, "toy class probabilities pi_i proportional to 1/i^zipf_s", at_least(0.0), default=1.0),
+    "kinds": Param(list, f"flow kinds to compare, from {list(KINDS)}", each(one_of(*KINDS), item_kind=str), default=['paper', 'simplex', 'simplex-untempered']),
+    "seeds": Param(int, "seeds per configuration, k and kind", at_least(1), default=3),
+    "steps": Param(int, "reverse-KL steps per toy run", at_least(1), default=400),
+    "batch": Param(int, "samples per reverse-KL estimate", at_least(1), default=256),
+    "n_blocks": Param(int, "affine coupling blocks per flow (paper: 16)", at_least(1), default=4),
+    "hidden": Param(int, "width of the MLP conditioners", at_least(1), default=32),
+    "lr_adam": Param(float, "learning rate with Adam", greater_than(0.0), default=0.001),
+    "lr_sgd": Param(float, "learning rate with SGD-Nesterov (momentum 0.9)", greater_than(0.0), default=0.001),
+    "dataset": Param(str, "data set of the VQ-VAE for the code-grid part", one_of(*data_mod.DATASETS), default='fashion-mnist'),
+    "k_grid": Param(int, "codebook size of the VQ-VAE for the code-grid part (book: 40)", at_least(3), default=40),
+    "code_images": Param(int, "training images encoded to fit the per-position categorical", at_least(1), default=10000),
+    "grid_tau": Param(float, "temperature of the relaxed code-grid prior", greater_than(0.0), default=0.3),
+    "grid_steps": Param(int, "reverse-KL steps of the code-grid flow", at_least(1), default=600),
+    "grid_batch": Param(int, "samples per step of the code-grid flow", at_least(1), default=64),
+    "grid_blocks": Param(int, "coupling layers of the code-grid flow", at_least(1), default=4),
+    "grid_hidden": Param(int, "MLP width of the code-grid flow", at_least(1), default=64),
+    "grid_lr": Param(float, "Adam learning rate of the code-grid flow", greater_than(0.0), default=0.003),
+    "n_pairs": Param(int, "source-target test pairs for the searches (paper: 200)", at_least(1), default=32),
+    "pair_seed": Param(int, "seed of vqtto.pairs.test_pairs (shared with chapter 2)", at_least(0), default=0),
+    "pulse_steps": Param(int, "Adam steps on z in the PULSE-style search", at_least(1), default=200),
+    "pulse_lr": Param(float, "Adam learning rate on z", greater_than(0.0), default=1.0),
+    "pulse_tau": Param(list, "[start, end] temperature annealed during the search (YAML list)", each(greater_than(0.0), item_kind=float), default=[3.0, 0.05]),
+    "alpha": Param(float, "Algorithm 2 step size (paper: 0.1)", greater_than(0.0), default=0.1),
+    "lam": Param(int, "Algorithm 2 repeats per step, lambda (paper: 100)", at_least(1), default=100),
+    "pixelcnn_prior": Param(bool, "also score the codes found under the PixelCNN prior of chapter 3 (k_grid; trained if not cached)", default=True),
+    "seed": Param(int, "seed of the code-grid flow and the search starts", at_least(0), default=0),
+})
 
 
 def check_pulse_tau(values: list) -> tuple[float, float]:

@@ -15,37 +15,35 @@ from matplotlib.patches import ConnectionPatch
 
 from .. import search
 from ..data import DATASETS
-from ..params import Param, at_least, between, each, greater_than, one_of
+from ..params import Param, at_least, between, chapter_schema, each, greater_than, one_of
 from ..plots import METHOD_COLORS, to_numpy_images
 from ..profiles import PROFILES
 from ..widgets import png_bytes
 
-PARAMS = {
-    "profile": Param(str, "model presets shared by all chapters: smoke | quick | full", one_of(*PROFILES)),
-    "datasets": Param(list, "data sets for Table 1; the first one also gets the detailed analyses", each(one_of(*DATASETS), str)),
-    "k": Param(int, "codebook size of the searched VQ-VAE (the paper's Table 1 uses 512)", at_least(2)),
-    "k_small": Param(int, "also run Algorithm 2 on this smaller codebook (None: skip)", at_least(2), nullable=True),
-    "n_pairs": Param(int, "random source-target test pairs (paper: 200)", at_least(1)),
-    "pair_seed": Param(int, "seed of the pair draw (shared with other chapters)", at_least(0)),
-    "alpha": Param(float, "step size of Algorithms 2 and 3 (paper: 0.1)", greater_than(0)),
-    "lam": Param(int, "most repeats of one step before a search counts as stalled", at_least(1)),
-    "max_unique": Param(int, "most distinct grids per search", at_least(1)),
-    "top_m": Param(int, "positions moved per step by the top-m variant", at_least(1)),
-    "alg1_alpha": Param(float, "step size of Algorithm 1 (continuous gradient descent)", greater_than(0)),
-    "alg1_tol": Param(float, "Algorithm 1 stops when the loss changes by at most this", at_least(0)),
-    "alg1_steps": Param(int, "most steps of Algorithm 1", at_least(1)),
-    "improved_lr": Param(float, "Adam step size of the improved search on the code logits", greater_than(0)),
-    "improved_steps": Param(int, "decoder rounds of the improved search per pair", at_least(1)),
-    "greedy_pairs": Param(int, "pairs given to the greedy coordinate search (it decodes many candidates)", at_least(0)),
-    "greedy_width": Param(int, "most candidates the greedy search decodes per pair and round", at_least(16)),
-    "sweep_alphas": Param(list, "step sizes compared in the effect-of-alpha section (floats)", each(greater_than(0), float)),
-    "sweep_pairs": Param(int, "pairs used per step size in the effect-of-alpha section", at_least(1)),
-    "explorer_alphas": Param(list, "alpha values precomputed for the static explorer (floats)", each(greater_than(0), float)),
-    "explorer_pairs": Param(int, "pairs offered in the explorers", at_least(1)),
-    "n_show": Param(int, "traversals drawn in the Figure 4 equivalent", at_least(1)),
-    "max_cols": Param(int, "most reconstructions per traversal row", between(3, 40)),
-    "device": Param(str, "auto | cpu | cuda", lambda v: None if v in ("auto", "cpu", "cuda") or v.startswith("cuda:") else "auto, cpu, cuda or cuda:N"),
-}
+PARAMS = chapter_schema({
+    "datasets": Param(list, "data sets for Table 1; the first one also gets the detailed analyses", each(one_of(*DATASETS), str), default=['fashion-mnist']),
+    "k": Param(int, "codebook size of the searched VQ-VAE (the paper's Table 1 uses 512)", at_least(2), default=512),
+    "k_small": Param(int, "also run Algorithm 2 on this smaller codebook (None: skip)", at_least(2), nullable=True, default=40),
+    "n_pairs": Param(int, "random source-target test pairs (paper: 200)", at_least(1), default=200),
+    "pair_seed": Param(int, "seed of the pair draw (shared with other chapters)", at_least(0), default=0),
+    "alpha": Param(float, "step size of Algorithms 2 and 3 (paper: 0.1)", greater_than(0), default=0.1),
+    "lam": Param(int, "most repeats of one step before a search counts as stalled", at_least(1), default=100),
+    "max_unique": Param(int, "most distinct grids per search", at_least(1), default=500),
+    "top_m": Param(int, "positions moved per step by the top-m variant", at_least(1), default=4),
+    "alg1_alpha": Param(float, "step size of Algorithm 1 (continuous gradient descent)", greater_than(0), default=10.0),
+    "alg1_tol": Param(float, "Algorithm 1 stops when the loss changes by at most this", at_least(0), default=1e-07),
+    "alg1_steps": Param(int, "most steps of Algorithm 1", at_least(1), default=300),
+    "improved_lr": Param(float, "Adam step size of the improved search on the code logits", greater_than(0), default=0.1),
+    "improved_steps": Param(int, "decoder rounds of the improved search per pair", at_least(1), default=200),
+    "greedy_pairs": Param(int, "pairs given to the greedy coordinate search (it decodes many candidates)", at_least(0), default=32),
+    "greedy_width": Param(int, "most candidates the greedy search decodes per pair and round", at_least(16), default=64),
+    "sweep_alphas": Param(list, "step sizes compared in the effect-of-alpha section (floats)", each(greater_than(0), float), default=[0.01, 0.03, 0.1, 0.3, 1.0]),
+    "sweep_pairs": Param(int, "pairs used per step size in the effect-of-alpha section", at_least(1), default=50),
+    "explorer_alphas": Param(list, "alpha values precomputed for the static explorer (floats)", each(greater_than(0), float), default=[0.03, 0.1, 0.3, 1.0]),
+    "explorer_pairs": Param(int, "pairs offered in the explorers", at_least(1), default=2),
+    "n_show": Param(int, "traversals drawn in the Figure 4 equivalent", at_least(1), default=4),
+    "max_cols": Param(int, "most reconstructions per traversal row", between(3, 40), default=12),
+})
 
 # The paper's Table 1: unique traversal steps before the first repeated index grid (Algorithm 2,
 # k = 512, 200 pairs). The Mini-ImageNet mean is printed garbled as "2A.47" in the paper.

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from .. import hardness
-from ..params import Param, at_least, between, each, greater_than, one_of
+from ..params import Param, at_least, between, chapter_schema, each, greater_than, one_of
 from ..plots import METHOD_COLORS
 from ..profiles import PROFILES
 
@@ -30,23 +30,21 @@ def _grid(v) -> str | None:
     return None if 3 <= v[0] * v[1] <= 20 else "a grid of 3..20 positions (brute force enumerates 2^(h w))"
 
 
-PARAMS = {
-    "profile": Param(str, "model presets shared by all chapters: smoke | quick | full", one_of(*PROFILES)),
-    "example_grid": Param(list, "latent grid [h, w] of the worked example (all 2^(h w) grids are drawn)", _grid),
-    "space_ks": Param(list, "codebook sizes for the search-space table (paper: 512 and 40)", each(at_least(2))),
-    "space_grids": Param(list, "latent grids [h, w] for the search-space table (7x7 Fashion-MNIST, ...)", _pairs),
-    "timing_n": Param(list, "numbers of latent positions (graph vertices) to brute-force and time", each(between(3, 24))),
-    "edge_p": Param(float, "edge probability of the random graphs G(n, p)", between(0.05, 1.0)),
-    "weighted": Param(bool, "random edge weights in [0.1, 1] instead of unit weights"),
-    "search_grid": Param(list, "latent grid [h, w] of the instances the gradient searches attack", _grid),
-    "n_instances": Param(int, "random MAX-CUT instances for the search comparison", at_least(1)),
-    "starts": Param(int, "random starting latents per instance and search", at_least(1)),
-    "alphas": Param(list, "step sizes alpha of the straight-through searches (Algorithms 2 and 3)", each(greater_than(0), float)),
-    "lam": Param(int, "most repeats of one straight-through step (the paper's lambda)", at_least(1)),
-    "random_grids": Param(int, "uniformly random grids per run for the random baseline", at_least(1)),
-    "seed": Param(int, "seed of the random graphs and starting latents", at_least(0)),
-    "device": Param(str, "auto | cpu | cuda", lambda v: None if v in ("auto", "cpu", "cuda") or v.startswith("cuda:") else "auto, cpu, cuda or cuda:N"),
-}
+PARAMS = chapter_schema({
+    "example_grid": Param(list, "latent grid [h, w] of the worked example (all 2^(h w) grids are drawn)", _grid, default=[3, 4]),
+    "space_ks": Param(list, "codebook sizes for the search-space table (paper: 512 and 40)", each(at_least(2)), default=[512, 40]),
+    "space_grids": Param(list, "latent grids [h, w] for the search-space table (7x7 Fashion-MNIST, ...)", _pairs, default=[[7, 7], [8, 8], [21, 21]]),
+    "timing_n": Param(list, "numbers of latent positions (graph vertices) to brute-force and time", each(between(3, 24)), default=[4, 6, 8, 10, 12, 14, 16, 18, 20]),
+    "edge_p": Param(float, "edge probability of the random graphs G(n, p)", between(0.05, 1.0), default=0.5),
+    "weighted": Param(bool, "random edge weights in [0.1, 1] instead of unit weights", default=False),
+    "search_grid": Param(list, "latent grid [h, w] of the instances the gradient searches attack", _grid, default=[4, 4]),
+    "n_instances": Param(int, "random MAX-CUT instances for the search comparison", at_least(1), default=40),
+    "starts": Param(int, "random starting latents per instance and search", at_least(1), default=8),
+    "alphas": Param(list, "step sizes alpha of the straight-through searches (Algorithms 2 and 3)", each(greater_than(0), float), default=[0.1, 1.0, 10.0]),
+    "lam": Param(int, "most repeats of one straight-through step (the paper's lambda)", at_least(1), default=100),
+    "random_grids": Param(int, "uniformly random grids per run for the random baseline", at_least(1), default=32),
+    "seed": Param(int, "seed of the random graphs and starting latents", at_least(0), default=0),
+})
 
 
 def squarest_grid(n: int) -> tuple[int, int]:

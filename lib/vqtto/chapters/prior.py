@@ -10,28 +10,26 @@ import numpy as np
 import torch
 
 from ..data import DATASETS
-from ..params import Param, at_least, between, each, greater_than, one_of
+from ..params import Param, at_least, between, chapter_schema, each, greater_than, one_of
 from ..pixelcnn import LN2, PriorHistory
 from ..plots import METHOD_COLORS
 from ..profiles import PROFILES
 
-PARAMS = {
-    "profile": Param(str, "model presets shared by all chapters: smoke | quick | full", one_of(*PROFILES)),
-    "dataset": Param(str, "data set whose VQ-VAE codes the prior models", one_of(*DATASETS)),
-    "k": Param(int, "codebook size of the VQ-VAE (paper: 512)", at_least(2)),
-    "class_conditional": Param(bool, "condition the prior on the class label"),
-    "epochs": Param(int, "prior training epochs; None takes the profile's", at_least(1), nullable=True),
-    "seed": Param(int, "seed of the prior's initialisation, batch order and samples", at_least(0)),
-    "device": Param(str, "auto | cpu | cuda", lambda v: None if v in ("auto", "cpu", "cuda") or v.startswith("cuda:") else "auto, cpu, cuda or cuda:N"),
-    "n_samples": Param(int, "samples per row in the samples figure", at_least(1)),
-    "temperatures": Param(list, "sampling temperatures, one row of samples each (YAML list; -y/-f)", each(greater_than(0), float)),
-    "n_random": Param(int, "uniform-random grids scored by the prior", at_least(1)),
-    "n_pairs": Param(int, "source-target test pairs searched with Algorithm 2 (paper: 200)", at_least(1)),
-    "pair_seed": Param(int, "seed of the test pairs (the same pairs in every chapter)", at_least(0)),
-    "alpha": Param(float, "step size of Algorithm 2 (paper: 0.1)", greater_than(0)),
-    "lam": Param(int, "most repeats of one Algorithm 2 step before it counts as stalled", at_least(1)),
-    "max_unique": Param(int, "most distinct grids per Algorithm 2 search", between(2, 100000)),
-}
+PARAMS = chapter_schema({
+    "dataset": Param(str, "data set whose VQ-VAE codes the prior models", one_of(*DATASETS), default='fashion-mnist'),
+    "k": Param(int, "codebook size of the VQ-VAE (paper: 512)", at_least(2), default=512),
+    "class_conditional": Param(bool, "condition the prior on the class label", default=False),
+    "epochs": Param(int, "prior training epochs; None takes the profile's", at_least(1), nullable=True, default=None),
+    "seed": Param(int, "seed of the prior's initialisation, batch order and samples", at_least(0), default=0),
+    "n_samples": Param(int, "samples per row in the samples figure", at_least(1), default=10),
+    "temperatures": Param(list, "sampling temperatures, one row of samples each (YAML list; -y/-f)", each(greater_than(0), float), default=[1.0, 0.7]),
+    "n_random": Param(int, "uniform-random grids scored by the prior", at_least(1), default=1000),
+    "n_pairs": Param(int, "source-target test pairs searched with Algorithm 2 (paper: 200)", at_least(1), default=100),
+    "pair_seed": Param(int, "seed of the test pairs (the same pairs in every chapter)", at_least(0), default=0),
+    "alpha": Param(float, "step size of Algorithm 2 (paper: 0.1)", greater_than(0), default=0.1),
+    "lam": Param(int, "most repeats of one Algorithm 2 step before it counts as stalled", at_least(1), default=100),
+    "max_unique": Param(int, "most distinct grids per Algorithm 2 search", between(2, 100000), default=200),
+})
 
 
 def prior_curves(history: PriorHistory, k: int, grid: tuple[int, int], title: str):

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from ..params import Param, one_of
+from ..params import Param, chapter_schema, one_of
 from ..profiles import PROFILES
 
-PARAMS = {
-    "profile": Param(str, "which profile's recorded results to show: smoke | quick | full", one_of(*PROFILES)),
+PARAMS = chapter_schema({
     "results_dir": Param(str, "folder of the chapters' recorded results; None: $VQTTO_RESULTS or _build/results",
-                         nullable=True),
-}
+                         nullable=True, default=None),
+}, device=False)

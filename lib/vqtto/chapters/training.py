@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 from ..data import DATASETS
-from ..params import Param, at_least, each, one_of
+from ..params import Param, at_least, chapter_schema, each, one_of
 from ..profiles import PROFILES
 
-PARAMS = {
-    "profile": Param(str, "model presets shared by all chapters: smoke | quick | full", one_of(*PROFILES)),
-    "dataset": Param(str, "data set to train on", one_of(*DATASETS)),
-    "k": Param(int, "the reduced codebook size, compared with k_reference (paper: 40)", at_least(2)),
-    "k_reference": Param(int, "the default codebook size (paper: 512)", at_least(2)),
-    "k_sweep": Param(list, "further codebook sizes to train, e.g. [256, 128, 64] (YAML list; -y/-f)", each(at_least(2))),
-    "epochs": Param(int, "training epochs; None takes the profile's", at_least(1), nullable=True),
-    "dead_code_restart": Param(bool, "restart unused codes from encoder outputs during training"),
-    "compare_no_restart": Param(bool, "also train k_reference without restarts, to show what they do"),
-    "seed": Param(int, "random seed of initialisation and batch order", at_least(0)),
-    "device": Param(str, "auto | cpu | cuda", lambda v: None if v in ("auto", "cpu", "cuda") or v.startswith("cuda:") else "auto, cpu, cuda or cuda:N"),
-    "n_show": Param(int, "test images shown in the reconstruction figure", at_least(1)),
-}
+PARAMS = chapter_schema({
+    "dataset": Param(str, "data set to train on", one_of(*DATASETS), default='fashion-mnist'),
+    "k": Param(int, "the reduced codebook size, compared with k_reference (paper: 40)", at_least(2), default=40),
+    "k_reference": Param(int, "the default codebook size (paper: 512)", at_least(2), default=512),
+    "k_sweep": Param(list, "further codebook sizes to train, e.g. [256, 128, 64] (YAML list; -y/-f)", each(at_least(2)), default=[]),
+    "epochs": Param(int, "training epochs; None takes the profile's", at_least(1), nullable=True, default=None),
+    "dead_code_restart": Param(bool, "restart unused codes from encoder outputs during training", default=True),
+    "compare_no_restart": Param(bool, "also train k_reference without restarts, to show what they do", default=True),
+    "seed": Param(int, "random seed of initialisation and batch order", at_least(0), default=0),
+    "n_show": Param(int, "test images shown in the reconstruction figure", at_least(1), default=10),
+})
 
 # The paper's reported gap in test reconstruction loss between k=512 and k=40 (section 5.1).
 PAPER_GAP = {"fashion-mnist": 0.002, "cifar10": 0.003}
