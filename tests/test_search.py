@@ -1,4 +1,4 @@
-"""The searches of chapter 2: Algorithms 1-3, the improved search, the losses and the driver."""
+"""The searches of chapter 2: Algorithms 1-3, our searches, the losses, the yardsticks and the driver."""
 
 import math
 
@@ -73,14 +73,32 @@ def test_batched_equals_one_pair_at_a_time(setup):
         assert torch.equal(single.raw_steps[0], batched.raw_steps[i])
 
 
-def test_loop_returns_to_a_seen_grid(setup):
+def test_loop_replays_from_the_recorded_grids(setup):
+    """Re-run Algorithm 2 by hand from the recorded grids and raw steps: every step lands on the next
+    grid (and not one repeat earlier), and the closing step from the last grid lands on grids[loop_to]."""
     model, z, tgt = setup
-    tr = search.straight_through(model, z, search.mse_to(tgt), alpha=500.0, lam=100, max_unique=500)
+    alpha = 500.0
+    tr = search.straight_through(model, z, search.mse_to(tgt), alpha=alpha, lam=100, max_unique=500)
     loops = [i for i, r in enumerate(tr.stop_reason) if r == "loop"]
     assert loops, "expected at least one pair to end in a loop"
     for i in loops:
-        # replay: the step after the last grid lands on grids[loop_to]
-        assert tr.loop_to[i] >= 0 and tr.loop_steps[i] >= 1
+        loss = search.mse_to(tgt[i:i + 1])
+        one = search.straight_through(model, z[i:i + 1], loss, alpha=alpha, lam=100, max_unique=500)
+        grids, raw = one.grids[0], one.raw_steps[0]
+        assert one.stop_reason == ["loop"] and torch.equal(grids, tr.grids[i]) and one.loop_to[0] == tr.loop_to[i]
+        ev = search.Evaluator(model, loss, 1)
+        e = z[i:i + 1].double()
+        for t in range(grids.shape[0]):
+            _, grad = ev.loss_and_grad(grids[t:t + 1], torch.tensor([0]))
+            d = -alpha * grad.double()
+            closing = t == grids.shape[0] - 1
+            steps = one.loop_steps[0] if closing else int(raw[t + 1])
+            assert steps >= 1
+            assert torch.equal(search.nearest_exact(e + (steps - 1) * d, model.codebook)[0], grids[t])
+            e = e + steps * d
+            after = search.nearest_exact(e, model.codebook)[0]
+            assert torch.equal(after, grids[one.loop_to[0]] if closing else grids[t + 1])
+        assert torch.allclose(one.final_latents.double(), e, atol=1e-6)
 
 
 @pytest.mark.parametrize("mask,m,most", [("single", 1, 1), ("top", 3, 3)])
@@ -96,9 +114,10 @@ def test_budget_and_stall(setup):
     model, z, tgt = setup
     tr = search.straight_through(model, z, search.mse_to(tgt), alpha=500.0, max_unique=2)
     assert bool((tr.n_unique <= 2).all()) and "budget" in tr.stop_reason
+    assert all(n == 2 for n, r in zip(tr.n_unique.tolist(), tr.stop_reason) if r == "budget")
     still = search.straight_through(model, z, search.mse_to(tgt), alpha=1e-9, lam=1)
-    assert tr.n_unique.min() >= 1 and set(still.stop_reason) == {"stalled"}
-    assert bool((still.n_unique == 1).all())
+    assert set(still.stop_reason) == {"stalled"} and bool((still.n_unique == 1).all())
+    assert still.decoded_images == z.shape[0] and bool((still.total_raw_steps == 0).all())
 
 
 def test_plain_callable_loss_gives_the_same_trace(setup):
@@ -109,21 +128,39 @@ def test_plain_callable_loss_gives_the_same_trace(setup):
         assert torch.equal(ga, gb)
 
 
-def test_model_without_codebook_uses_nearest_lookups(setup):
-    model, z, tgt = setup
+def _protocol_only(model, codebook=True):
+    """The latent-decoder protocol of ``model`` and nothing else (with or without its codebook)."""
 
-    class Wrapped:  # the latent-decoder protocol without a codebook attribute
-        def nearest(self, e):
-            return search.nearest_exact(e, model.codebook)
-
+    class Wrapped:
+        nearest = staticmethod(model.nearest)
         lookup = staticmethod(model.lookup)
         decode = staticmethod(model.decode)
 
+    class WithoutCodebook(Wrapped):
+        def decode(self, codes):
+            raise AssertionError("a model without a codebook must be refused before any decoding")
+
+    if codebook:
+        Wrapped.codebook = model.codebook
+        return Wrapped()
+    return WithoutCodebook()
+
+
+def test_any_latent_decoder_with_a_codebook_gives_the_same_trace(setup):
+    model, z, tgt = setup
     a = search.straight_through(model, z, search.mse_to(tgt), alpha=500.0, lam=30)
-    b = search.straight_through(Wrapped(), z, search.mse_to(tgt), alpha=500.0, lam=30)
+    b = search.straight_through(_protocol_only(model), z, search.mse_to(tgt), alpha=500.0, lam=30)
     for i in range(z.shape[0]):
         assert torch.equal(a.raw_steps[i], b.raw_steps[i])
         assert torch.equal(a.grids[i], b.grids[i])
+
+
+@pytest.mark.parametrize("run", [search.gradient_descent, search.straight_through, search.greedy_coordinate,
+                                 search.relaxed_straight_through])
+def test_searches_refuse_a_model_without_codebook(setup, run):
+    model, z, tgt = setup
+    with pytest.raises(ValueError, match="WithoutCodebook has no codebook"):
+        run(_protocol_only(model, codebook=False), z, search.mse_to(tgt))
 
 
 @pytest.mark.parametrize("kwargs,name", [
@@ -154,6 +191,81 @@ def test_gradient_descent_lowers_the_continuous_loss(setup):
     assert all(c.shape == (2,) for c in early.continuous_losses)
     with pytest.raises(ValueError, match="tol"):
         search.gradient_descent(model, z, search.mse_to(tgt), tol=-1.0)
+
+
+def test_gradient_descent_runs_on_the_shared_driver(setup, monkeypatch):
+    from vqtto.search import continuous
+
+    calls = []
+    real = continuous.drive
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(continuous, "drive", spy)
+    model, z, tgt = setup
+    tr = search.gradient_descent(model, z, search.mse_to(tgt), alpha=50.0, tol=0.0, max_steps=3)
+    assert len(calls) == 1 and calls[0]["on_revisit"] == "record"
+    assert tr.method == "alg1" and all(c.shape == (4,) for c in tr.continuous_losses)
+
+
+def _alg1_by_hand(model, z, targets, alpha, tol, max_steps):
+    """Algorithm 1 written out: the active pairs step together; a pair records nearest(z) whenever it
+    changes (with the continuous loss there and the steps since the last change) and stops when its
+    loss changes by at most tol ("stalled", checked first) or at step max_steps ("budget")."""
+    z = z.detach().clone()
+    n = z.shape[0]
+    grids, losses, raw, curves = ([[] for _ in range(n)] for _ in range(4))
+    stop = [None] * n
+    since = [0] * n
+    prev = torch.full((n,), math.inf)
+    decoded = 0
+    for step in range(max_steps + 1):
+        rows = [i for i in range(n) if stop[i] is None]
+        if not rows:
+            break
+        zr = z[rows].requires_grad_(True)
+        values = search.mse_to(targets[rows])(model.decode(zr))
+        (grad,) = torch.autograd.grad(values.sum(), zr)
+        values = values.detach()
+        decoded += len(rows)
+        with torch.no_grad():
+            nn = model.nearest(z[rows])
+        for j, i in enumerate(rows):
+            curves[i].append(float(values[j]))
+            if not grids[i] or not torch.equal(nn[j], grids[i][-1]):
+                grids[i].append(nn[j])
+                losses[i].append(float(values[j]))
+                raw[i].append(since[i] + 1 if len(grids[i]) > 1 else 0)
+                since[i] = 0
+            else:
+                since[i] += 1
+            if bool((values[j] - prev[i]).abs() <= tol):
+                stop[i] = "stalled"
+            elif step == max_steps:
+                stop[i] = "budget"
+            prev[i] = values[j]
+            if stop[i] is None:
+                z[i] = z[i] - alpha * grad[j]
+    return grids, losses, raw, curves, stop, decoded, z
+
+
+@pytest.mark.parametrize("alpha,tol,max_steps", [(1e3, 1e-5, 16), (1e6, 1e-5, 40), (50.0, 0.0, 5)])
+def test_gradient_descent_equals_the_loop_written_by_hand(setup, alpha, tol, max_steps):
+    model, z, tgt = setup
+    tr = search.gradient_descent(model, z, search.mse_to(tgt), alpha=alpha, tol=tol, max_steps=max_steps)
+    grids, losses, raw, curves, stop, decoded, final = _alg1_by_hand(model, z, tgt, alpha, tol, max_steps)
+    assert tr.stop_reason == stop and tr.decoded_images == decoded and torch.equal(tr.final_latents, final)
+    assert tr.loop_to == [-1] * 6 and tr.loop_steps == [0] * 6
+    for i in range(6):
+        assert torch.equal(tr.grids[i], torch.stack(grids[i]))
+        assert tr.losses[i].tolist() == losses[i] and tr.raw_steps[i].tolist() == raw[i]
+        assert tr.continuous_losses[i].tolist() == curves[i]
+    if alpha == 1e3:  # a pair that stalls exactly at the last step stops as "stalled", not "budget"
+        assert len(curves[0]) == max_steps + 1 and stop[0] == "stalled"
+    if alpha == 1e6:  # Algorithm 1 records a grid it comes back to again
+        assert any(len({g.numpy().tobytes() for g in gs}) < len(gs) for gs in grids)
 
 
 def test_greedy_strictly_improves_and_never_loops(setup):
@@ -201,7 +313,7 @@ def test_relaxed_search_starts_at_the_source_grid_and_improves(setup):
     model, z, tgt = setup
     loss = search.mse_to(tgt)
     tr = search.relaxed_straight_through(model, z, loss, lr=0.2, max_steps=40)
-    assert tr.method == "improved" and "loop" not in tr.stop_reason
+    assert tr.method == "relaxed" and "loop" not in tr.stop_reason
     assert torch.equal(torch.stack([g[0] for g in tr.grids]), model.nearest(z))
     start = torch.stack([l[0] for l in tr.losses])
     assert bool((tr.best_losses <= start).all()) and float(tr.best_losses.mean()) < float(start.mean())
@@ -211,6 +323,41 @@ def test_relaxed_search_starts_at_the_source_grid_and_improves(setup):
     assert tr.decoded_images <= 6 * 41  # one decode per pair and round, budget respected
     with pytest.raises(ValueError, match="lr"):
         search.relaxed_straight_through(model, z, loss, lr=0.0)
+
+
+def test_every_search_is_labelled_with_one_of_the_methods(setup):
+    model, z, tgt = setup
+    loss = search.mse_to(tgt)
+    labels = [search.gradient_descent(model, z, loss, max_steps=2).method,
+              search.greedy_coordinate(model, z, loss, max_width=16, max_unique=2).method,
+              search.relaxed_straight_through(model, z, loss, max_steps=2).method]
+    labels += [search.straight_through(model, z, loss, lam=2, max_unique=2, mask=mask, m=3).method for mask in search.MASKS]
+    assert labels == ["alg1", "greedy", "relaxed", "alg2", "alg3", "top3"]
+    assert [l for l in labels if l in search.METHODS] == labels[:-1] and labels[-1].startswith("top")
+    assert len(set(search.METHODS)) == len(search.METHODS)
+
+
+def test_reference_and_relative_losses(setup):
+    model, _, tgt = setup
+    ref = search.reference_losses(model, tgt)
+    own = search.quantized_losses(model, search.mse_to(tgt), model.nearest(model.encode(tgt)))
+    assert ref.shape == (6,) and torch.equal(ref, own)
+    assert torch.allclose(search.relative_losses(model, tgt, ref), torch.ones(6))
+    assert torch.allclose(search.relative_losses(model, tgt, 2 * ref), torch.full((6,), 2.0))
+    mask = torch.ones(28, 28)
+    mask[:14] = 0
+    masked = search.masked_mse_to(tgt, mask)
+    assert not torch.equal(search.reference_losses(model, tgt, masked), ref)
+
+
+def test_package_exports_every_public_name():
+    for name in ("mse_to", "masked_mse_to", "downscaled_mse_to", "downscale", "PairLoss", "LossFn", "MASKS",
+                 "STOP_REASONS", "METHODS", "SearchTrace", "gradient_descent", "straight_through", "mask_gradient",
+                 "greedy_coordinate", "relaxed_straight_through", "nearest_exact", "position_steps",
+                 "steps_to_change", "quantized_losses", "reference_losses", "relative_losses", "pair_losses",
+                 "Evaluator", "Recorder", "drive", "MOVED", "STALLED", "RETRY", "BUDGET"):
+        assert hasattr(search, name), name
+    assert callable(search.straight_through) and set(search.__all__) <= set(dir(search))
 
 
 def test_chapter_summaries_match_the_trace(setup):
@@ -223,9 +370,11 @@ def test_chapter_summaries_match_the_trace(setup):
     assert row["mean"] == round(float(n.mean()), 2) and row["min"] == int(n.min()) and row["max"] == int(n.max())
     cyc = chapter.loop_lengths(tr)
     assert cyc.numel() == sum(r == "loop" for r in tr.stop_reason) and bool((cyc >= 2).all())
-    cols = chapter._columns(50, 17, 8)
+    from vqtto import plots
+
+    cols = plots._columns(50, 17, 8)
     assert len(cols) <= 8 and 17 in cols and cols[0] == 0 and cols[-1] == 49
-    assert chapter._columns(5, -1, 8) == [0, 1, 2, 3, 4]
+    assert plots._columns(5, -1, 8) == [0, 1, 2, 3, 4]
     rows = chapter.relative_rows({"a": torch.tensor([0.5, 1.0, 2.0, 4.0])})
     assert rows[0]["median"] == 1.5 and rows[0]["reaches the target's own code (<= 1)"] == "50%"
 

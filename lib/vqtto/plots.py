@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import matplotlib.pyplot as plt
+from matplotlib.patches import ConnectionPatch
 import numpy as np
 import torch
 
@@ -127,5 +128,64 @@ def codebook_usage_curves(histories: Mapping[str, object], colors=None):
         ax.set_yscale("log")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _columns(n: int, loop_to: int, max_cols: int) -> list[int]:
+    """Which of ``n`` grids to draw: all if they fit, else evenly spaced plus the loop target."""
+    if n <= max_cols:
+        return list(range(n))
+    cols = set(np.linspace(0, n - 1, max_cols - (1 if loop_to >= 0 else 0)).round().astype(int).tolist())
+    if loop_to >= 0:
+        cols.add(loop_to)
+    return sorted(cols)
+
+
+@torch.no_grad()
+def search_traversal(model, trace, sources: torch.Tensor, targets: torch.Tensor,
+                     rows: Sequence[int], max_cols: int = 12, title: str | None = None):
+    """The paper's Figure 4: per pair, the source, consecutive distinct reconstructions, the target.
+
+    ``trace`` is a :class:`vqtto.search.SearchTrace`; ``sources``/``targets`` ``(B, C, H, W)`` on the
+    model's device; ``rows`` the pairs to draw.
+
+    Each reconstruction is labelled with its position in the traversal and its loss. When the
+    search stopped on a loop, the grid it would have returned to is framed in red and a red arrow
+    runs back to it from the last reconstruction. Long traversals are subsampled evenly.
+    """
+    ncol = max_cols + 2
+    fig, axes = plt.subplots(len(rows), ncol, figsize=(1.05 * ncol, 1.45 * len(rows) + 0.5), squeeze=False)
+    device = sources.device
+    for r, i in enumerate(rows):
+        grids, losses, loop_to = trace.grids[i], trace.losses[i], trace.loop_to[i]
+        cols = _columns(grids.shape[0], loop_to, max_cols)
+        images = model.decode(model.lookup(grids[cols].to(device)))
+        panels = [("source", sources[i:i + 1])] + [(f"#{t}  {losses[t]:.3f}", images[j:j + 1]) for j, t in enumerate(cols)]
+        panels.append(("target", targets[i:i + 1]))
+        for c in range(ncol):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for s in ax.spines.values():
+                s.set_visible(False)
+        for c, (label, img) in enumerate(panels[:-1]):
+            axes[r, c].imshow(to_numpy_images(img.cpu())[0], cmap="gray", vmin=0, vmax=1)
+            axes[r, c].set_title(label, fontsize=6.5)
+        axes[r, ncol - 1].imshow(to_numpy_images(targets[i:i + 1].cpu())[0], cmap="gray", vmin=0, vmax=1)
+        axes[r, ncol - 1].set_title("target", fontsize=6.5)
+        axes[r, 0].set_ylabel(f"pair {i}\n{trace.stop_reason[i]}", rotation=0, ha="right", va="center", fontsize=7)
+        if loop_to >= 0:
+            back = axes[r, 1 + cols.index(loop_to)]
+            last = axes[r, len(cols)]
+            for s in back.spines.values():
+                s.set_visible(True)
+                s.set_color("red")
+                s.set_linewidth(2)
+            if back is not last:
+                fig.add_artist(ConnectionPatch(xyA=(0.5, 0.02), coordsA=last.transAxes, xyB=(0.5, 0.02), coordsB=back.transAxes,
+                                               arrowstyle="->", color="red", lw=1.3, connectionstyle="arc3,rad=0.35"))
+    if title:
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
