@@ -1,4 +1,4 @@
-"""A polynomial reduction from MAX-CUT to discrete latent search, and exact solvers for small cases.
+"""The polynomial reduction from MAX-CUT to discrete latent search: graphs, cuts, decoder and target.
 
 Latent search (paper, section 4.2): given a decoder ``g``, a codebook ``c`` of ``k`` vectors, a
 grid shape ``(h, w)``, a target ``t`` and the MSE loss, find the index grid
@@ -23,22 +23,19 @@ Minimising the MSE therefore maximises the cut, and the affine map converts betw
 With unit weights (MAX-CUT stays NP-hard unweighted, Garey, Johnson and Stockmeyer 1976) every
 entry of the decoder and target is 0 or 1/2, so the instance has polynomial size.
 
+Exact solvers for the reduced instances are in :mod:`vqtto.exact`; the searches run on them and
+scored against the maximum cut are in :mod:`vqtto.reduced_searches`.
+
 Shapes: index grids ``(B, h, w)`` int64, latents ``(B, 1, h, w)``, images ``(B, 1, 1, E)``.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 
 import torch
 from torch import nn
-
-# Assignments decoded per chunk in the brute-force solvers (memory stays a few tens of MB).
-DEFAULT_CHUNK = 1 << 15
-# Brute force enumerates 2^N assignments; refuse sizes that would run for hours.
-MAX_BRUTE_FORCE_VERTICES = 26
 
 
 @dataclass(frozen=True)
@@ -118,6 +115,13 @@ def cut_values(g: Graph, labels: torch.Tensor) -> torch.Tensor:
         raise ValueError("labels must be 0 or 1")
     differ = (x[:, g.edges[:, 0]] != x[:, g.edges[:, 1]]).to(torch.float64)
     return differ @ g.weights
+
+
+def adjacency(g: Graph) -> torch.Tensor:
+    """``(n, n)`` float64 symmetric weight matrix of ``g`` (0 where there is no edge)."""
+    a = torch.zeros(g.n, g.n, dtype=torch.float64)
+    a[g.edges[:, 0], g.edges[:, 1]] = g.weights
+    return a + a.t()
 
 
 class CutDecoder(nn.Module):
@@ -219,7 +223,7 @@ class Reduction:
         """The target repeated ``batch`` times: ``(batch, 1, 1, E)``."""
         return self.target.expand(batch, -1, -1, -1)
 
-    def losses(self, indices: torch.Tensor) -> torch.Tensor:
+    def mse_of_grids(self, indices: torch.Tensor) -> torch.Tensor:
         """MSE to the target of each decoded grid: ``(B, h, w)`` int64 -> ``(B,)`` (decoder dtype)."""
         with torch.no_grad():
             images = self.decoder.decode_indices(indices)
@@ -241,194 +245,9 @@ def reduce_max_cut(g: Graph, grid: tuple[int, int] | None = None, dtype: torch.d
     return Reduction(g, decoder, target, slope)
 
 
-def assignments(n: int, start: int = 0, stop: int | None = None) -> torch.Tensor:
-    """Rows ``start..stop-1`` of all ``2^n`` 0/1 assignments, row ``r`` = binary digits of ``r``: ``(M, n)`` int64."""
-    stop = 2 ** n if stop is None else stop
-    r = torch.arange(start, stop, dtype=torch.long)
-    return (r[:, None] >> torch.arange(n - 1, -1, -1)) & 1
-
-
-@dataclass
-class Exact:
-    """The result of a brute-force solve.
-
-    Attributes:
-        best_value: the optimum (maximum cut, or minimum MSE).
-        best: ``(n,)`` or ``(h, w)`` int64, the first optimal assignment in enumeration order.
-        values: ``(2^n,)`` every assignment's value in enumeration order (``keep_values``) or None.
-        seconds: wall time of the enumeration.
-    """
-
-    best_value: float
-    best: torch.Tensor
-    values: torch.Tensor | None
-    seconds: float
-
-
-def _enumerate(n: int, score, maximise: bool, chunk: int, keep_values: bool, progress: bool) -> tuple:
-    if n > MAX_BRUTE_FORCE_VERTICES:
-        raise ValueError(f"brute force over 2^{n} assignments refused; n must be <= {MAX_BRUTE_FORCE_VERTICES}")
-    if chunk < 1:
-        raise ValueError(f"chunk must be >= 1, got {chunk!r}")
-    total = 2 ** n
-    starts = range(0, total, chunk)
-    if progress:
-        from tqdm.auto import tqdm
-
-        starts = tqdm(starts, desc=f"brute force 2^{n}", leave=False)
-    t0 = time.perf_counter()
-    best_value, best, kept = None, None, []
-    for s in starts:
-        x = assignments(n, s, min(s + chunk, total))
-        v = score(x)
-        pos = int(v.argmax() if maximise else v.argmin())
-        if best_value is None or (v[pos] > best_value if maximise else v[pos] < best_value):
-            best_value, best = float(v[pos]), x[pos]
-        if keep_values:
-            kept.append(v)
-    values = torch.cat(kept) if keep_values else None
-    return best_value, best, values, time.perf_counter() - t0
-
-
-def brute_force_cut(g: Graph, chunk: int = DEFAULT_CHUNK, keep_values: bool = False, progress: bool = False) -> Exact:
-    """Maximum cut of ``g`` by enumerating all ``2^n`` labellings (vectorised in chunks)."""
-    value, best, values, sec = _enumerate(g.n, lambda x: cut_values(g, x), True, chunk, keep_values, progress)
-    return Exact(value, best, values, sec)
-
-
-def brute_force_latent(red: Reduction, chunk: int = DEFAULT_CHUNK, keep_values: bool = False, progress: bool = False) -> Exact:
-    """Minimum MSE over all ``2^(h w)`` index grids, by decoding every grid (vectorised in chunks).
-
-    This never looks at the graph: it runs the decoder and the loss, like any latent search would.
-    """
-    h, w = red.grid
-    value, best, values, sec = _enumerate(
-        h * w, lambda x: red.losses(x.view(-1, h, w)), False, chunk, keep_values, progress)
-    return Exact(value, best.view(h, w), values, sec)
-
-
-def search_space_log10(k: int, h: int, w: int | None = None) -> float:
-    """``log10(k^(h w))``, the number of index grids of an ``h x w`` latent with ``k`` codes."""
-    w = h if w is None else w
-    if k < 1 or h < 1 or w < 1:
-        raise ValueError(f"k, h and w must be >= 1, got k={k!r}, h={h!r}, w={w!r}")
-    return h * w * math.log10(k)
-
-
-def score_grids(red: Reduction, indices: torch.Tensor, max_cut: float) -> dict[str, torch.Tensor]:
-    """Exact cut weight (float64), ratio to the maximum cut, and solved-or-not of index grids ``(B, h, w)``.
-
-    The cut is computed from the grid itself, not from a (float32) loss, so "solved" is exact.
-    """
-    cuts = cut_values(red.graph, indices)
-    return {"cut": cuts, "ratio": cuts / max_cut, "solved": cuts >= max_cut - 1e-9 * max(1.0, max_cut)}
-
-
-def adjacency(g: Graph) -> torch.Tensor:
-    """``(n, n)`` float64 symmetric weight matrix of ``g`` (0 where there is no edge)."""
-    a = torch.zeros(g.n, g.n, dtype=torch.float64)
-    a[g.edges[:, 0], g.edges[:, 1]] = g.weights
-    return a + a.t()
-
-
-def one_flip_local_search(g: Graph, labels: torch.Tensor, max_flips: int | None = None) -> torch.Tensor:
-    """Steepest-ascent local search for MAX-CUT: flip the vertex that gains most, until none gains.
-
-    The classical baseline (each local optimum cuts at least half the total weight). With spins
-    ``s = 2x - 1``, flipping vertex ``i`` changes the cut by ``s_i (A s)_i``.
-
-    Args:
-        labels: ``(B, n)`` or ``(B, h, w)`` 0/1 start labellings.
-        max_flips: most flips per row (None: ``n * n``, more than enough with positive gains).
-
-    Returns:
-        local optima with the shape of ``labels``, int64.
-    """
-    shape = labels.shape
-    x = labels.reshape(shape[0], -1).clone().long()
-    cut_values(g, x)  # validates
-    a = adjacency(g)
-    for _ in range(max_flips if max_flips is not None else g.n * g.n):
-        s = (2 * x - 1).double()
-        gain = s * (s @ a)
-        best, pos = gain.max(1)
-        move = best > 1e-12
-        if not bool(move.any()):
-            break
-        rows = move.nonzero().squeeze(1)
-        x[rows, pos[rows]] = 1 - x[rows, pos[rows]]
-    return x.view(shape)
-
-
-@dataclass
-class BranchAndBound:
-    """The result of :func:`branch_and_bound_latent`.
-
-    Attributes:
-        best_value: the minimum MSE (proved optimal when the search finishes).
-        best: ``(h, w)`` int64, an optimal grid.
-        nodes: search-tree nodes visited or bounded and pruned, i.e. the root plus every child
-            whose bound was computed (the full binary tree has ``2^(n+1) - 1``).
-        seconds: wall time.
-    """
-
-    best_value: float
-    best: torch.Tensor
-    nodes: int
-    seconds: float
-
-
-def branch_and_bound_latent(red: Reduction, max_nodes: int = 5_000_000) -> BranchAndBound:
-    """Exact latent search by branch and bound on the *loss*, with interval bounds through the decoder.
-
-    Branching fixes one latent position to each of the ``k`` codes in turn (no order on the codes
-    is used); a partial grid's bound is the MSE that the decoder's output intervals allow when
-    each free position may take any value between the smallest and largest code (interval bound
-    propagation through the linear layer). A subtree is cut when its bound is no lower than the
-    best loss found so far. Positions are fixed in order of decreasing degree in the decoder.
-
-    Raises:
-        RuntimeError: when more than ``max_nodes`` nodes would be needed.
-    """
-    import numpy as np
-
-    weight = red.decoder.layer.weight.detach().double().cpu().numpy()           # (P, n)
-    target = red.target.detach().double().cpu().numpy().reshape(-1)           # (P,)
-    codes = red.decoder.codebook.detach().double().cpu().numpy()[:, 0]        # (k,)
-    w_pos, w_neg = np.clip(weight, 0, None), np.clip(weight, None, 0)
-    n = weight.shape[1]
-    order = np.argsort(-(weight != 0).sum(0), kind="stable")
-    lo_free, hi_free = np.full(n, codes.min()), np.full(n, codes.max())
-    state = {"best": math.inf, "grid": None, "nodes": 0}
-
-    def bound(zlo, zhi):
-        lo = w_pos @ zlo + w_neg @ zhi
-        hi = w_pos @ zhi + w_neg @ zlo
-        gap = np.maximum(lo - target, 0) + np.maximum(target - hi, 0)
-        return float((gap ** 2).mean())
-
-    def visit(depth, zlo, zhi, assign):
-        if state["nodes"] > max_nodes:
-            raise RuntimeError(f"branch and bound needs more than max_nodes={max_nodes} nodes")
-        if depth == n:
-            value = bound(zlo, zhi)  # exact: every position is fixed
-            if value < state["best"]:
-                state["best"], state["grid"] = value, assign.copy()
-            return
-        pos = order[depth]
-        children = []
-        for c, v in enumerate(codes):
-            clo, chi = zlo.copy(), zhi.copy()
-            clo[pos] = chi[pos] = v
-            children.append((bound(clo, chi), c, clo, chi))
-        state["nodes"] += len(codes)
-        for b, c, clo, chi in sorted(children, key=lambda t: t[0]):
-            if b < state["best"] - 1e-15:
-                assign[pos] = c
-                visit(depth + 1, clo, chi, assign)
-
-    t0 = time.perf_counter()
-    state["nodes"] = 1  # the root
-    visit(0, lo_free.copy(), hi_free.copy(), np.zeros(n, dtype=np.int64))
-    grid = torch.from_numpy(state["grid"]).view(*red.grid)
-    return BranchAndBound(state["best"], grid, state["nodes"], time.perf_counter() - t0)
+def squarest_grid(n: int) -> tuple[int, int]:
+    """The ``(h, w)`` with ``h * w == n`` and ``h <= w`` closest to square (``(1, n)`` for a prime ``n``)."""
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"n (number of latent positions) must be an int >= 1, got {n!r}")
+    h = max(d for d in range(1, math.isqrt(n) + 1) if n % d == 0)
+    return h, n // h

@@ -1,21 +1,24 @@
-"""Chapter 5, the hardness of latent search (paper, section 4.2 and appendices A.2, A.3).
+"""Chapter 6, the hardness of latent search (paper, section 4.2 and appendices A.2, A.3).
 
-The chapter's computations: search-space sizes, brute-force timings against the number of latent
-positions, and the gradient searches run on reduced MAX-CUT instances against the exact optimum.
+The chapter's schema, its tables and figures, and its verdicts; the computations behind them are in
+:mod:`vqtto.hardness` (the reduction), :mod:`vqtto.exact` (exact solvers and their cost) and
+:mod:`vqtto.reduced_searches` (the searches scored against the maximum cut).
 """
 
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass
+from typing import ClassVar
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from .. import hardness
-from ..params import Param, at_least, between, chapter_schema, each, greater_than, one_of
-from ..plots import METHOD_COLORS
-from ..profiles import PROFILES
+from .. import exact, paper, report, stats
+from ..exact import ReductionCheck, SolverComparison
+from ..params import Param, at_least, between, chapter_schema, each, greater_than, nonempty
+from ..plots import method_color, method_label
+from ..reduced_searches import STRAIGHT_THROUGH, CutRuns, CutSearchScore, FirstOrderCheck, best_setting
 
 
 def _pairs(v) -> str | None:
@@ -32,83 +35,112 @@ def _grid(v) -> str | None:
 
 PARAMS = chapter_schema({
     "example_grid": Param(list, "latent grid [h, w] of the worked example (all 2^(h w) grids are drawn)", _grid, default=[3, 4]),
-    "space_ks": Param(list, "codebook sizes for the search-space table (paper: 512 and 40)", each(at_least(2)), default=[512, 40]),
+    "space_ks": Param(list, "codebook sizes for the search-space table (paper: 512 and 40)", nonempty(each(at_least(2))), default=[512, 40]),
     "space_grids": Param(list, "latent grids [h, w] for the search-space table (7x7 Fashion-MNIST, ...)", _pairs, default=[[7, 7], [8, 8], [21, 21]]),
-    "timing_n": Param(list, "numbers of latent positions (graph vertices) to brute-force and time", each(between(3, 24)), default=[4, 6, 8, 10, 12, 14, 16, 18, 20]),
+    "timing_n": Param(list, "numbers of latent positions (graph vertices) to brute-force and time", nonempty(each(between(3, 24))), default=[4, 6, 8, 10, 12, 14, 16, 18, 20]),
     "edge_p": Param(float, "edge probability of the random graphs G(n, p)", between(0.05, 1.0), default=0.5),
     "weighted": Param(bool, "random edge weights in [0.1, 1] instead of unit weights", default=False),
     "search_grid": Param(list, "latent grid [h, w] of the instances the gradient searches attack", _grid, default=[4, 4]),
     "n_instances": Param(int, "random MAX-CUT instances for the search comparison", at_least(1), default=40),
     "starts": Param(int, "random starting latents per instance and search", at_least(1), default=8),
-    "alphas": Param(list, "step sizes alpha of the straight-through searches (Algorithms 2 and 3)", each(greater_than(0), float), default=[0.1, 1.0, 10.0]),
+    "alphas": Param(list, "step sizes alpha of the straight-through searches (Algorithms 2 and 3)", nonempty(each(greater_than(0), float)), default=[0.1, 1.0, 10.0]),
     "lam": Param(int, "most repeats of one straight-through step (the paper's lambda)", at_least(1), default=100),
     "random_grids": Param(int, "uniformly random grids per run for the random baseline", at_least(1), default=32),
     "seed": Param(int, "seed of the random graphs and starting latents", at_least(0), default=0),
 })
 
+# Decoded grids per second assumed for the years column of the search-space table.
+ENUMERATION_RATE = 1e9
+# The grid the brute-force growth is extrapolated to: 7x7, the book's Fashion-MNIST latents.
+EXTRAPOLATE_TO = 49
 
-def squarest_grid(n: int) -> tuple[int, int]:
-    """The ``(h, w)`` with ``h * w == n`` and ``h <= w`` closest to square."""
-    h = max(d for d in range(1, int(math.isqrt(n)) + 1) if n % d == 0)
-    return h, n // h
+
+@dataclass
+class HardnessResult(report.ChapterResult):
+    """What the hardness chapter measured and decided; read by the results page.
+
+    Attributes:
+        map_error: largest error of the affine map loss <-> cut over every grid of the worked example.
+        example_optimum_matches: the worked example's MSE-minimal grid is a maximum cut.
+        optimum_matches: on every timed instance the MSE-minimal grid is a maximum cut.
+        branch_and_bound_exact: branch and bound returned the maximum cut on every timed instance.
+        reduction_holds: verdict: map_error below :data:`vqtto.exact.EXACT_TOL` and both optimum checks pass.
+        verdict: the paper's claim (section 4.2, A.2) judged from ``reduction_holds``.
+        search_space_log10: grid ``"hxw"`` -> ``str(k)`` -> log10 of the number of index grids.
+        timing: one :class:`~vqtto.exact.SolverComparison` per timed ``n``.
+        growth_per_position: fitted growth of the brute-force latent search per added position, or
+            None when fewer than two runs took 10 ms or more.
+        years_for_7x7: that growth extrapolated to a 7x7 grid with k = 2 (years), or None.
+        search_grid, n_instances, starts, random_grids, lam: the search comparison's setting.
+        searches: run name (method id, with α for straight-through) -> its scores.
+        first_order_check: how often the straight-through gradient mispredicts a single flip.
+        best_straight_through: run name of the straight-through setting with the highest mean ratio.
+        straight_through_beats_random: verdict: that setting's mean ratio is above the random reference's.
+        search_verdict: one sentence comparing it with random grids and with 1-flip local search.
+    """
+
+    CHAPTER: ClassVar[str] = "hardness"
+    map_error: float
+    example_optimum_matches: bool
+    optimum_matches: bool
+    branch_and_bound_exact: bool
+    reduction_holds: bool
+    verdict: str
+    search_space_log10: dict[str, dict[str, float]]
+    timing: list[SolverComparison]
+    growth_per_position: float | None
+    years_for_7x7: float | None
+    search_grid: list[int]
+    n_instances: int
+    starts: int
+    random_grids: int
+    lam: int
+    searches: dict[str, CutSearchScore]
+    first_order_check: FirstOrderCheck
+    best_straight_through: str
+    straight_through_beats_random: bool
+    search_verdict: str
 
 
-def search_space_rows(ks, grids) -> list[dict]:
-    """One row per latent grid: ``log10`` of the number of index grids for each ``k``."""
+def search_space_rows(ks, grids, rate: float = ENUMERATION_RATE) -> list[dict]:
+    """One row per latent grid: ``log10`` of the number of index grids for each ``k``, and of the
+    years enumerating them takes at ``rate`` grids per second."""
     rows = []
     for h, w in grids:
         row = {"latent grid": f"{h}x{w}", "positions": h * w}
         for k in ks:
-            row[f"log10 #grids, k={k}"] = round(hardness.search_space_log10(k, h, w), 1)
+            row[f"log10 #grids, k={k}"] = round(exact.search_space_log10(k, h, w), 1)
+        for k in ks:
+            row[f"log10 years, k={k}"] = round(exact.enumeration_years_log10(k, h, w, rate), 1)
         rows.append(row)
     return rows
 
 
-def time_brute_force(ns, edge_p: float, weighted: bool, seed: int) -> list[dict]:
-    """Brute-force MAX-CUT, brute-force latent search and branch and bound on one random graph per ``n``.
-
-    Every row checks that the three agree: the MSE-minimal grid is a maximum cut, and branch and
-    bound (on the loss, with interval bounds) finds the same optimum.
-    """
-    from tqdm.auto import tqdm
-
-    rows = []
-    for n in tqdm(ns, desc="brute force"):
-        g = hardness.random_graph(n, edge_p, weighted=weighted, seed=seed + n)
-        red = hardness.reduce_max_cut(g, squarest_grid(n))
-        cut = hardness.brute_force_cut(g)
-        lat = hardness.brute_force_latent(red)
-        bb = hardness.branch_and_bound_latent(red)
-        rows.append({
-            "n": n, "grid": "x".join(map(str, red.grid)), "edges": int(g.edges.shape[0]),
-            "assignments": 2 ** n, "max cut": cut.best_value,
-            "cut from min MSE": round(float(red.cut_from_loss(lat.best_value)), 4),
-            "latent grid is a max cut": bool(abs(float(hardness.cut_values(g, lat.best.view(1, -1))) - cut.best_value) < 1e-9),
-            "B&B agrees": bool(abs(float(red.cut_from_loss(bb.best_value)) - cut.best_value) < 1e-6 * max(1.0, cut.best_value)),
-            "cut seconds": cut.seconds, "latent seconds": lat.seconds,
-            "B&B nodes": bb.nodes, "B&B nodes / full tree": round(bb.nodes / (2 ** (n + 1) - 1), 4), "B&B seconds": bb.seconds,
-        })
-    return rows
+def exact_timing_rows(timing: list[SolverComparison]) -> list[dict]:
+    """The timing table: one row per ``n`` with the three solvers' agreement, times and B&B nodes."""
+    return [{
+        "n": t.n, "grid": "x".join(map(str, t.grid)), "edges": t.edges, "assignments": 2 ** t.n,
+        "max cut": t.max_cut, "cut from min MSE": round(t.cut_from_min_mse, 4),
+        "latent grid is a max cut": t.latent_grid_is_max_cut, "B&B agrees": t.bb_agrees,
+        "cut seconds": t.cut_seconds, "latent seconds": t.latent_seconds, "B&B nodes": t.bb_nodes,
+        "B&B nodes / full tree": round(t.bb_node_share, 4), "B&B seconds": t.bb_seconds,
+    } for t in timing]
 
 
-def doubling_factor(rows, key: str = "latent seconds", min_seconds: float = 0.01) -> float | None:
-    """Least-squares growth factor of time per added position, from the rows whose time exceeds ``min_seconds``."""
-    pts = [(r["n"], r[key]) for r in rows if r[key] >= min_seconds]
-    if len(pts) < 2:
-        return None
-    n, t = np.array(pts, dtype=float).T
-    return float(2 ** np.polyfit(n, np.log2(t), 1)[0])
+def brute_force_growth(timing: list[SolverComparison]) -> float | None:
+    """Fitted growth per added position of the brute-force latent search's time (runs of 10 ms or more)."""
+    return exact.growth_per_position([t.n for t in timing], [t.latent_seconds for t in timing])
 
 
-def timing_figure(rows):
-    """Brute-force wall time (log scale) against the number of latent positions."""
+def exact_timing_figure(timing: list[SolverComparison]):
+    """Brute-force and branch-and-bound wall time (log scale) against the number of latent positions."""
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
-    n = [r["n"] for r in rows]
-    ax.semilogy(n, [r["latent seconds"] for r in rows], "o-", color=METHOD_COLORS["exact"],
+    n = [t.n for t in timing]
+    ax.semilogy(n, [t.latent_seconds for t in timing], "o-", color=method_color("exact"),
                 label="latent search: decode all $2^n$ grids")
-    ax.semilogy(n, [r["cut seconds"] for r in rows], "s--", color=METHOD_COLORS["uniform"],
+    ax.semilogy(n, [t.cut_seconds for t in timing], "s--", color=method_color("exact"), alpha=0.6,
                 label="MAX-CUT: evaluate all $2^n$ labellings")
-    ax.semilogy(n, [r["B&B seconds"] for r in rows], "^-.", color=METHOD_COLORS["improved"],
+    ax.semilogy(n, [t.bb_seconds for t in timing], "^-.", color=method_color("branch-and-bound"),
                 label="branch and bound on the loss (interval bounds)")
     ax.set_xlabel("latent positions n = h·w (graph vertices), k = 2")
     ax.set_ylabel("wall time (seconds, log scale)")
@@ -119,132 +151,47 @@ def timing_figure(rows):
     return fig
 
 
-def instances(n_instances: int, grid, edge_p: float, weighted: bool, seed: int):
-    """``n_instances`` reduced random graphs on ``grid``, each with its brute-force maximum cut."""
-    h, w = grid
-    out = []
-    for i in range(n_instances):
-        g = hardness.random_graph(h * w, edge_p, weighted=weighted, seed=seed + 1000 + i)
-        red = hardness.reduce_max_cut(g, (h, w))
-        out.append((red, hardness.brute_force_cut(g).best_value))
-    return out
+def _describe(score: CutSearchScore, random_grids: int) -> str:
+    what = method_label(score.method)
+    return f"{what}, best of {random_grids} grids" if score.method == "uniform" else what
 
 
-def visited_scores(red, trace, start_indices: torch.Tensor, max_cut: float) -> dict[str, torch.Tensor]:
-    """Exact score of the best grid each run visited: ``(B,)`` cut, ratio and solved.
-
-    Scores every visited grid with :func:`vqtto.hardness.score_grids` (float64 cuts from the
-    grids themselves) instead of trusting the float32 losses; the start grid is taken from
-    ``start_indices`` ``(B, h, w)``, the ``nearest(z_start)`` every search begins from.
-    """
-    best = []
-    for i, grids in enumerate(trace.grids):
-        visited = torch.cat([start_indices[i:i + 1].cpu(), grids[1:].cpu()])
-        best.append(hardness.cut_values(red.graph, visited).max())
-    cuts = torch.stack(best)
-    return {"cut": cuts, "ratio": cuts / max_cut, "solved": cuts >= max_cut - 1e-9 * max(1.0, max_cut)}
-
-
-def run_searches(cases, starts: int, alphas, lam: int, random_grids: int, seed: int, device) -> tuple[dict, dict]:
-    """Every search on every reduced instance from the same ``starts`` random latents.
-
-    Args:
-        cases: ``[(Reduction, max_cut), ...]`` from :func:`instances`.
-        starts: B, random start latents ``(B, 1, h, w)`` uniform in [0, 1] per instance.
-
-    Returns:
-        ``scores``: method label -> one :func:`visited_scores`-like dict per instance;
-        ``decoded``: method label -> mean decoded images per run.
-    """
-    from tqdm.auto import tqdm
-
-    from .. import search
-
-    scores, decoded = {}, {}
-
-    def add(label, score, n_decoded):
-        scores.setdefault(label, []).append(score)
-        decoded[label] = decoded.get(label, 0.0) + n_decoded / (starts * len(cases))
-
-    for c, (red, max_cut) in enumerate(tqdm(cases, desc="instances")):
-        gen = torch.Generator().manual_seed(seed + c)
-        h, w = red.grid
-        z = torch.rand(starts, 1, h, w, generator=gen).to(device)
-        dec = red.decoder.to(device)
-        loss = search.mse_to(red.targets(starts).to(device))
-        start_idx = dec.nearest(z)
-        for mask, name in (("all", "alg2"), ("single", "alg3")):
-            for a in alphas:
-                tr = search.straight_through(dec, z, loss, alpha=a, lam=lam, mask=mask)
-                add(f"{name} α={a:g}", visited_scores(red, tr, start_idx, max_cut), tr.decoded_images)
-        tr = search.greedy_coordinate(dec, z, loss, positions=min(4, h * w), candidates=1)
-        add("improved (greedy coordinate)", visited_scores(red, tr, start_idx, max_cut), tr.decoded_images)
-        local = hardness.one_flip_local_search(red.graph, start_idx.cpu())
-        add("1-flip local search", hardness.score_grids(red, local, max_cut), float("nan"))
-        rnd = torch.randint(2, (starts * random_grids, h, w), generator=gen)
-        cuts = hardness.cut_values(red.graph, rnd).view(starts, random_grids).max(1).values
-        add(f"best of {random_grids} random grids", {"cut": cuts, "ratio": cuts / max_cut,
-            "solved": cuts >= max_cut - 1e-9 * max(1.0, max_cut)}, starts * random_grids)
-    return scores, decoded
-
-
-def method_color(label: str) -> str:
-    """The book's colour of the method a row label names."""
-    for prefix, key in (("alg2", "alg2"), ("alg3", "alg3"), ("improved", "improved"), ("1-flip", "local_search"),
-                        ("best of", "uniform")):
-        if label.startswith(prefix):
-            return METHOD_COLORS.get(key, "#e377c2")
-    return "#7f7f7f"
-
-
-def best_per_algorithm(rows) -> list[str]:
-    """The labels to draw: the best alpha of each straight-through algorithm, and every other method."""
-    keep, best = [], {}
-    for r in rows:
-        algo = r["method"].split()[0]
-        if algo in ("alg2", "alg3"):
-            if algo not in best or r["mean cut / max cut"] > best[algo]["mean cut / max cut"]:
-                best[algo] = r
-        else:
-            keep.append(r["method"])
-    return [best[a]["method"] for a in ("alg2", "alg3") if a in best] + keep
-
-
-def summary_rows(scores: dict[str, list[dict]], decoded: dict[str, float] | None = None) -> list[dict]:
-    """Per method: fraction of runs that reached the exact optimum, mean/min ratio to the maximum cut."""
+def cut_search_rows(scores: dict[str, CutSearchScore], random_grids: int) -> list[dict]:
+    """The search table: per run name, the share of runs solved exactly and the cut ratios reached."""
     rows = []
-    for method, per_instance in scores.items():
-        solved = torch.cat([s["solved"] for s in per_instance]).double()
-        ratio = torch.cat([s["ratio"] for s in per_instance])
-        best_solved = torch.tensor([bool(s["solved"].any()) for s in per_instance]).double()
+    for name, s in scores.items():
         rows.append({
-            "method": method, "runs": int(solved.numel()),
-            "fraction of runs exact": round(float(solved.mean()), 3),
-            "instances solved by some start": round(float(best_solved.mean()), 3),
-            "mean cut / max cut": round(float(ratio.mean()), 4),
-            "worst cut / max cut": round(float(ratio.min()), 4),
+            "method": name, "what": _describe(s, random_grids), "runs": s.runs,
+            "fraction of runs exact": round(s.fraction_exact, 3),
+            "instances solved by some start": round(s.instances_solved, 3),
+            "mean cut / max cut": round(s.mean_ratio, 4), "worst cut / max cut": round(s.worst_ratio, 4),
+            "decoded images per run": "— (uses the graph)" if s.decoded_per_run is None else round(s.decoded_per_run, 1),
         })
-        if decoded is not None:
-            d = decoded[method]
-            rows[-1]["decoded images per run"] = "— (uses the graph)" if math.isnan(d) else round(d, 1)
     return rows
 
 
-def ratio_figure(scores: dict[str, list[dict]], labels):
-    """Left: distribution (ECDF) of cut / max cut over all runs; right: fraction of runs solved exactly."""
+def shown_runs(scores: dict[str, CutSearchScore]) -> list[str]:
+    """The run names to draw: the best step size of each straight-through algorithm, then every other method."""
+    best = [best_setting(scores, (m,)) for m in STRAIGHT_THROUGH if any(s.method == m for s in scores.values())]
+    return best + [name for name, s in scores.items() if s.method not in STRAIGHT_THROUGH]
+
+
+def cut_ratio_figure(runs: dict[str, CutRuns], names: list[str]):
+    """Left: distribution (ECDF) of cut / max cut over all runs; right: share of runs solved exactly."""
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [3, 2]})
-    for method in labels:
-        r = np.sort(torch.cat([s["ratio"] for s in scores[method]]).numpy())
-        ax.step(r, np.arange(1, r.size + 1) / r.size, where="post", lw=2, color=method_color(method), label=method)
-    ax.axvline(1.0, color=METHOD_COLORS["exact"], ls=":", label="exact optimum")
+    for name in names:
+        r = np.sort(runs[name].ratios().numpy())
+        ax.step(r, np.arange(1, r.size + 1) / r.size, where="post", lw=2, color=method_color(runs[name].method),
+                label=name)
+    ax.axvline(1.0, color=method_color("exact"), ls=":", label="exact optimum")
     ax.set_xlabel("cut weight of the best grid found / maximum cut")
     ax.set_ylabel("fraction of runs with at most this ratio")
     ax.set_title("Distribution of the quality reached")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left")
-    solved = [float(torch.cat([s["solved"] for s in scores[m]]).double().mean()) for m in labels]
-    bx.barh(range(len(labels)), solved, color=[method_color(m) for m in labels])
-    bx.set_yticks(range(len(labels)), labels, fontsize=8)
+    solved = [stats.share(runs[name].solved()) for name in names]
+    bx.barh(range(len(names)), solved, color=[method_color(runs[name].method) for name in names])
+    bx.set_yticks(range(len(names)), names, fontsize=8)
     bx.invert_yaxis()
     bx.set_xlim(0, 1)
     bx.set_xlabel("fraction of runs that reach the exact optimum")
@@ -254,28 +201,69 @@ def ratio_figure(scores: dict[str, list[dict]], labels):
     return fig
 
 
-def verdict(rows) -> str:
+def _one_of(scores: dict[str, CutSearchScore], method: str) -> str:
+    return next(name for name, s in scores.items() if s.method == method)
+
+
+def cut_search_verdict(scores: dict[str, CutSearchScore], random_grids: int) -> str:
     """A sentence comparing the best straight-through setting with random guessing and local search."""
-    by = {r["method"]: r for r in rows}
-    st = [r for r in rows if r["method"].startswith(("alg2", "alg3"))]
-    best = max(st, key=lambda r: r["mean cut / max cut"])
-    rnd = next(r for r in rows if r["method"].startswith("best of"))
-    loc = by["1-flip local search"]
-    cmp = "above" if best["mean cut / max cut"] > rnd["mean cut / max cut"] else "at or below"
-    return (f"The best straight-through setting, {best['method']}, reaches the exact optimum in "
-            f"{best['fraction of runs exact']:.1%} of runs with a mean ratio of {best['mean cut / max cut']:.3f}, "
-            f"{cmp} the {rnd['mean cut / max cut']:.3f} of {rnd['method']}; 1-flip local search solves "
-            f"{loc['fraction of runs exact']:.1%} of runs (mean ratio {loc['mean cut / max cut']:.3f}).")
+    best_name = best_setting(scores)
+    best, rnd = scores[best_name], scores[_one_of(scores, "uniform")]
+    loc = scores[_one_of(scores, "local-search")]
+    cmp = "above" if best.mean_ratio > rnd.mean_ratio else "at or below"
+    return (f"The best straight-through setting, {best_name}, reaches the exact optimum in "
+            f"{best.fraction_exact:.1%} of runs with a mean ratio of {best.mean_ratio:.3f}, "
+            f"{cmp} the {rnd.mean_ratio:.3f} of the best of {random_grids} random grids (uniform); 1-flip local search "
+            f"(local-search) solves {loc.fraction_exact:.1%} of runs (mean ratio {loc.mean_ratio:.3f}).")
 
 
-def map_figure(red, cut, lat):
+def reduction_verdict(holds: bool) -> str:
+    """The verdict on the paper's NP-hardness claim, given whether the reduction checks passed."""
+    if not holds:
+        return "not shown: the reduction check failed"
+    return (f"the claim holds, by a reduction from MAX-CUT checked in the chapter; the paper's argument "
+            f"({paper.NP_HARD.value}) does not prove it: {paper.NP_HARD.note}")
+
+
+def hardness_result(P, example: ReductionCheck, timing: list[SolverComparison],
+                    scores: dict[str, CutSearchScore], first_order: FirstOrderCheck) -> HardnessResult:
+    """The chapter's typed result, with its verdicts decided here.
+
+    Args:
+        P: the chapter's validated parameters.
+        example: the worked example's check on every grid (:func:`vqtto.exact.verify_reduction`).
+        timing: :func:`vqtto.exact.time_exact_solvers` on ``P.timing_n``.
+        scores: run name -> :func:`vqtto.reduced_searches.summarise_runs`.
+        first_order: :func:`vqtto.reduced_searches.first_order_check` on the first instance.
+    """
+    optimum_matches = all(t.latent_grid_is_max_cut for t in timing)
+    holds = example.holds and optimum_matches
+    factor = brute_force_growth(timing)
+    years = None if factor is None else exact.extrapolated_years(timing[-1].n, timing[-1].latent_seconds,
+                                                                   factor, EXTRAPOLATE_TO)
+    best = best_setting(scores)
+    return HardnessResult(
+        profile=P.profile, map_error=example.map_error, example_optimum_matches=example.optimum_matches,
+        optimum_matches=optimum_matches, branch_and_bound_exact=all(t.bb_agrees for t in timing),
+        reduction_holds=holds, verdict=reduction_verdict(holds),
+        search_space_log10={f"{h}x{w}": {str(k): exact.search_space_log10(k, h, w) for k in P.space_ks}
+                            for h, w in P.space_grids},
+        timing=timing, growth_per_position=factor, years_for_7x7=years,
+        search_grid=list(P.search_grid), n_instances=P.n_instances, starts=P.starts,
+        random_grids=P.random_grids, lam=P.lam, searches=scores, first_order_check=first_order,
+        best_straight_through=best,
+        straight_through_beats_random=scores[best].mean_ratio > scores[_one_of(scores, "uniform")].mean_ratio,
+        search_verdict=cut_search_verdict(scores, P.random_grids))
+
+
+def reduction_map_figure(red, cut: exact.Exact, lat: exact.Exact):
     """Every assignment's MSE against its cut weight: all ``2^n`` points on one falling line."""
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
-    ax.plot(cut.values.numpy(), lat.values.numpy(), "o", ms=3, alpha=0.3, color=METHOD_COLORS["alg2"],
+    ax.plot(cut.values.numpy(), lat.values.numpy(), "o", ms=3, alpha=0.3, color="0.4",
             label=f"all {cut.values.numel()} index grids")
     xs = np.array([0.0, red.graph.total_weight])
-    ax.plot(xs, red.loss_from_cut(xs), "-", lw=1, color=METHOD_COLORS["target"], label="MSE = (W − cut) / (4 w_max E)")
-    ax.plot([cut.best_value], [lat.best_value], "*", ms=14, color=METHOD_COLORS["exact"], label="optimum of both")
+    ax.plot(xs, red.loss_from_cut(xs), "-", lw=1, color="black", label="MSE = (W − cut) / (4 w_max E)")
+    ax.plot([cut.best_value], [lat.best_value], "*", ms=14, color=method_color("exact"), label="optimum of both")
     ax.set_xlabel("cut weight of the labelling")
     ax.set_ylabel("MSE of the decoded grid to the target")
     ax.set_title("Latent loss is an exact affine function of the cut")
@@ -285,7 +273,7 @@ def map_figure(red, cut, lat):
     return fig
 
 
-def cut_figure(red, labels: torch.Tensor, title: str):
+def max_cut_figure(red, labels: torch.Tensor, title: str):
     """The graph on its latent grid, vertices coloured by their index, cut edges solid, uncut dashed."""
     h, w = red.grid
     x = labels.reshape(-1).tolist()
@@ -309,42 +297,3 @@ def cut_figure(red, labels: torch.Tensor, title: str):
     ax.set_aspect("equal")
     fig.tight_layout()
     return fig
-
-
-def space_rows_with_time(ks, grids, rate: float = 1e9) -> list[dict]:
-    """:func:`search_space_rows` plus ``log10`` of the years exhaustive search takes at ``rate`` grids/s."""
-    rows = search_space_rows(ks, grids)
-    for row in rows:
-        for k in ks:
-            row[f"log10 years, k={k}"] = round(row[f"log10 #grids, k={k}"] - math.log10(rate * 3.156e7), 1)
-    return rows
-
-
-def first_order_check(red, indices: torch.Tensor) -> dict[str, float]:
-    """How well the straight-through gradient predicts the effect of flipping one position.
-
-    For each grid ``(B, h, w)`` and position ``i`` it compares the first-order prediction
-    ``dL/dz_i * (c_new - c_old)`` with the true change of the loss when ``X_i`` flips.
-
-    Returns:
-        ``predicted improving``: fraction of single flips the gradient says lower the loss;
-        ``truly improving``: fraction that really do; ``wrong among predicted``: fraction of the
-        predicted-improving flips that in fact raise or keep the loss.
-    """
-    dec = red.decoder
-    b, (h, w) = indices.shape[0], red.grid
-    codes = dec.lookup(indices).detach().double().requires_grad_(True)
-    target = red.target.double()
-    weight = dec.layer.weight.detach().double()
-    base = (codes.flatten(1) @ weight.t() - target.flatten(1)).pow(2).mean(1)
-    (grad,) = torch.autograd.grad(base.sum(), codes)
-    delta = (1 - 2 * indices).double()                                     # code change of a flip
-    predicted = (grad[:, 0] * delta).flatten(1)                             # (B, n)
-    flips = indices.flatten(1)[:, None, :].repeat(1, h * w, 1)
-    flips[:, torch.arange(h * w), torch.arange(h * w)] ^= 1
-    flip_codes = dec.lookup(flips.view(-1, h, w)).double().flatten(1)
-    flip_loss = (flip_codes @ weight.t() - target.flatten(1)).pow(2).mean(1).view(b, h * w)
-    true = flip_loss - base.detach()[:, None]
-    pred_imp, true_imp = predicted < -1e-12, true < -1e-9
-    return {"predicted improving": float(pred_imp.double().mean()), "truly improving": float(true_imp.double().mean()),
-            "wrong among predicted": float((pred_imp & ~true_imp).sum() / pred_imp.sum().clamp(min=1))}
