@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from vqtto import artifacts, codes
-from vqtto.artifacts import TrainedVQVAE
 from vqtto.chapters import prior as chapter
+from vqtto.models import TrainedVQVAE
 from vqtto.training import History
 
 
@@ -42,6 +42,23 @@ def test_index_dataset_is_cached_under_the_vqvae_config(tiny_vqvae, monkeypatch)
     # another VQ-VAE config is another key: it must encode (and here, refuse)
     with pytest.raises(AssertionError, match="encoded again"):
         codes.index_dataset(_trained(tiny_vqvae, tag=1), "test", limit=12, device="cpu", progress=False)
+
+
+def test_cached_codes_are_loaded_safely(tiny_vqvae, tmp_path):
+    """A codes file replaced by a pickle that would run code: refused (never run) and re-encoded."""
+    trained = _trained(tiny_vqvae, tag=2)
+    first = codes.index_dataset(trained, "test", limit=5, device="cpu", progress=False)
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    path = artifacts.path_for("codes", codes.codes_config(trained.config, "test", 5))
+    torch.save({"indices": Exploit()}, path)
+    with pytest.warns(UserWarning, match="rebuilding"):
+        again = codes.index_dataset(trained, "test", limit=5, device="cpu", progress=False)
+    assert not marker.exists() and torch.equal(again.indices, first.indices)
 
 
 def test_bad_split_and_limit_are_refused():

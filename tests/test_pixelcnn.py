@@ -1,4 +1,4 @@
-"""The gated PixelCNN: autoregressive property, no blind spot, normalisation, sampling, training."""
+"""The gated PixelCNN: autoregressive property, no blind spot, normalisation, sampling, metrics, training."""
 
 import itertools
 import math
@@ -6,8 +6,9 @@ import math
 import pytest
 import torch
 
-from vqtto.pixelcnn import (GatedPixelCNN, PixelCNNConfig, PriorTrainConfig, bits_per_image, evaluate,
-                            prior_config, train_pixelcnn)
+from vqtto.models import prior_config
+from vqtto.pixelcnn import GatedPixelCNN, PixelCNNConfig, bits_per_image, evaluate, nll_per_position, score
+from vqtto.training import PriorTrainConfig, train_prior
 
 
 def _model(k=5, h=4, w=5, channels=8, n_layers=4, kernel_size=3, n_classes=0, seed=0):
@@ -162,7 +163,7 @@ def test_training_learns_structured_grids_below_log_k():
     model = _model(k=6, h=3, w=4, channels=16, n_layers=2)
     dev = torch.device("cpu")
     before = evaluate(model, z[500:], None, dev)
-    hist = train_pixelcnn(model, _Grids(z[:500]), _Grids(z[500:]), PriorTrainConfig(epochs=6, batch_size=50, lr=1e-2,
+    hist = train_prior(model, _Grids(z[:500]), _Grids(z[500:]), PriorTrainConfig(epochs=6, batch_size=50, lr=1e-2,
                                                                                      evals_per_epoch=2), dev, progress=False)
     after = evaluate(model, z[500:], None, dev)
     assert before["uniform_nats"] == pytest.approx(math.log(6))
@@ -172,15 +173,14 @@ def test_training_learns_structured_grids_below_log_k():
     assert after["bits_per_image"] == pytest.approx(bits_per_image(after["nats_per_position"], 3, 4))
 
 
-def test_prior_config_is_keyed_by_the_vqvae_config_and_profile():
-    from vqtto import artifacts
-
-    vq = artifacts.vqvae_config("fashion-mnist", 16, "smoke")
-    cfg = prior_config(vq, "smoke", channels=24, epochs=3)
-    assert cfg["vqvae"] == vq and cfg["model"]["k"] == 16 and cfg["model"]["channels"] == 24
-    assert cfg["train"]["epochs"] == 3 and cfg["model"]["n_classes"] == 0
-    assert prior_config(vq, "smoke", class_conditional=True)["model"]["n_classes"] == 10
-    other = artifacts.vqvae_config("fashion-mnist", 16, "smoke", seed=1)
-    assert artifacts.config_key("pixelcnn", prior_config(other, "smoke")) != artifacts.config_key("pixelcnn", prior_config(vq, "smoke"))
-    with pytest.raises(ValueError, match="profile"):
-        prior_config(vq, "huge")
+def test_batched_metrics_match_the_model():
+    model = _model(n_classes=3)
+    z = torch.randint(5, (7, 4, 5), generator=torch.Generator().manual_seed(6))
+    y = torch.tensor([0, 1, 2, 0, 1, 2, 0])
+    with torch.no_grad():
+        lp = model.log_prob(z, y)
+        per_pos = -model.log_probs_all(z, y).gather(1, z[:, None]).squeeze(1).mean(0)
+    assert torch.allclose(score(model, z, y, batch_size=3), lp, atol=1e-5)
+    assert torch.allclose(nll_per_position(model, z, y, batch_size=3), per_pos, atol=1e-5)
+    ev = evaluate(model, z, y, torch.device("cpu"), batch_size=3)
+    assert ev["nats_per_position"] == pytest.approx(float(-lp.mean() / 20), rel=1e-5)

@@ -1,10 +1,21 @@
-"""A cache of trained models keyed by the hash of their full configuration.
+"""A cache of built things keyed by the hash of their kind and full configuration; loading runs no code.
 
-Every artifact file holds ``{"kind", "config", "sha256", "blob"}``: ``blob`` is the
-``torch.save`` bytes of the payload and ``sha256`` its digest. Files are written to a temporary
-name in the cache folder and renamed into place, so a crash never leaves a half-written file
-under a real key. On load the digest and the stored config are checked: a corrupt file is
-reported and rebuilt, a file whose config differs from the one asked for is refused.
+A payload is plain data: dicts with ``str`` keys, lists, ``str``, ``int``, ``float``, ``bool``,
+``None`` and tensors. An artifact file is one line of JSON, the header, followed by a blob:
+
+    {"format": 2, "kind": ..., "config": {...}, "meta": ..., "size": ..., "sha256": ...}\\n<blob>
+
+``meta`` is the payload with each tensor replaced by ``{"$tensor": "<i>"}``, ``blob`` the
+``torch.save`` bytes of ``{"<i>": tensor}`` and ``sha256`` the digest of the rest of the header
+and the blob. Reading a file never executes code from it: the header is parsed as JSON and the
+blob is read only with ``torch.load(..., weights_only=True)``, which rebuilds tensors and plain
+containers and refuses anything else.
+
+Files are written to a temporary name in the cache folder and renamed into place, so a crash
+never leaves a half-written file under a real key. On load the digest and the stored config are
+checked: a corrupt or unreadable file (:class:`CorruptArtifact`) is reported and rebuilt by
+:func:`load_or_build`; a file whose kind or config differs from the one asked for
+(:class:`ArtifactMismatch`) is refused.
 
 The cache folder is ``$VQTTO_CACHE`` when set, else ``.cache/vqtto`` at the repository root.
 """
@@ -17,28 +28,30 @@ import json
 import os
 import tempfile
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
-from . import data as data_mod
-from .device import pick_device
-from .profiles import apply_overrides, vqvae_preset
-from .training import History, TrainConfig, evaluate, train_vqvae
-from .vqvae import VQVAE, VQVAEConfig
-
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
+_TENSOR = "$tensor"
 
 
 class ArtifactMismatch(RuntimeError):
-    """A cache file holds a model trained with another configuration than the one asked for."""
+    """A cache file holds something built with another kind or configuration than the one asked for."""
+
+
+class CorruptArtifact(RuntimeError):
+    """A cache file could not be read, does not match its digest, or holds more than plain data."""
 
 
 def cache_dir() -> Path:
     env = os.environ.get("VQTTO_CACHE")
     return Path(env) if env else Path(__file__).resolve().parents[2] / ".cache" / "vqtto"
+
+
+def _json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
 
 
 def config_key(kind: str, config: dict) -> str:
@@ -48,20 +61,55 @@ def config_key(kind: str, config: dict) -> str:
 
 
 def path_for(kind: str, config: dict) -> Path:
-    return cache_dir() / f"{kind}-{config_key(kind, config)}.pt"
+    return cache_dir() / f"{kind}-{config_key(kind, config)}.artifact"
 
 
-def save(path: Path, kind: str, config: dict, payload: Any) -> None:
-    """Write ``payload`` with its config and digest to ``path`` atomically."""
-    buf = io.BytesIO()
-    torch.save(payload, buf)
-    blob = buf.getvalue()
-    record = {"kind": kind, "config": config, "sha256": hashlib.sha256(blob).hexdigest(), "blob": blob}
+# --- payload <-> (JSON meta, tensors) ------------------------------------------------------------
+
+def _split(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    """The JSON form of ``obj``, each tensor moved into ``tensors`` and replaced by a reference."""
+    if isinstance(obj, torch.Tensor):
+        key = str(len(tensors))
+        tensors[key] = obj.detach().cpu().clone(memory_format=torch.contiguous_format)
+        return {_TENSOR: key}
+    if isinstance(obj, dict):
+        if not all(isinstance(name, str) for name in obj) or _TENSOR in obj:
+            raise TypeError(f"payload dicts need str keys other than {_TENSOR!r}, got {list(obj)!r}")
+        return {name: _split(value, tensors) for name, value in obj.items()}
+    if isinstance(obj, list):
+        return [_split(value, tensors) for value in obj]
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise TypeError(f"cannot cache a {type(obj).__name__}: payloads hold dicts with str keys, lists, str, "
+                    "int, float, bool, None and tensors")
+
+
+def _join(meta: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    """The inverse of :func:`_split`."""
+    if isinstance(meta, dict):
+        if meta.keys() == {_TENSOR}:
+            return tensors[meta[_TENSOR]]
+        return {name: _join(value, tensors) for name, value in meta.items()}
+    if isinstance(meta, list):
+        return [_join(value, tensors) for value in meta]
+    return meta
+
+
+def _digest(header: dict, blob: bytes) -> str:
+    """sha256 of the header (without its digest) and the blob."""
+    body = _json({name: value for name, value in header.items() if name != "sha256"})
+    return hashlib.sha256(body.encode() + b"\n" + blob).hexdigest()
+
+
+# --- files -----------------------------------------------------------------------------------------
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a synced temporary file in the same folder and a rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
-            torch.save(record, fh)
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -71,37 +119,74 @@ def save(path: Path, kind: str, config: dict, payload: Any) -> None:
         raise
 
 
-class CorruptArtifact(RuntimeError):
-    """A cache file could not be read or its digest does not match its contents."""
+def save(path: Path, kind: str, config: dict, payload: Any) -> None:
+    """Write ``payload`` with its kind, config and digest to ``path`` atomically.
+
+    Raises:
+        TypeError: the payload holds something other than plain data and tensors (nothing is written).
+    """
+    tensors: dict[str, torch.Tensor] = {}
+    meta = _split(payload, tensors)
+    buf = io.BytesIO()
+    torch.save(tensors, buf)
+    blob = buf.getvalue()
+    header = {"format": CACHE_FORMAT, "kind": kind, "config": json.loads(_json(config)), "meta": meta,
+              "size": len(blob)}
+    header["sha256"] = _digest(header, blob)
+    write_atomically(path, _json(header).encode() + b"\n" + blob)
+
+
+def _read_header(path: Path) -> tuple[dict, bytes]:
+    try:
+        line, _, blob = path.read_bytes().partition(b"\n")
+        header = json.loads(line)
+    except (OSError, ValueError) as err:
+        raise CorruptArtifact(f"{path} is unreadable ({type(err).__name__}: {err})") from err
+    if not isinstance(header, dict) or header.get("format") != CACHE_FORMAT:
+        raise CorruptArtifact(f"{path} is not a cache file of format {CACHE_FORMAT}")
+    if header.get("size") != len(blob) or header.get("sha256") != _digest(header, blob):
+        raise CorruptArtifact(f"{path}: stored sha256 does not match its contents")
+    return header, blob
+
+
+def _read_tensors(path: Path, blob: bytes) -> dict[str, torch.Tensor]:
+    try:
+        tensors = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - refused or unreadable: either way not loadable
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise CorruptArtifact(f"{path}: its tensors are unreadable or not plain data ({type(err).__name__}: {first})") from err
+    if not isinstance(tensors, dict) or not all(isinstance(t, torch.Tensor) for t in tensors.values()):
+        raise CorruptArtifact(f"{path}: its blob is not a dict of tensors")
+    return tensors
 
 
 def load(path: Path, kind: str, config: dict) -> Any:
-    """Read and verify the artifact at ``path``.
+    """Read and verify the artifact at ``path``; no code stored in it can run.
 
     Raises:
-        CorruptArtifact: unreadable file or digest mismatch.
+        CorruptArtifact: unreadable file, another cache format, digest mismatch, or a blob that
+            holds anything but tensors.
         ArtifactMismatch: the stored kind or config differs from the one asked for.
     """
-    try:
-        record = torch.load(path, map_location="cpu", weights_only=False)
-        blob = record["blob"]
-    except Exception as err:  # noqa: BLE001 - unreadable for any reason means corrupt
-        raise CorruptArtifact(f"{path} is unreadable ({type(err).__name__}: {err})") from err
-    if hashlib.sha256(blob).hexdigest() != record.get("sha256"):
-        raise CorruptArtifact(f"{path}: stored sha256 does not match its contents")
-    if record.get("kind") != kind or record.get("config") != config:
+    header, blob = _read_header(path)
+    if header.get("kind") != kind or header.get("config") != json.loads(_json(config)):
         raise ArtifactMismatch(
-            f"{path} holds a {record.get('kind')!r} built with config {record.get('config')!r}, "
+            f"{path} holds a {header.get('kind')!r} built with config {header.get('config')!r}, "
             f"not the {kind!r} with config {config!r} that was asked for; delete the file to rebuild it"
         )
-    return torch.load(io.BytesIO(blob), map_location="cpu", weights_only=False)
+    tensors = _read_tensors(path, blob)
+    try:
+        return _join(header["meta"], tensors)
+    except (KeyError, TypeError) as err:
+        raise CorruptArtifact(f"{path}: its header names a tensor the blob lacks ({err})") from err
 
 
 def load_or_build(kind: str, config: dict, build: Callable[[], Any], rebuild: bool = False) -> Any:
     """Return the cached payload for ``(kind, config)``, building and saving it when absent.
 
     A corrupt file is reported with a warning and rebuilt; a mismatched one raises
-    :class:`ArtifactMismatch`. ``build()`` must return a picklable payload (CPU tensors).
+    :class:`ArtifactMismatch`. ``build()`` must return plain data and tensors (see the module's
+    docstring); tensors come back on the CPU.
     """
     path = path_for(kind, config)
     if path.exists() and not rebuild:
@@ -112,69 +197,3 @@ def load_or_build(kind: str, config: dict, build: Callable[[], Any], rebuild: bo
     payload = build()
     save(path, kind, config, payload)
     return payload
-
-
-# --- VQ-VAE --------------------------------------------------------------------------------
-
-@dataclass
-class TrainedVQVAE:
-    """A trained VQ-VAE with its history and the test metrics of the final model."""
-
-    model: VQVAE
-    history: History
-    test: dict[str, float]
-    config: dict
-
-    @property
-    def k(self) -> int:
-        return self.model.cfg.k
-
-
-def vqvae_config(dataset: str, k: int, profile: str = "quick", **overrides: Any) -> dict:
-    """The full configuration of a VQ-VAE: profile preset, then ``overrides``.
-
-    ``overrides`` may name any :class:`VQVAEConfig` or :class:`TrainConfig` field.
-    """
-    data_mod.check_name(dataset)
-    preset = vqvae_preset(profile)
-    apply_overrides(preset, overrides, set(VQVAEConfig.__dataclass_fields__), set(TrainConfig.__dataclass_fields__),
-                    "VQ-VAE")
-    preset["model"]["k"] = k
-    preset["model"]["in_channels"] = 1 if dataset == "fashion-mnist" else 3
-    model_cfg = VQVAEConfig(**preset["model"])  # validates
-    train_cfg = TrainConfig(**preset["train"])
-    return {"dataset": dataset, "model": model_cfg.as_dict(), "train": train_cfg.as_dict()}
-
-
-def vqvae(
-    dataset: str = "fashion-mnist",
-    k: int = 512,
-    profile: str = "quick",
-    device: torch.device | str = "auto",
-    progress: bool = True,
-    **overrides: Any,
-) -> TrainedVQVAE:
-    """A trained VQ-VAE from the cache, trained (with a progress bar) and cached if absent.
-
-    Example: ``artifacts.vqvae("fashion-mnist", k=40, profile="quick")``.
-    """
-    device = pick_device(device) if isinstance(device, str) else device
-    config = vqvae_config(dataset, k, profile, **overrides)
-
-    def build() -> dict:
-        model_cfg = VQVAEConfig(**config["model"])
-        train_cfg = TrainConfig(**config["train"])
-        torch.manual_seed(train_cfg.seed)
-        model = VQVAE(model_cfg)
-        train = data_mod.load(dataset, "train", limit=train_cfg.train_limit)
-        test = data_mod.load(dataset, "test", limit=train_cfg.test_limit)
-        hist = train_vqvae(model, train, test, train_cfg, device, progress=progress)
-        test_metrics = evaluate(model, test.images, device)
-        return {"state_dict": {k_: v.cpu() for k_, v in model.state_dict().items()},
-                "history": hist.as_dict(), "test": test_metrics}
-
-    payload = load_or_build("vqvae", config, build)
-    model = VQVAE(VQVAEConfig(**config["model"]))
-    model.load_state_dict(payload["state_dict"])
-    model.to(device).eval()
-    return TrainedVQVAE(model=model, history=History(**payload["history"]), test=payload["test"], config=config)

@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from . import artifacts, pairs, search
+from . import models, pairs, search
 from .device import pick_device
 
 
@@ -47,7 +47,7 @@ def one_at_a_time(model, z: torch.Tensor, targets: torch.Tensor, alpha: float, l
 
 def bench_search(args) -> None:
     device = pick_device(args.device)
-    tv = artifacts.vqvae(args.dataset, k=args.k, profile=args.profile, device=device)
+    tv = models.vqvae(args.dataset, k=args.k, profile=args.profile, device=device)
     model = tv.model
     print(f"device={device}, torch threads={torch.get_num_threads()}, model: {args.dataset} k={args.k} ({args.profile})")
     table1_run(model, args.dataset, 4, args.seed, args.alpha, args.lam, device)  # warm-up
@@ -79,33 +79,18 @@ def bench_search(args) -> None:
 
 
 def _train_for(model, train, test, seconds: float, batch_size: int, lr: float, device) -> dict:
-    """Train ``model`` for about ``seconds`` of wall time; images/s and final test MSE."""
-    import torch.nn.functional as F
+    """Train ``model`` for about ``seconds`` of wall time; images/s and final test MSE.
 
-    gen = torch.Generator().manual_seed(0)
-    model.to(device).train()
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    seen, step, t0 = 0, 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        order = torch.randperm(len(train), generator=gen)
-        for start in range(0, len(train), batch_size):
-            x = train.images[order[start:start + batch_size]].to(device)
-            parts = model.loss(x)
-            opt.zero_grad(set_to_none=True)
-            parts["total"].backward()
-            opt.step()
-            seen, step = seen + x.shape[0], step + 1
-            if step % 50 == 0:  # the dead-code restart of the quick preset, for both models
-                with torch.no_grad():
-                    model.quantizer.restart_dead_codes(model.encode(x), gen)
-            if time.perf_counter() - t0 >= seconds:
-                break
-    elapsed = time.perf_counter() - t0
-    model.eval()
-    with torch.no_grad():
-        mse = sum(float(F.mse_loss(model(test.images[i:i + 500].to(device))[0], test.images[i:i + 500].to(device),
-                                   reduction="sum")) for i in range(0, len(test), 500)) / test.images.numel()
-    return {"images/s": seen / elapsed, "images seen": seen, "seconds": elapsed, "test MSE": mse}
+    The loop is the book's (:func:`vqtto.training.fit`) with the quick preset's dead-code restart
+    every 50 steps, for both models, and no evaluation until the budget is spent.
+    """
+    from .training import DeadCodeRestarts, Loop, evaluate, fit, vqvae_loss
+
+    loop = Loop(batch_size=batch_size, lr=lr, seed=0, epochs=None, seconds=seconds)
+    run = fit(model, (train.images,), vqvae_loss(model), loop, device, on_step=DeadCodeRestarts(model, 50),
+              progress=False)
+    mse = evaluate(model, test.images, device)["recon"]
+    return {"images/s": run.examples / run.seconds, "images seen": run.examples, "seconds": run.seconds, "test MSE": mse}
 
 
 def _decoder_fb(model, n: int, device, repeats: int = 5) -> float:

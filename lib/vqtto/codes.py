@@ -2,8 +2,8 @@
 
 A prior over the latents needs examples of them: every image of a split is encoded and
 quantised to its nearest-code index grid ``(h, w)``. The grids, with the images' class labels,
-form a :class:`CodeSet`; :func:`index_dataset` caches it under the VQ-VAE's full config, so a
-retrained VQ-VAE never meets stale codes.
+form a :class:`CodeSet`; :func:`index_dataset` caches it (in the safe cache of
+:mod:`vqtto.artifacts`) under the VQ-VAE's full config, so a retrained VQ-VAE never meets stale codes.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def codes_config(vqvae_config: dict, split: str, limit: int | None) -> dict:
 
 def index_dataset(trained, split: str = "train", limit: int | None = None,
                   device: torch.device | str = "auto", progress: bool = True) -> CodeSet:
-    """The index grids of ``split`` under a :class:`vqtto.artifacts.TrainedVQVAE`, from the cache.
+    """The index grids of ``split`` under a :class:`vqtto.models.TrainedVQVAE`, from the cache.
 
     Args:
         trained: the VQ-VAE (its ``config`` keys the cache).

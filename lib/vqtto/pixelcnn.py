@@ -1,4 +1,4 @@
-"""A gated PixelCNN prior over VQ-VAE index grids (paper section 5.3; van den Oord et al. 2016).
+"""The gated PixelCNN: a prior over VQ-VAE index grids (paper section 5.3; van den Oord et al. 2016).
 
 The prior factorises the probability of an index grid ``z`` ``(h, w)`` in raster order,
 
@@ -23,21 +23,19 @@ per-grid log-likelihoods ``(B,)`` in nats.
 
 Losses are reported in *nats per latent position* (the mean cross-entropy; ``log k`` for a
 uniform prior) and in *bits per image* (the whole grid: ``nats * h * w / ln 2``).
+
+This module holds the model and its metrics; :func:`vqtto.training.train_prior` trains it and
+:func:`vqtto.models.prior` gives a trained one from the cache.
 """
 
 from __future__ import annotations
 
 import math
-import time
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
-
-from .device import pick_device
 
 LN2 = math.log(2.0)
 
@@ -253,63 +251,14 @@ class GatedPixelCNN(nn.Module):
         return z
 
 
-# --- training ------------------------------------------------------------------------------------
+# --- metrics over many grids --------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class PriorTrainConfig:
-    """How a PixelCNN prior is trained (Adam, learning rate decayed to 0 along a cosine).
-
-    Attributes:
-        epochs: passes over the training grids.
-        batch_size: grids per step.
-        lr: initial Adam learning rate.
-        seed: seeds initialisation and batch order.
-        train_limit / test_limit: encode and use only the first images of each split (None: all).
-        evals_per_epoch: points per epoch on the train/validation curves.
-        val_limit: the validation curve uses the first ``val_limit`` test grids (None: all); the
-            final test metrics always use every test grid.
-    """
-
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 2e-3
-    seed: int = 0
-    train_limit: int | None = None
-    test_limit: int | None = None
-    evals_per_epoch: int = 4
-    val_limit: int | None = 2000
-
-    def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "evals_per_epoch"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr!r}")
-        for name in ("train_limit", "test_limit", "val_limit"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"{name} must be >= 1 or None, got {value!r}")
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-@dataclass
-class PriorHistory:
-    """Train and validation loss in nats per position, one entry per evaluation point."""
-
-    step: list[int] = field(default_factory=list)
-    epoch: list[float] = field(default_factory=list)
-    train_nats: list[float] = field(default_factory=list)
-    val_nats: list[float] = field(default_factory=list)
-    seconds: float = 0.0
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-def _labels_for(model: GatedPixelCNN, labels: torch.Tensor | None) -> torch.Tensor | None:
-    return labels if model.cfg.n_classes else None
+def _batches(indices: torch.Tensor, labels: torch.Tensor | None, device: torch.device, batch_size: int):
+    """Grids ``(N, h, w)`` and labels ``(N,)`` or None -> ``(z, y)`` batches on ``device``."""
+    for start in range(0, indices.shape[0], batch_size):
+        z = indices[start:start + batch_size].to(device)
+        y = labels[start:start + batch_size].to(device) if labels is not None else None
+        yield z, y
 
 
 @torch.no_grad()
@@ -317,15 +266,13 @@ def evaluate(model: GatedPixelCNN, indices: torch.Tensor, labels: torch.Tensor |
              batch_size: int = 1000) -> dict[str, float]:
     """Mean test negative log-likelihood of ``indices`` ``(N, h, w)``.
 
-    Returns ``nats_per_position``, ``bits_per_image`` and, for comparison, ``uniform_nats``
-    (``log k``, the loss of the uniform prior).
+    ``labels`` ``(N,)`` are used only by a class-conditional prior. Returns ``nats_per_position``,
+    ``bits_per_image`` and, for comparison, ``uniform_nats`` (``log k``, the uniform prior's loss).
     """
     was_training = model.training
     model.eval()
     total = 0.0
-    for start in range(0, indices.shape[0], batch_size):
-        z = indices[start:start + batch_size].to(device)
-        y = labels[start:start + batch_size].to(device) if model.cfg.n_classes else None
+    for z, y in _batches(indices, labels if model.cfg.n_classes else None, device, batch_size):
         total += float(model.loss(z, y)) * z.shape[0]
     model.train(was_training)
     nats = total / indices.shape[0]
@@ -338,175 +285,16 @@ def evaluate(model: GatedPixelCNN, indices: torch.Tensor, labels: torch.Tensor |
 def score(model: GatedPixelCNN, indices: torch.Tensor, labels: torch.Tensor | None = None,
           device: torch.device | None = None, batch_size: int = 1000) -> torch.Tensor:
     """``log p(z)`` in nats of many grids ``(N, h, w)`` int64, in batches -> ``(N,)`` on CPU."""
-    device = device or model.embed.device
-    out = []
-    for start in range(0, indices.shape[0], batch_size):
-        z = indices[start:start + batch_size].to(device)
-        y = labels[start:start + batch_size].to(device) if labels is not None else None
-        out.append(model.log_prob(z, y).cpu())
-    return torch.cat(out)
+    batches = _batches(indices, labels, device or model.embed.device, batch_size)
+    return torch.cat([model.log_prob(z, y).cpu() for z, y in batches])
 
 
 @torch.no_grad()
 def nll_per_position(model: GatedPixelCNN, indices: torch.Tensor, labels: torch.Tensor | None = None,
                      device: torch.device | None = None, batch_size: int = 1000) -> torch.Tensor:
     """Mean ``-log p(z_i | z_<i)`` in nats at each position over grids ``(N, h, w)`` -> ``(h, w)``."""
-    device = device or model.embed.device
     total = torch.zeros(indices.shape[1:], dtype=torch.float64)
-    for start in range(0, indices.shape[0], batch_size):
-        z = indices[start:start + batch_size].to(device)
-        y = labels[start:start + batch_size].to(device) if labels is not None else None
+    for z, y in _batches(indices, labels, device or model.embed.device, batch_size):
         lp = model.log_probs_all(z, y).gather(1, z[:, None]).squeeze(1)
         total -= lp.double().sum(0).cpu()
     return (total / indices.shape[0]).float()
-
-
-def train_pixelcnn(model: GatedPixelCNN, train, val, cfg: PriorTrainConfig, device: torch.device,
-                   progress: bool = True) -> PriorHistory:
-    """Train ``model`` in place on the index grids of ``train`` and record curves on ``val``.
-
-    Args:
-        train, val: objects with ``indices`` ``(N, h, w)`` int64 and ``labels`` ``(N,)`` (e.g.
-            :class:`vqtto.codes.CodeSet`).
-
-    The training curve is the running mean of the batch losses since the previous point.
-    """
-    gen = torch.Generator().manual_seed(cfg.seed)
-    model.to(device).train()
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    z_train, y_train = train.indices, train.labels
-    z_val, y_val = val.indices[: cfg.val_limit], val.labels[: cfg.val_limit]
-    n = z_train.shape[0]
-    steps_per_epoch = math.ceil(n / cfg.batch_size)
-    total_steps = cfg.epochs * steps_per_epoch
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps)))
-    eval_every = max(1, steps_per_epoch // cfg.evals_per_epoch)
-    hist = PriorHistory()
-    running, run_n, step = 0.0, 0, 0
-    bar = tqdm(total=total_steps, desc=f"PixelCNN k={model.cfg.k}", disable=not progress)
-    t0 = time.perf_counter()
-    for _ in range(cfg.epochs):
-        order = torch.randperm(n, generator=gen)
-        for start in range(0, n, cfg.batch_size):
-            batch = order[start:start + cfg.batch_size]
-            z = z_train[batch].to(device)
-            y = y_train[batch].to(device) if model.cfg.n_classes else None
-            loss = model.loss(z, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            step += 1
-            running += loss.item()
-            run_n += 1
-            if step % eval_every == 0 or step == total_steps:
-                ev = evaluate(model, z_val, y_val, device)
-                hist.step.append(step)
-                hist.epoch.append(step / steps_per_epoch)
-                hist.train_nats.append(running / run_n)
-                hist.val_nats.append(ev["nats_per_position"])
-                running, run_n = 0.0, 0
-                bar.set_postfix(val_nats=f"{ev['nats_per_position']:.3f}")
-            bar.update(1)
-    bar.close()
-    hist.seconds = time.perf_counter() - t0
-    model.eval()
-    return hist
-
-
-# --- presets and the cached prior -----------------------------------------------------------------
-
-# Per profile: PixelCNNConfig and PriorTrainConfig fields. Quick is sized for about 2.5 minutes
-# of training on one CPU thread at k=512 over all 60k Fashion-MNIST grids (measured: ~0.1 s per
-# step of 128 grids). Full is the paper's scale for one GPU.
-PRIOR_PRESETS: dict[str, dict[str, dict]] = {
-    "smoke": {
-        "model": {"channels": 16, "n_layers": 2, "kernel_size": 3},
-        "train": {"epochs": 2, "batch_size": 64, "train_limit": 1024, "test_limit": 256, "evals_per_epoch": 2},
-    },
-    "quick": {
-        "model": {"channels": 32, "n_layers": 3, "kernel_size": 5},
-        "train": {"epochs": 3, "batch_size": 128, "train_limit": None, "test_limit": None, "evals_per_epoch": 4},
-    },
-    "full": {
-        "model": {"channels": 128, "n_layers": 10, "kernel_size": 5},
-        "train": {"epochs": 30, "batch_size": 128, "lr": 1e-3, "train_limit": None, "test_limit": None,
-                  "evals_per_epoch": 2, "val_limit": None},
-    },
-}
-
-
-@dataclass
-class TrainedPrior:
-    """A trained prior with its curves, its test metrics, its config and the VQ-VAE it models."""
-
-    model: GatedPixelCNN
-    history: PriorHistory
-    test: dict[str, float]
-    config: dict
-    vqvae: Any  # vqtto.artifacts.TrainedVQVAE
-
-    @property
-    def k(self) -> int:
-        return self.model.cfg.k
-
-
-def prior_config(vqvae_config: dict, profile: str = "quick", class_conditional: bool = False,
-                 grid: tuple[int, int] = (7, 7), **overrides: Any) -> dict:
-    """The full configuration of a prior: the VQ-VAE's config, the profile's presets, ``overrides``.
-
-    ``overrides`` may name any :class:`PixelCNNConfig` (except k, height, width, n_classes) or
-    :class:`PriorTrainConfig` field.
-    """
-    from .profiles import apply_overrides, check_profile
-
-    check_profile(profile)
-    preset = {part: dict(v) for part, v in PRIOR_PRESETS[profile].items()}
-    model_fields = set(PixelCNNConfig.__dataclass_fields__) - {"k", "height", "width", "n_classes"}
-    apply_overrides(preset, overrides, model_fields, set(PriorTrainConfig.__dataclass_fields__), "prior")
-    n_classes = 10 if class_conditional else 0
-    model = PixelCNNConfig(k=vqvae_config["model"]["k"], height=grid[0], width=grid[1], n_classes=n_classes,
-                           **preset["model"])
-    train = PriorTrainConfig(**preset["train"])
-    return {"vqvae": vqvae_config, "model": model.as_dict(), "train": train.as_dict()}
-
-
-def trained_prior(dataset: str = "fashion-mnist", k: int = 512, profile: str = "quick",
-                  device: torch.device | str = "auto", progress: bool = True, class_conditional: bool = False,
-                  vqvae_options: dict | None = None, **overrides: Any) -> TrainedPrior:
-    """A PixelCNN prior over the codes of ``artifacts.vqvae(dataset, k, profile)``, from the cache.
-
-    The VQ-VAE comes from the cache (trained if absent), the training and test sets are encoded
-    into index grids (cached, :func:`vqtto.codes.index_dataset`), and the prior is trained with
-    a progress bar and cached under its full config, which includes the VQ-VAE's.
-
-    Args:
-        class_conditional: condition on the data set's class labels.
-        vqvae_options: keyword options for :func:`vqtto.artifacts.vqvae` (e.g. ``{"seed": 0}``).
-        overrides: :class:`PixelCNNConfig` / :class:`PriorTrainConfig` fields.
-    """
-    from . import artifacts, codes
-
-    device = pick_device(device) if isinstance(device, str) else device
-    vq = artifacts.vqvae(dataset, k=k, profile=profile, device=device, progress=progress, **(vqvae_options or {}))
-    train_cfg_preview = prior_config(vq.config, profile, class_conditional, **overrides)["train"]
-    train = codes.index_dataset(vq, "train", limit=train_cfg_preview["train_limit"], device=device, progress=progress)
-    test = codes.index_dataset(vq, "test", limit=train_cfg_preview["test_limit"], device=device, progress=progress)
-    config = prior_config(vq.config, profile, class_conditional, grid=train.grid_shape, **overrides)
-
-    def build() -> dict:
-        model_cfg = PixelCNNConfig(**config["model"])
-        train_cfg = PriorTrainConfig(**config["train"])
-        torch.manual_seed(train_cfg.seed)
-        model = GatedPixelCNN(model_cfg)
-        hist = train_pixelcnn(model, train, test, train_cfg, device, progress=progress)
-        metrics = evaluate(model, test.indices, test.labels, device)
-        return {"state_dict": {n: t.cpu() for n, t in model.state_dict().items()},
-                "history": hist.as_dict(), "test": metrics}
-
-    payload = artifacts.load_or_build("pixelcnn", config, build)
-    model = GatedPixelCNN(PixelCNNConfig(**config["model"]))
-    model.load_state_dict(payload["state_dict"])
-    model.to(device).eval()
-    return TrainedPrior(model=model, history=PriorHistory(**payload["history"]), test=payload["test"],
-                        config=config, vqvae=vq)

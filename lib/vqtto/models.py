@@ -1,0 +1,172 @@
+"""Trained models from the cache: a data set's VQ-VAE and the PixelCNN prior over its codes.
+
+Each model is keyed by its full configuration (profile presets from :mod:`vqtto.profiles`, then
+the caller's overrides); a model absent from the cache is trained with a progress bar and saved.
+
+    vq = models.vqvae("fashion-mnist", k=40, profile="quick")
+    prior = models.prior("fashion-mnist", k=512, profile="quick")   # trains/loads its VQ-VAE too
+    prior.train_codes, prior.test_codes                             # the index grids it was trained on
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from . import artifacts, codes
+from . import data as data_mod
+from .device import pick_device
+from .pixelcnn import GatedPixelCNN, PixelCNNConfig
+from .pixelcnn import evaluate as prior_metrics
+from .profiles import apply_overrides, prior_preset, vqvae_preset
+from .training import History, PriorHistory, PriorTrainConfig, TrainConfig, evaluate, train_prior, train_vqvae
+from .vqvae import VQVAE, VQVAEConfig
+
+
+def _device(device: torch.device | str) -> torch.device:
+    return pick_device(device) if isinstance(device, str) else device
+
+
+def _payload(model: nn.Module, history, test: dict[str, float]) -> dict:
+    """What the cache keeps of a trained model: CPU weights, its curves, its test metrics."""
+    return {"state_dict": {name: t.cpu() for name, t in model.state_dict().items()},
+            "history": history.as_dict(), "test": test}
+
+
+def _cached(kind: str, config: dict, build: Callable[[], dict], make: Callable[[], nn.Module],
+            device: torch.device) -> tuple[nn.Module, dict]:
+    """The payload of ``(kind, config)`` (loaded, or built and saved) and a ``make()`` model holding its
+    weights, on ``device``, in eval mode. The model is made after any build, as the seeds expect."""
+    payload = artifacts.load_or_build(kind, config, build)
+    model = make()
+    model.load_state_dict(payload["state_dict"])
+    model.to(device).eval()
+    return model, payload
+
+
+# --- the VQ-VAE ----------------------------------------------------------------------------------
+
+@dataclass
+class TrainedVQVAE:
+    """A trained VQ-VAE with its history, the test metrics of the final model and its full config."""
+
+    model: VQVAE
+    history: History
+    test: dict[str, float]
+    config: dict
+
+    @property
+    def k(self) -> int:
+        return self.model.cfg.k
+
+
+def vqvae_config(dataset: str, k: int, profile: str = "quick", **overrides: Any) -> dict:
+    """The full configuration of a VQ-VAE: profile preset, then ``overrides``.
+
+    ``overrides`` may name any :class:`VQVAEConfig` or :class:`TrainConfig` field.
+    """
+    data_mod.check_name(dataset)
+    preset = vqvae_preset(profile)
+    apply_overrides(preset, overrides, set(VQVAEConfig.__dataclass_fields__), set(TrainConfig.__dataclass_fields__),
+                    "VQ-VAE")
+    preset["model"]["k"] = k
+    preset["model"]["in_channels"] = 1 if dataset == "fashion-mnist" else 3
+    model_cfg = VQVAEConfig(**preset["model"])  # validates
+    train_cfg = TrainConfig(**preset["train"])
+    return {"dataset": dataset, "model": model_cfg.as_dict(), "train": train_cfg.as_dict()}
+
+
+def vqvae(dataset: str = "fashion-mnist", k: int = 512, profile: str = "quick", device: torch.device | str = "auto",
+          progress: bool = True, **overrides: Any) -> TrainedVQVAE:
+    """A trained VQ-VAE from the cache, trained (with a progress bar) and cached if absent.
+
+    ``overrides``: :class:`VQVAEConfig` / :class:`TrainConfig` fields, e.g. ``seed=1``.
+    Example: ``models.vqvae("fashion-mnist", k=40, profile="quick")``.
+    """
+    device = _device(device)
+    config = vqvae_config(dataset, k, profile, **overrides)
+    train_cfg = TrainConfig(**config["train"])
+
+    def build() -> dict:
+        torch.manual_seed(train_cfg.seed)
+        model = VQVAE(VQVAEConfig(**config["model"]))
+        train = data_mod.load(dataset, "train", limit=train_cfg.train_limit)
+        test = data_mod.load(dataset, "test", limit=train_cfg.test_limit)
+        hist = train_vqvae(model, train, test, train_cfg, device, progress=progress)
+        return _payload(model, hist, evaluate(model, test.images, device))
+
+    model, payload = _cached("vqvae", config, build, lambda: VQVAE(VQVAEConfig(**config["model"])), device)
+    return TrainedVQVAE(model=model, history=History(**payload["history"]), test=payload["test"], config=config)
+
+
+# --- the PixelCNN prior --------------------------------------------------------------------------
+
+@dataclass
+class TrainedPrior:
+    """A trained prior with its curves, test metrics and config, the VQ-VAE whose codes it models
+    and the index grids it was trained (``train_codes``) and tested (``test_codes``) on."""
+
+    model: GatedPixelCNN
+    history: PriorHistory
+    test: dict[str, float]
+    config: dict
+    vqvae: TrainedVQVAE
+    train_codes: codes.CodeSet
+    test_codes: codes.CodeSet
+
+    @property
+    def k(self) -> int:
+        return self.model.cfg.k
+
+
+def prior_config(vqvae_config: dict, profile: str = "quick", class_conditional: bool = False,
+                 grid: tuple[int, int] = (7, 7), **overrides: Any) -> dict:
+    """The full configuration of a prior: the VQ-VAE's config, the profile's presets, ``overrides``.
+
+    ``overrides`` may name any :class:`PixelCNNConfig` (except k, height, width, n_classes) or
+    :class:`PriorTrainConfig` field.
+    """
+    preset = prior_preset(profile)
+    model_fields = set(PixelCNNConfig.__dataclass_fields__) - {"k", "height", "width", "n_classes"}
+    apply_overrides(preset, overrides, model_fields, set(PriorTrainConfig.__dataclass_fields__), "prior")
+    n_classes = 10 if class_conditional else 0
+    model = PixelCNNConfig(k=vqvae_config["model"]["k"], height=grid[0], width=grid[1], n_classes=n_classes,
+                           **preset["model"])
+    train = PriorTrainConfig(**preset["train"])
+    return {"vqvae": vqvae_config, "model": model.as_dict(), "train": train.as_dict()}
+
+
+def prior(dataset: str = "fashion-mnist", k: int = 512, profile: str = "quick", device: torch.device | str = "auto",
+          progress: bool = True, class_conditional: bool = False, vqvae_options: dict | None = None,
+          **overrides: Any) -> TrainedPrior:
+    """A PixelCNN prior over the codes of ``vqvae(dataset, k, profile)``, from the cache.
+
+    The VQ-VAE comes from the cache (trained if absent), the training and test sets are encoded
+    into index grids (cached, :func:`vqtto.codes.index_dataset`), and the prior is trained with
+    a progress bar and cached under its full config, which includes the VQ-VAE's.
+
+    Args:
+        class_conditional: condition on the data set's class labels.
+        vqvae_options: keyword options for :func:`vqvae` (e.g. ``{"seed": 0}``).
+        overrides: :class:`PixelCNNConfig` / :class:`PriorTrainConfig` fields.
+    """
+    device = _device(device)
+    vq = vqvae(dataset, k=k, profile=profile, device=device, progress=progress, **(vqvae_options or {}))
+    limits = prior_config(vq.config, profile, class_conditional, **overrides)["train"]
+    train = codes.index_dataset(vq, "train", limit=limits["train_limit"], device=device, progress=progress)
+    test = codes.index_dataset(vq, "test", limit=limits["test_limit"], device=device, progress=progress)
+    config = prior_config(vq.config, profile, class_conditional, grid=train.grid_shape, **overrides)
+    train_cfg = PriorTrainConfig(**config["train"])
+
+    def build() -> dict:
+        torch.manual_seed(train_cfg.seed)
+        model = GatedPixelCNN(PixelCNNConfig(**config["model"]))
+        hist = train_prior(model, train, test, train_cfg, device, progress=progress)
+        return _payload(model, hist, prior_metrics(model, test.indices, test.labels, device))
+
+    model, payload = _cached("pixelcnn", config, build, lambda: GatedPixelCNN(PixelCNNConfig(**config["model"])), device)
+    return TrainedPrior(model=model, history=PriorHistory(**payload["history"]), test=payload["test"],
+                        config=config, vqvae=vq, train_codes=train, test_codes=test)
