@@ -404,7 +404,7 @@ def test_chapter_skips_data_sets_that_are_not_on_the_machine(monkeypatch):
     """The full profile lists CIFAR-10 and Mini-ImageNet; without their data the chapter goes on."""
     from types import SimpleNamespace
 
-    from vqtto import artifacts, pairs
+    from vqtto import models, pairs
     from vqtto.chapters import gradient_search as chapter
     from vqtto.data import DataUnavailable
     from vqtto.vqvae import VQVAE, VQVAEConfig
@@ -417,12 +417,11 @@ def test_chapter_skips_data_sets_that_are_not_on_the_machine(monkeypatch):
         return SimpleNamespace(model=tiny)
 
     images = torch.rand(3, 1, 28, 28)
-    monkeypatch.setattr(artifacts, "vqvae", fake_vqvae)
+    monkeypatch.setattr(models, "vqvae", fake_vqvae)
     monkeypatch.setattr(pairs, "test_pairs", lambda ds, n, seed: pairs.Pairs(images, images.flip(0), torch.arange(3), torch.arange(3).flip(0)))
-    P = SimpleNamespace(datasets=["fashion-mnist", "cifar10", "miniimagenet"], k=4, profile="smoke", n_pairs=3, pair_seed=0)
-    models, data, skipped = chapter.models_and_pairs(P, torch.device("cpu"))
-    assert list(models) == ["fashion-mnist"] and sorted(skipped) == ["cifar10", "miniimagenet"]
-    assert data["fashion-mnist"][1].shape == (3, 2, 7, 7)
-    P.datasets = ["cifar10"]
+    cpu = torch.device("cpu")
+    sets, skipped = chapter.pair_sets(["fashion-mnist", "cifar10", "miniimagenet"], 4, "smoke", 3, 0, cpu)
+    assert list(sets) == ["fashion-mnist"] and sorted(skipped) == ["cifar10", "miniimagenet"]
+    assert sets["fashion-mnist"].z.shape == (3, 2, 7, 7) and sets["fashion-mnist"].reference.shape == (3,)
     with pytest.raises(DataUnavailable, match="none of the data sets"):
-        chapter.models_and_pairs(P, torch.device("cpu"))
+        chapter.pair_sets(["cifar10"], 4, "smoke", 3, 0, cpu)

@@ -245,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--profile", default="quick", choices=PROFILES)
     run.add_argument("chapters", nargs="*", help="chapter stems (default: all)")
     sub.add_parser("build", help="build the site from executed chapters")
-    sub.add_parser("sync-params", help="regenerate every chapter's parameters cell from its schema")
+    syn = sub.add_parser("sync-params", help="regenerate the chapters' parameters cells from their schemas")
+    syn.add_argument("chapters", nargs="*", help="chapter stems (default: all)")
     prm = sub.add_parser("params", help="print a chapter's YAML parameters for papermill -y")
     prm.add_argument("profile", choices=PROFILES)
     prm.add_argument("chapter")
@@ -254,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         print(yaml.safe_dump(profile_params(args.profile, args.chapter), sort_keys=False).strip())
         return 0
     if args.cmd == "sync-params":
-        for chapter in chapters():
+        for chapter in args.chapters or chapters():
             print(f"[vqtto.book] {chapter}: {'rewritten' if sync_parameters(chapter) else 'up to date'}")
         return 0
     if args.cmd == "build":

@@ -6,22 +6,22 @@ paper's numbers to compare with, and the chapter's tables and figures.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from dataclasses import dataclass
+from typing import ClassVar, Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from matplotlib.patches import ConnectionPatch
 
-from .. import search
+from .. import paper, search, stats
 from ..data import DATASETS
-from ..params import Param, at_least, between, chapter_schema, each, greater_than, one_of
-from ..plots import METHOD_COLORS, to_numpy_images
-from ..profiles import PROFILES
+from ..params import Param, at_least, chapter_schema, each, greater_than, nonempty, one_of
+from ..plots import method_color, search_traversal
+from ..report import ChapterResult
 from ..widgets import png_bytes
 
 PARAMS = chapter_schema({
-    "datasets": Param(list, "data sets for Table 1; the first one also gets the detailed analyses", each(one_of(*DATASETS), str), default=['fashion-mnist']),
+    "datasets": Param(list, "data sets for Table 1; the first one also gets the detailed analyses", nonempty(each(one_of(*DATASETS), str)), default=['fashion-mnist']),
     "k": Param(int, "codebook size of the searched VQ-VAE (the paper's Table 1 uses 512)", at_least(2), default=512),
     "k_small": Param(int, "also run Algorithm 2 on this smaller codebook (None: skip)", at_least(2), nullable=True, default=40),
     "n_pairs": Param(int, "random source-target test pairs (paper: 200)", at_least(1), default=200),
@@ -33,58 +33,138 @@ PARAMS = chapter_schema({
     "alg1_alpha": Param(float, "step size of Algorithm 1 (continuous gradient descent)", greater_than(0), default=10.0),
     "alg1_tol": Param(float, "Algorithm 1 stops when the loss changes by at most this", at_least(0), default=1e-07),
     "alg1_steps": Param(int, "most steps of Algorithm 1", at_least(1), default=300),
-    "improved_lr": Param(float, "Adam step size of the improved search on the code logits", greater_than(0), default=0.1),
-    "improved_steps": Param(int, "decoder rounds of the improved search per pair", at_least(1), default=200),
+    "relaxed_lr": Param(float, "Adam step size of the relaxed search on the code logits", greater_than(0), default=0.1),
+    "relaxed_steps": Param(int, "decoder rounds of the relaxed search per pair", at_least(1), default=200),
     "greedy_pairs": Param(int, "pairs given to the greedy coordinate search (it decodes many candidates)", at_least(0), default=32),
     "greedy_width": Param(int, "most candidates the greedy search decodes per pair and round", at_least(16), default=64),
-    "sweep_alphas": Param(list, "step sizes compared in the effect-of-alpha section (floats)", each(greater_than(0), float), default=[0.01, 0.03, 0.1, 0.3, 1.0]),
+    "sweep_alphas": Param(list, "step sizes compared in the effect-of-alpha section (floats)", nonempty(each(greater_than(0), float)), default=[0.01, 0.03, 0.1, 0.3, 1.0]),
     "sweep_pairs": Param(int, "pairs used per step size in the effect-of-alpha section", at_least(1), default=50),
-    "explorer_alphas": Param(list, "alpha values precomputed for the static explorer (floats)", each(greater_than(0), float), default=[0.03, 0.1, 0.3, 1.0]),
-    "explorer_pairs": Param(int, "pairs offered in the explorers", at_least(1), default=2),
-    "n_show": Param(int, "traversals drawn in the Figure 4 equivalent", at_least(1), default=4),
-    "max_cols": Param(int, "most reconstructions per traversal row", between(3, 40), default=12),
 })
 
-# The paper's Table 1: unique traversal steps before the first repeated index grid (Algorithm 2,
-# k = 512, 200 pairs). The Mini-ImageNet mean is printed garbled as "2A.47" in the paper.
-PAPER_TABLE1 = {
-    "miniimagenet": {"mean": "2?.47 (garbled)", "std": 23.12, "min": 2, "max": 103},
-    "cifar10": {"mean": 5.97, "std": 5.00, "min": 2, "max": 34},
+
+
+@dataclass(frozen=True)
+class Display:
+    """What the chapter draws, per profile: display only, never part of a computed number."""
+
+    n_show: int              # traversals drawn in the Figure 4 equivalent
+    max_cols: int            # most reconstructions per traversal row
+    explorer_alphas: tuple   # alpha values precomputed for the static explorer
+    explorer_pairs: int      # pairs offered in the explorers
+
+
+DISPLAY = {
+    "smoke": Display(n_show=2, max_cols=6, explorer_alphas=(0.1, 1.0), explorer_pairs=1),
+    "quick": Display(n_show=4, max_cols=12, explorer_alphas=(0.03, 0.1, 0.3, 1.0), explorer_pairs=2),
+    "full": Display(n_show=4, max_cols=12, explorer_alphas=(0.03, 0.1, 0.3, 1.0), explorer_pairs=3),
 }
+
+# Which method each relative-loss series belongs to (its colour), and whether it is an index grid.
+SERIES = {
+    "source grid": ("source", True),
+    "alg1, decoded continuous latent": ("alg1", False),
+    "alg1, its nearest grid": ("alg1", True),
+    "alg2, best grid": ("alg2", True),
+    "alg3, best grid": ("alg3", True),
+    "relaxed, best grid": ("relaxed", True),
+    "greedy, best grid": ("greedy", True),
+}
+
+
+@dataclass
+class MethodMedian:
+    """The median over pairs of one method's best loss / loss of the target's own code."""
+
+    series: str      # the label in the chapter's table
+    method: str      # the method id (vqtto.plots.METHODS)
+    is_grid: bool    # an index grid (False: Algorithm 1's continuous latent, no grid at all)
+    median: float
+
+
+@dataclass
+class GradientSearchResult(ChapterResult):
+    """What chapter 2 measured: Table 1, how searches end, and how close each search gets.
+
+    Attributes:
+        table1: per run label (``"<dataset>, k=<k>"``), the Table 1 row (mean, std, min, max, endings).
+        loop_fraction_alg2 / stalled_fraction_alg2: how Algorithm 2's searches ended (main data set, k).
+        all_loop: the paper's "every search ends in a loop" is reproduced (at least 99% loops).
+        medians: per series, the median relative best loss (1 = as good as the target's own code).
+        relaxed_reaches_target_code: share of pairs where the relaxed search gets to <= 1.
+        table1_verdict / alg3_verdict / best_grid_verdict: the chapter's sentences.
+    """
+
+    CHAPTER: ClassVar[str] = "gradient_search"
+    dataset: str
+    k: int
+    n_pairs: int
+    alpha: float
+    lam: int
+    table1: dict[str, dict]
+    table1_seconds: float
+    loop_fraction_alg2: float
+    stalled_fraction_alg2: float
+    all_loop: bool
+    steps_per_change: list[dict]
+    medians: list[MethodMedian]
+    relaxed_reaches_target_code: float
+    table1_verdict: str
+    alg3_verdict: str
+    best_grid_verdict: str
+
 
 MASK_LABEL = {"all": "alg2", "single": "alg3", "top": "top-m"}
 
 
-def encode_pairs(model, pairs, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Sources' continuous latents ``(B, D, h, w)``, targets ``(B, C, H, W)`` on ``device``, and
-    the loss of each target's own encoder code ``(B,)`` (the yardstick of relative losses)."""
+@dataclass
+class PairSet:
+    """One data set's searched VQ-VAE and its source-target pairs, ready to search.
+
+    Attributes:
+        model: the VQ-VAE (a latent decoder) on the chapter's device.
+        pairs: the :class:`vqtto.pairs.Pairs` drawn for this data set.
+        z: ``(B, D, h, w)`` the sources' continuous latents (the searches' start).
+        targets: ``(B, C, H, W)`` the target images on the device.
+        reference: ``(B,)`` the loss of each target's own code (CPU), the yardstick of relative losses.
+    """
+
+    model: object
+    pairs: object
+    z: torch.Tensor
+    targets: torch.Tensor
+    reference: torch.Tensor
+
+
+def pair_set(model, pairs, device: torch.device) -> PairSet:
+    """Encode ``pairs``' sources with ``model`` and compute the yardstick of each target."""
     with torch.no_grad():
         z = model.encode(pairs.sources.to(device))
     targets = pairs.targets.to(device)
-    return z, targets, search.reference_losses(model, targets).cpu()
+    return PairSet(model, pairs, z, targets, search.reference_losses(model, targets).cpu())
 
 
-def models_and_pairs(P, device: torch.device) -> tuple[dict, dict, dict]:
-    """The VQ-VAE of every data set of ``P.datasets`` whose data is on this machine, with its pairs.
+def pair_sets(datasets: Sequence[str], k: int, profile: str, n_pairs: int, pair_seed: int,
+              device: torch.device) -> tuple[dict[str, PairSet], dict[str, str]]:
+    """The VQ-VAE and pairs of every one of ``datasets`` whose data is on this machine.
 
-    Returns ``models`` (dataset -> VQVAE), ``data`` (dataset -> (pairs, z (B,D,h,w), targets,
-    reference losses (B,))) and ``skipped`` (dataset -> why its data could not be had).
+    Returns ``(sets, skipped)``: data set -> :class:`PairSet`, and data set -> why its data could
+    not be had.
     """
-    from .. import artifacts, pairs
+    from .. import models, pairs
     from ..data import DataUnavailable
 
-    models, data, skipped = {}, {}, {}
-    for ds in P.datasets:
+    sets, skipped = {}, {}
+    for ds in datasets:
         try:
-            models[ds] = artifacts.vqvae(ds, k=P.k, profile=P.profile, device=device).model
-            pp = pairs.test_pairs(ds, P.n_pairs, P.pair_seed)
+            model = models.vqvae(ds, k=k, profile=profile, device=device).model
+            pp = pairs.test_pairs(ds, n_pairs, pair_seed)
         except DataUnavailable as err:
             skipped[ds] = str(err)
             continue
-        data[ds] = (pp, *encode_pairs(models[ds], pp, device))
-    if not models:
-        raise DataUnavailable(f"none of the data sets {P.datasets} is available: {skipped}")
-    return models, data, skipped
+        sets[ds] = pair_set(model, pp, device)
+    if not sets:
+        raise DataUnavailable(f"none of the data sets {list(datasets)} is available: {skipped}")
+    return sets, skipped
 
 
 def table1_row(label: str, trace: search.SearchTrace) -> dict:
@@ -97,9 +177,10 @@ def table1_row(label: str, trace: search.SearchTrace) -> dict:
 
 
 def paper_rows() -> list[dict]:
-    return [{"run": f"paper, {name}, k=512, Alg. 2", "pairs": 200, "mean": r["mean"], "std": r["std"],
-             "min": r["min"], "max": r["max"], "ended in a loop": "100%", "stalled": "-", "budget": "-"}
-            for name, r in PAPER_TABLE1.items()]
+    """The paper's Table 1 rows (section 5.2), in the columns of :func:`table1_row`."""
+    return [{"run": f"paper, {name}, k=512, Alg. 2", "pairs": paper.TABLE1_PAIRS.value, "mean": q.value["mean"],
+             "std": q.value["std"], "min": q.value["min"], "max": q.value["max"], "ended in a loop": "100%",
+             "stalled": "-", "budget": "-"} for name, q in paper.TABLE1.items()]
 
 
 def steps_stats(trace: search.SearchTrace) -> dict:
@@ -126,20 +207,14 @@ def relative_rows(rel: Mapping[str, torch.Tensor], notes: Mapping[str, str] | No
     return rows
 
 
-def method_color(label: str) -> str:
-    for key in ("alg1", "alg2", "alg3", "improved", "source"):
-        if label.startswith(key):
-            return METHOD_COLORS[key]
-    return "#444444"
-
-
-def relative_loss_figure(rel: Mapping[str, torch.Tensor], title: str):
+def relative_loss_cdf(rel: Mapping[str, torch.Tensor], title: str):
     """Empirical CDFs of loss / target's-own-code loss, one line per method (log x)."""
     fig, ax = plt.subplots(figsize=(7.5, 4))
     for label, r in rel.items():
         x = np.sort(r.double().numpy())
-        ls = "--" if "continuous" in label or label.startswith("source") else "-"
-        ax.step(x, np.arange(1, len(x) + 1) / len(x), where="post", color=method_color(label), ls=ls, label=label)
+        ls = "-" if SERIES[label][1] and label != "source grid" else "--"
+        ax.step(x, np.arange(1, len(x) + 1) / len(x), where="post", color=method_color(SERIES[label][0]), ls=ls,
+                label=label)
     ax.axvline(1.0, color="k", lw=0.8, ls=":")
     ax.set_xscale("log")
     ax.set_xlabel("final loss / loss of the target's own encoder code (log scale; 1 = as good)")
@@ -187,10 +262,12 @@ def table1_verdict(trace: search.SearchTrace, dataset: str, k: int) -> str:
     if cyc.numel():
         text += (f"The loops are short: {float((cyc == 2).double().mean()):.0%} of them go back to the grid visited just before "
                  f"(a cycle of 2 grids, the search stepping back and forth across one Voronoi boundary); the longest holds {int(cyc.max())}. ")
-    text += "The paper found a loop in all of its 200 CIFAR-10 and Mini-ImageNet searches, after 5.97 distinct grids on average on CIFAR-10. "
+    cifar = paper.TABLE1["cifar10"].value["mean"]
+    text += (f"The paper found a loop in all of its {paper.TABLE1_PAIRS.value} CIFAR-10 and Mini-ImageNet searches, "
+             f"after {cifar} distinct grids on average on CIFAR-10. ")
     if trace.fraction("loop") >= 0.9:
         text += ("We agree that loops end almost every search; " +
-                 ("ours come later and vary more than the paper's CIFAR-10 row." if n.mean() > 5.97 * 2 else
+                 ("ours come later and vary more than the paper's CIFAR-10 row." if n.mean() > cifar * 2 else
                   "they come about as early as the paper's."))
     else:
         text += "Here fewer searches end in a loop than in the paper; the others stop for the reasons given."
@@ -200,8 +277,8 @@ def table1_verdict(trace: search.SearchTrace, dataset: str, k: int) -> str:
 def alg3_verdict(alg3: search.SearchTrace, alg2: search.SearchTrace, alpha: float, lam: int) -> str:
     """A sentence comparing how Algorithms 3 and 2 ended on the same pairs, from the numbers."""
     s3, s2 = alg3.steps_per_change().double(), alg2.steps_per_change().double()
-    med3 = float(s3.median()) if s3.numel() else float("nan")
-    med2 = float(s2.median()) if s2.numel() else float("nan")
+    med3 = stats.median(s3) if s3.numel() else float("nan")
+    med2 = stats.median(s2) if s2.numel() else float("nan")
     text = (f"With alpha={alpha:g} and lam={lam}, Algorithm 3 ended in a loop in {alg3.fraction('loop'):.0%} of the pairs "
             f"and stalled in {alg3.fraction('stalled'):.0%} (Algorithm 2: {alg2.fraction('loop'):.0%} and "
             f"{alg2.fraction('stalled'):.0%}); it visited {float(alg3.n_unique.double().mean()):.1f} distinct grids on average "
@@ -212,62 +289,6 @@ def alg3_verdict(alg3: search.SearchTrace, alg2: search.SearchTrace, alpha: floa
     else:
         text += "This does not match the paper's description of fewer loops and longer waits."
     return text
-
-
-def _columns(n: int, loop_to: int, max_cols: int) -> list[int]:
-    """Which of ``n`` grids to draw: all if they fit, else evenly spaced plus the loop target."""
-    if n <= max_cols:
-        return list(range(n))
-    cols = set(np.linspace(0, n - 1, max_cols - (1 if loop_to >= 0 else 0)).round().astype(int).tolist())
-    if loop_to >= 0:
-        cols.add(loop_to)
-    return sorted(cols)
-
-
-@torch.no_grad()
-def traversal_figure(model, trace: search.SearchTrace, sources: torch.Tensor, targets: torch.Tensor,
-                     rows: Sequence[int], max_cols: int = 12, title: str | None = None):
-    """The paper's Figure 4: per pair, the source, consecutive unique reconstructions, the target.
-
-    Each reconstruction is labelled with its position in the traversal and its loss. When the
-    search stopped on a loop, the grid it would have returned to is framed in red and a red arrow
-    runs back to it from the last reconstruction. Long traversals are subsampled evenly.
-    """
-    ncol = max_cols + 2
-    fig, axes = plt.subplots(len(rows), ncol, figsize=(1.05 * ncol, 1.45 * len(rows) + 0.5), squeeze=False)
-    device = sources.device
-    for r, i in enumerate(rows):
-        grids, losses, loop_to = trace.grids[i], trace.losses[i], trace.loop_to[i]
-        cols = _columns(grids.shape[0], loop_to, max_cols)
-        images = model.decode(model.lookup(grids[cols].to(device)))
-        panels = [("source", sources[i:i + 1])] + [(f"#{t}  {losses[t]:.3f}", images[j:j + 1]) for j, t in enumerate(cols)]
-        panels.append(("target", targets[i:i + 1]))
-        for c in range(ncol):
-            ax = axes[r, c]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for s in ax.spines.values():
-                s.set_visible(False)
-        for c, (label, img) in enumerate(panels[:-1]):
-            axes[r, c].imshow(to_numpy_images(img.cpu())[0], cmap="gray", vmin=0, vmax=1)
-            axes[r, c].set_title(label, fontsize=6.5)
-        axes[r, ncol - 1].imshow(to_numpy_images(targets[i:i + 1].cpu())[0], cmap="gray", vmin=0, vmax=1)
-        axes[r, ncol - 1].set_title("target", fontsize=6.5)
-        axes[r, 0].set_ylabel(f"pair {i}\n{trace.stop_reason[i]}", rotation=0, ha="right", va="center", fontsize=7)
-        if loop_to >= 0:
-            back = axes[r, 1 + cols.index(loop_to)]
-            last = axes[r, len(cols)]
-            for s in back.spines.values():
-                s.set_visible(True)
-                s.set_color("red")
-                s.set_linewidth(2)
-            if back is not last:
-                fig.add_artist(ConnectionPatch(xyA=(0.5, 0.02), coordsA=last.transAxes, xyB=(0.5, 0.02), coordsB=back.transAxes,
-                                               arrowstyle="->", color="red", lw=1.3, connectionstyle="arc3,rad=0.35"))
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return fig
 
 
 def alpha_sweep(model, z: torch.Tensor, targets: torch.Tensor, ref: torch.Tensor, alphas: Sequence[float],
@@ -281,9 +302,9 @@ def alpha_sweep(model, z: torch.Tensor, targets: torch.Tensor, ref: torch.Tensor
             rel = tr.best_losses / ref
             steps = tr.steps_per_change().double()
             rows.append({"method": tr.method, "alpha": float(a), "mean unique": round(float(tr.n_unique.double().mean()), 2),
-                         "median raw steps per change": float(steps.median()) if steps.numel() else float("nan"),
+                         "median raw steps per change": stats.median(steps) if steps.numel() else float("nan"),
                          "loop": round(tr.fraction("loop"), 3), "stalled": round(tr.fraction("stalled"), 3),
-                         "median best loss / own-code loss": round(float(rel.median()), 3),
+                         "median best loss / own-code loss": round(stats.median(rel), 3),
                          "seconds": round(tr.seconds, 2)})
     return rows
 
@@ -291,7 +312,7 @@ def alpha_sweep(model, z: torch.Tensor, targets: torch.Tensor, ref: torch.Tensor
 def alpha_figure(rows: Sequence[dict]):
     """Three panels against alpha: mean unique steps, how searches end, median relative best loss."""
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    for method in dict.fromkeys(r["method"] for r in rows):
+    for method in dict.fromkeys(r["method"] for r in rows):  # trace method ids
         rr = [r for r in rows if r["method"] == method]
         a = [r["alpha"] for r in rr]
         c = method_color(method)
@@ -323,6 +344,37 @@ def explorer_panels(model, z: torch.Tensor, sources: torch.Tensor, targets: torc
             tr = search.straight_through(model, z, loss, alpha=float(a), lam=lam, max_unique=max_unique, mask=mask, m=top_m)
             title = (f"{MASK_LABEL[mask]} (masking={mask}{', m=' + str(top_m) if mask == 'top' else ''}), alpha={a:g}: "
                      f"unique grids {tr.n_unique.tolist()}")
-            fig = traversal_figure(model, tr, sources, targets, range(len(tr)), max_cols=max_cols, title=title)
+            fig = search_traversal(model, tr, sources, targets, range(len(tr)), max_cols=max_cols, title=title)
             panels[(mask, str(a))] = png_bytes(fig, dpi=70)
     return panels
+
+
+def best_grid_verdict(rel: Mapping[str, torch.Tensor], sweep: Sequence[dict]) -> str:
+    """A sentence on the best straight-through setting of the sweep against the relaxed search."""
+    best = min(sweep, key=lambda r: r["median best loss / own-code loss"])
+    return (f"The best of these settings is {best['method']} with alpha={best['alpha']:g}: median best loss "
+            f"{best['median best loss / own-code loss']:.1f} times that of the target's own code, against "
+            f"{stats.median(rel['relaxed, best grid']):.2f} for the relaxed search.")
+
+
+def gradient_search_result(profile: str, dataset: str, k: int, alpha: float, lam: int,
+                           traces: Mapping[tuple, search.SearchTrace], alg_traces: Sequence[search.SearchTrace],
+                           rel: Mapping[str, torch.Tensor], table1_seconds: float,
+                           sweep: Sequence[dict]) -> GradientSearchResult:
+    """The chapter's typed result: Table 1 per run, Algorithm 2/3/top-m endings, the medians, the verdicts.
+
+    ``traces`` maps ``(dataset, k)`` to its Algorithm 2 trace; ``alg_traces`` is (alg2, alg3, top-m)
+    on the main data set; ``rel`` maps each :data:`SERIES` label to its ``(B,)`` relative losses.
+    """
+    alg2, alg3, _ = alg_traces
+    return GradientSearchResult(
+        profile=profile, dataset=dataset, k=k, n_pairs=len(alg2), alpha=alpha, lam=lam,
+        table1={f"{ds}, k={kk}": table1_row("", tr) for (ds, kk), tr in traces.items()},
+        table1_seconds=table1_seconds, loop_fraction_alg2=alg2.fraction("loop"),
+        stalled_fraction_alg2=alg2.fraction("stalled"), all_loop=alg2.fraction("loop") >= 0.99,
+        steps_per_change=[steps_stats(t) for t in alg_traces],
+        medians=[MethodMedian(series=label, method=SERIES[label][0], is_grid=SERIES[label][1], median=stats.median(r))
+                 for label, r in rel.items()],
+        relaxed_reaches_target_code=stats.share(rel["relaxed, best grid"] <= 1),
+        table1_verdict=table1_verdict(alg2, dataset, k), alg3_verdict=alg3_verdict(alg3, alg2, alpha, lam),
+        best_grid_verdict=best_grid_verdict(rel, sweep))

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from dataclasses import dataclass
+from typing import ClassVar, Mapping
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from .. import stats
 from ..data import DATASETS
-from ..params import Param, at_least, between, chapter_schema, each, greater_than, one_of
-from ..pixelcnn import LN2, PriorHistory
-from ..plots import METHOD_COLORS
-from ..profiles import PROFILES
+from ..params import Param, at_least, between, chapter_schema, each, greater_than, nonempty, one_of
+from ..plots import method_color
+from ..report import ChapterResult
+
+LN2 = math.log(2.0)
 
 PARAMS = chapter_schema({
     "dataset": Param(str, "data set whose VQ-VAE codes the prior models", one_of(*DATASETS), default='fashion-mnist'),
@@ -22,7 +25,7 @@ PARAMS = chapter_schema({
     "epochs": Param(int, "prior training epochs; None takes the profile's", at_least(1), nullable=True, default=None),
     "seed": Param(int, "seed of the prior's initialisation, batch order and samples", at_least(0), default=0),
     "n_samples": Param(int, "samples per row in the samples figure", at_least(1), default=10),
-    "temperatures": Param(list, "sampling temperatures, one row of samples each (YAML list; -y/-f)", each(greater_than(0), float), default=[1.0, 0.7]),
+    "temperatures": Param(list, "sampling temperatures, one row of samples each (YAML list; -y/-f)", nonempty(each(greater_than(0), float)), default=[1.0, 0.7]),
     "n_random": Param(int, "uniform-random grids scored by the prior", at_least(1), default=1000),
     "n_pairs": Param(int, "source-target test pairs searched with Algorithm 2 (paper: 200)", at_least(1), default=100),
     "pair_seed": Param(int, "seed of the test pairs (the same pairs in every chapter)", at_least(0), default=0),
@@ -32,12 +35,12 @@ PARAMS = chapter_schema({
 })
 
 
-def prior_curves(history: PriorHistory, k: int, grid: tuple[int, int], title: str):
+def prior_curves(history, k: int, grid: tuple[int, int], title: str):
     """Figure 5: train and validation loss (nats per position; bits per image on the right) vs epochs."""
     fig, ax = plt.subplots(figsize=(7.5, 4))
-    ax.plot(history.epoch, history.train_nats, "--", color=METHOD_COLORS["prior"], alpha=0.7, label="train")
-    ax.plot(history.epoch, history.val_nats, "-", color=METHOD_COLORS["prior"], label="validation (test grids)")
-    ax.axhline(math.log(k), color=METHOD_COLORS["uniform"], lw=1.5, label=f"uniform prior, log k = {math.log(k):.2f}")
+    ax.plot(history.epoch, history.train_nats, "--", color=method_color("prior"), alpha=0.7, label="train")
+    ax.plot(history.epoch, history.val_nats, "-", color=method_color("prior"), label="validation (test grids)")
+    ax.axhline(math.log(k), color=method_color("uniform"), lw=1.5, label=f"uniform prior, log k = {math.log(k):.2f}")
     ax.set_xlabel("epoch")
     ax.set_ylabel("cross-entropy (nats per latent position)")
     positions = grid[0] * grid[1]
@@ -72,7 +75,7 @@ def loglik_rows(groups: Mapping[str, torch.Tensor], positions: int, k: int) -> l
             "grids": label,
             "n": int(lp.numel()),
             "mean log p (nats / grid)": round(float(lp.mean()), 1),
-            "median log p": round(float(lp.median()), 1),
+            "median log p": round(stats.median(lp), 1),
             "NLL (nats / position)": round(float(-lp.mean()) / positions, 3),
             "NLL (bits / image)": round(float(-lp.mean()) / LN2, 1),
         })
@@ -91,7 +94,7 @@ def loglik_histogram(groups: Mapping[str, torch.Tensor], colors: Mapping[str, st
     bins = np.linspace(lo, hi * 1.02, 60)
     for label, v in values.items():
         ax.hist(v, bins=bins, density=True, alpha=0.55, color=colors[label], label=f"{label} (n={v.size})")
-    ax.axvline(math.log(k), color=METHOD_COLORS["uniform"], ls=":", lw=2, label=f"log k = {math.log(k):.2f}")
+    ax.axvline(math.log(k), color=method_color("uniform"), ls=":", lw=2, label=f"log k = {math.log(k):.2f}")
     ax.set_xlabel("negative log-likelihood under the prior (nats per latent position)")
     ax.set_ylabel("density")
     ax.legend(fontsize=8)
@@ -112,7 +115,7 @@ def traversal_logliks(prior_model, trace, labels: torch.Tensor | None, device: t
     return out
 
 
-def traversal_figure(logliks: list[torch.Tensor], target_lp: torch.Tensor, positions: int, k: int):
+def nll_along_searches(logliks: list[torch.Tensor], target_lp: torch.Tensor, positions: int, k: int):
     """NLL per position along each Algorithm 2 search (faint) and their median, targets for scale."""
     fig, ax = plt.subplots(figsize=(8, 3.8))
     longest = max(t.numel() for t in logliks)
@@ -120,15 +123,15 @@ def traversal_figure(logliks: list[torch.Tensor], target_lp: torch.Tensor, posit
     for i, lp in enumerate(logliks):
         nll = -lp / positions
         padded[i, : nll.numel()] = nll
-        ax.plot(np.arange(nll.numel()), nll.numpy(), color=METHOD_COLORS["alg2"], alpha=0.12, lw=0.8)
+        ax.plot(np.arange(nll.numel()), nll.numpy(), color=method_color("alg2"), alpha=0.12, lw=0.8)
     med = np.nanmedian(padded.numpy(), axis=0)
     count = (~torch.isnan(padded)).sum(0).numpy()
     keep = count >= max(3, len(logliks) // 10)
-    ax.plot(np.arange(longest)[keep], med[keep], color=METHOD_COLORS["alg2"], lw=2.5,
+    ax.plot(np.arange(longest)[keep], med[keep], color=method_color("alg2"), lw=2.5,
             label="Algorithm 2, median over the pairs still searching")
-    ax.axhline(float(-target_lp.mean()) / positions, color=METHOD_COLORS["target"], ls="--",
+    ax.axhline(float(-target_lp.mean()) / positions, color=method_color("own-code"), ls="--",
                label="targets' own codes (mean)")
-    ax.axhline(math.log(k), color=METHOD_COLORS["uniform"], ls=":", lw=2, label=f"uniform grids, log k = {math.log(k):.2f}")
+    ax.axhline(math.log(k), color=method_color("uniform"), ls=":", lw=2, label=f"uniform grids, log k = {math.log(k):.2f}")
     ax.set_xlabel("distinct index grid visited (0 = the source's codes)")
     ax.set_ylabel("NLL under the prior (nats per position)")
     ax.grid(alpha=0.3)
@@ -157,21 +160,80 @@ def search_drift(real: torch.Tensor, random: torch.Tensor, start: torch.Tensor, 
             "tail_real": threshold, "tail_fraction": float((found < threshold).double().mean()), "n": int(found.numel())}
 
 
-def verdict(d: Mapping[str, float], k: int) -> str:
-    """A sentence saying whether the searches leave the region the prior finds probable.
-
-    They do when the fraction of their final grids in the real codes' lower ``tail`` exceeds
-    ``tail`` by more than three binomial standard deviations.
-    """
+def tail_excess(d: Mapping[str, float]) -> float:
+    """How many binomial standard deviations the share of found grids in the real codes' tail exceeds ``tail``."""
     tail, n = d["tail"], d["n"]
-    excess = (d["tail_fraction"] - tail) / math.sqrt(tail * (1 - tail) / n)
+    return (d["tail_fraction"] - tail) / math.sqrt(tail * (1 - tail) / n)
+
+
+def leaves_region(d: Mapping[str, float]) -> bool:
+    """The rule: the searches leave the high-probability region when their final grids lie in the real
+    codes' lower ``tail`` more than three binomial standard deviations more often than ``tail``, and the
+    NLL rose along the search."""
+    return tail_excess(d) > 3 and d["drift"] > 0
+
+
+def fits(test_nats_per_position: float, k: int) -> bool:
+    """The rule for "the prior learned something": test NLL below 90% of the uniform prior's log k."""
+    return test_nats_per_position < 0.9 * math.log(k)
+
+
+def verdict(d: Mapping[str, float], k: int) -> str:
+    """A sentence saying whether the searches leave the region the prior finds probable (:func:`leaves_region`)."""
+    tail = d["tail"]
+    excess = tail_excess(d)
     text = (f"Under the prior, codes of real test images cost {d['real']:.2f} nats per position and "
             f"uniform-random grids {d['random']:.2f} (the uniform prior pays log k = {math.log(k):.2f} everywhere). "
             f"Algorithm 2 starts from the sources' codes at {d['start']:.2f} and ends on grids at {d['found']:.2f}, "
             f"{d['drift']:+.2f} nats per position along the search. {d['tail_fraction']:.0%} of its final grids "
             f"are less probable than all but the least probable {tail:.0%} of real codes ({excess:.1f} binomial "
             f"standard deviations above the {tail:.0%} that real codes would give). ")
-    if excess > 3 and d["drift"] > 0:
+    if leaves_region(d):
         return text + "This supports the paper's argument: the search drifts out of the high-probability region."
     return text + ("By this measure the search does not clearly leave the high-probability region, "
                    "which the paper argues it does.")
+
+
+@dataclass
+class PriorResult(ChapterResult):
+    """What chapter 3 measured: how well the prior fits, and where Algorithm 2's grids lie under it.
+
+    Attributes:
+        test_nats_per_position: the prior's test NLL (log_k: the uniform prior's).
+        fits: :func:`fits` (test NLL below 90% of log k).
+        search_drift: :func:`search_drift` of Algorithm 2 on the chapter's pairs.
+        leaves_region: :func:`leaves_region`; ``drift_verdict`` the sentence.
+        loglik_table: the table of log-likelihoods per group of grids.
+    """
+
+    CHAPTER: ClassVar[str] = "prior"
+    dataset: str
+    k: int
+    test_nats_per_position: float
+    log_k: float
+    test_bits_per_image: float
+    uniform_bits_per_image: float
+    prior_parameters: int
+    prior_train_seconds: float
+    fits: bool
+    loglik_table: list[dict]
+    n_pairs: int
+    alpha: float
+    lam: int
+    search_drift: dict
+    leaves_region: bool
+    drift_verdict: str
+
+
+def prior_result(profile: str, dataset: str, prior, loglik_table: list[dict], drift: dict, n_pairs: int,
+                 alpha: float, lam: int) -> PriorResult:
+    """The chapter's typed result from the trained prior (a :class:`vqtto.models.TrainedPrior`), its
+    log-likelihood table and the drift of Algorithm 2 (run with ``alpha``, ``lam`` on ``n_pairs`` pairs)."""
+    k, (h, w) = prior.k, prior.test_codes.grid_shape
+    nll = prior.test["nats_per_position"]
+    return PriorResult(
+        profile=profile, dataset=dataset, k=k, test_nats_per_position=nll, log_k=math.log(k),
+        test_bits_per_image=prior.test["bits_per_image"], uniform_bits_per_image=h * w * math.log(k) / LN2,
+        prior_parameters=sum(p.numel() for p in prior.model.parameters()), prior_train_seconds=prior.history.seconds,
+        fits=fits(nll, k), loglik_table=loglik_table, n_pairs=n_pairs, alpha=alpha, lam=lam,
+        search_drift=dict(drift), leaves_region=leaves_region(drift), drift_verdict=verdict(drift, k))
