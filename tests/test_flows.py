@@ -1,4 +1,4 @@
-"""Flows onto Gumbel-softmax targets, the divergence bookkeeping and the PULSE-style search."""
+"""Flows onto Gumbel-softmax targets, the divergence bookkeeping, the toy experiment and the PULSE-style search."""
 
 import math
 
@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from vqtto import flows
+from vqtto.constraints import mse_to
 from vqtto.gumbel import GumbelSoftmax, zipf_probs
 from vqtto.vqvae import VQVAE, VQVAEConfig
 
@@ -118,14 +119,14 @@ def test_pulse_search_returns_the_best_argmax_grid_and_its_loss():
     targets = torch.rand(3, 1, 28, 28)
     h, w = model.encode_indices(targets).shape[1:]
     flow = flows.GridSimplexFlow(h * w, 5, tau=0.5, n_blocks=1, hidden=8)
-    res = flows.pulse_search(model, flow, flows.per_image_mse(targets), batch=3, grid=(h, w), steps=5, lr=0.1)
+    res = flows.pulse_search(model, flow, mse_to(targets), batch=3, grid=(h, w), steps=5, lr=0.1)
     assert res.best_indices.shape == (3, h, w) and res.relaxed_losses.shape == (5, 3)
     with torch.no_grad():
-        again = flows.per_image_mse(targets)(model.decode_indices(res.best_indices))
+        again = mse_to(targets)(model.decode_indices(res.best_indices))
     assert torch.allclose(again, res.best_losses)
     assert (res.best_losses <= res.argmax_losses.min(0).values + 1e-7).all()
     with pytest.raises(ValueError, match="P="):
-        flows.pulse_search(model, flows.GridSimplexFlow(2, 5, tau=0.5, n_blocks=1), flows.per_image_mse(targets),
+        flows.pulse_search(model, flows.GridSimplexFlow(2, 5, tau=0.5, n_blocks=1), mse_to(targets),
                            batch=3, grid=(h, w), steps=1)
 
 
@@ -137,3 +138,198 @@ def test_bad_arguments_are_refused():
         flows.build_flow("glow", gs, 1, 4, 0.0)
     with pytest.raises(ValueError, match="k"):
         flows.simplex_flow(GumbelSoftmax(torch.tensor([0.5, 0.5]), 1.0))
+
+
+# --- the PULSE search leaves the flow as it found it ---------------------------------------------
+
+def _search_setup():
+    torch.manual_seed(0)
+    model = VQVAE(VQVAEConfig(k=5, hidden=8, embedding_dim=4)).eval()
+    targets = torch.rand(2, 1, 28, 28)
+    h, w = model.encode_indices(targets).shape[1:]
+    flow = flows.GridSimplexFlow(h * w, 5, tau=0.5, n_blocks=1, hidden=8)
+    return model, targets, (h, w), flow
+
+
+def test_pulse_search_restores_temperature_and_flags_when_the_loss_raises():
+    model, targets, grid, flow = _search_setup()
+    calls = []
+
+    def failing_loss(images):
+        calls.append(1)
+        if len(calls) > 3:
+            raise RuntimeError("loss failed mid-search")
+        return mse_to(targets)(images)
+
+    with pytest.raises(RuntimeError, match="mid-search"):
+        flows.pulse_search(model, flow, failing_loss, batch=2, grid=grid, steps=5, tau_schedule=(3.0, 0.05))
+    assert flow.to_simplex.tau == 0.5
+    assert all(p.requires_grad for p in flow.parameters())
+
+
+def test_pulse_search_restores_each_parameters_own_requires_grad_flag():
+    model, targets, grid, flow = _search_setup()
+    flow.embedding.requires_grad_(False)  # frozen by the caller before the search
+    flows.pulse_search(model, flow, mse_to(targets), batch=2, grid=grid, steps=2)
+    assert not flow.embedding.requires_grad
+    assert all(p.requires_grad for name, p in flow.named_parameters() if name != "embedding")
+
+
+@pytest.mark.parametrize("steps", [0, -1])
+def test_pulse_search_refuses_no_steps_before_any_work(steps):
+    model, targets, grid, flow = _search_setup()
+    flow.embedding.requires_grad_(False)
+    calls = []
+
+    def loss(images):
+        calls.append(1)
+        return mse_to(targets)(images)
+
+    with pytest.raises(ValueError, match=r"steps must be an int >= 1.*steps=" + str(steps)):
+        flows.pulse_search(model, flow, loss, batch=2, grid=grid, steps=steps)
+    assert not calls
+    assert [p.requires_grad for p in flow.parameters()] == [False] + [True] * (len(list(flow.parameters())) - 1)
+    with pytest.raises(ValueError, match="tau_schedule"):
+        flows.pulse_search(model, flow, loss, batch=2, grid=grid, steps=1, tau_schedule=(1.0, 0.0))
+
+
+# --- the toy experiment and the code-grid flow ----------------------------------------------------
+
+def test_toy_runs_do_not_depend_on_which_other_runs_are_made():
+    """Chapters 4 and 5 run different flow kinds on the same targets; each run must be what it was together."""
+    options = dict(steps=4, batch=16, n_blocks=1, hidden=4, lr_adam=1e-3, lr_sgd=1e-3)
+    both = flows.run_toy_experiment([1, 3], [3], ["paper", "simplex"], 1, progress=False, **options)
+    alone = flows.run_toy_experiment([1, 3], [3], ["simplex"], 1, progress=False, **options)
+    together = flows.select_runs(both, kind="simplex")
+    assert [r.meta for r in together] == [r.meta for r in alone]
+    assert [r.losses for r in together] == [r.losses for r in alone]
+    assert [r.final_kl for r in together] == [r.final_kl for r in alone]
+    with pytest.raises(ValueError, match="configurations"):
+        flows.run_toy_experiment([5], [3], ["simplex"], 1, progress=False, **options)
+
+
+def test_untempered_simplex_flow_softmax_has_temperature_one_and_the_target_keeps_its_own():
+    gs = flows.toy_target(4, 0.1)
+    flow = flows.build_flow("simplex-untempered", gs, 1, 4, 0.0)
+    assert flow.flows[-1].tau == 1.0 and flow.p.gs.tau == 0.1
+    assert flows.build_flow("simplex", gs, 1, 4, 0.0).flows[-1].tau == 0.1
+
+
+def test_code_grid_helpers_agree_with_the_categorical():
+    probs = torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]])
+    grids = flows.sample_code_grids(probs, 20000, (1, 2), seed=0)
+    assert grids.shape == (20000, 1, 2)
+    assert flows.categorical_fit_error(probs, grids) < 0.02
+    ll = flows.code_grid_log_likelihood(probs, torch.tensor([[[0, 2]], [[1, 0]]]))
+    assert torch.allclose(ll, torch.log(torch.tensor([0.7 * 0.8, 0.2 * 0.1])))
+
+
+def test_a_diverging_grid_flow_is_recorded_said_and_searched_through_without_crashing():
+    from vqtto.chapters import simplex_flow
+
+    probs = flows.fit_code_categorical(torch.randint(5, (40, 2, 2)), 5)
+    flow, run = flows.fit_grid_flow(probs, 0.3, n_blocks=1, hidden=8, steps=10, batch=8, lr=1e12, seed=0)
+    assert run.diverged and run.final_kl is None
+    fit = simplex_flow.grid_flow_fit(run, 10)
+    sentence = simplex_flow.grid_fit_sentence(fit, 40, (2, 2))
+    assert "diverged" in sentence and f"step {run.diverged_at}" in sentence
+    grids = flows.flow_argmax_grids(flow, 16, (2, 2))
+    assert grids.shape == (16, 2, 2)
+    rows = [{"method": simplex_flow.row_label(row), "relative loss, median": 1.0,
+             "log-lik. under per-position categorical (nats/grid)": -5.0}
+            for row in ("alg2", "pulse", "pulse-untrained", "own-code")]
+    verdict = simplex_flow.pulse_verdict(rows, fit)
+    assert "diverged" in verdict and not simplex_flow.search_findings(rows, fit).prior_fitted
+
+
+# --- chapters 4 and 5: schemas, the reverse-KL figure, the typed results --------------------------
+
+def _run(configuration, kind, losses, diverged_at=None, final=None, k=3):
+    reason = None if diverged_at is None else "non-finite loss"
+    return flows.FlowRun(list(losses), diverged_at, reason, final, 0.0,
+                         {"configuration": configuration, "k": k, "kind": kind, "seed": 0})
+
+
+def test_reverse_kl_figure_draws_no_mark_in_the_data_area_for_a_run_diverged_at_step_0():
+    from types import SimpleNamespace
+
+    from vqtto.chapters import paper_flow
+
+    P = SimpleNamespace(ks=[3], configurations=[1, 2], steps=10)
+    runs = [_run(1, "paper", [], diverged_at=0), _run(2, "paper", [5.0, 3.0, 2.0], diverged_at=3)]
+    fig = paper_flow.reverse_kl_figure(runs, P, ["paper"], "test")
+    empty, later = fig.axes[:2]
+    assert not empty.lines and not empty.collections
+    assert any("diverged at step 0 in 1 of 1 run" in t.get_text() for t in empty.texts)
+    assert len(later.lines) == 2  # the curve, and a cross at its last finite loss
+    x, y = later.lines[1].get_data()
+    assert list(x) == [3] and list(y) == [2.0]
+
+
+@pytest.mark.parametrize("name", ["configurations", "ks", "kinds"])
+def test_empty_sweeps_are_refused(name):
+    from vqtto import params
+    from vqtto.chapters import paper_flow, simplex_flow
+
+    for schema in (paper_flow.PARAMS, simplex_flow.PARAMS):
+        if name in schema:
+            with pytest.raises(params.ParameterError, match=f"'{name}' must be a non-empty list"):
+                params.validate({**params.defaults(schema), name: []}, schema)
+
+
+def test_pulse_tau_must_be_two_positive_temperatures_and_lambda_is_not_quoted_from_the_paper():
+    from vqtto import params
+    from vqtto.chapters import simplex_flow
+
+    schema = simplex_flow.PARAMS
+    assert params.validate({**params.defaults(schema), "pulse_tau": [2.0, 0.1]}, schema).pulse_tau == [2.0, 0.1]
+    for bad in ([1.0], [1.0, 0.5, 0.1], [1.0, -0.1]):
+        with pytest.raises(params.ParameterError, match="pulse_tau"):
+            params.validate({**params.defaults(schema), "pulse_tau": bad}, schema)
+    assert "paper: 100" not in schema["lam"].help and "gives no value" in schema["lam"].help
+
+
+def test_chapter_results_are_recorded_and_read_back_with_their_verdicts(tmp_path):
+    from types import SimpleNamespace
+
+    from vqtto import report
+    from vqtto.chapters import paper_flow, simplex_flow
+
+    P = SimpleNamespace(profile="smoke", configurations=[1, 2], ks=[3], seeds=1, steps=3, n_blocks=1,
+                        kinds=["simplex"], n_pairs=2)
+    paper_runs = [_run(1, "paper", [], diverged_at=0), _run(2, "paper", [4.0, 3.0, 2.0], final=1.5)]
+    result = paper_flow.paper_flow_result(P, paper_runs, [], seconds=1.0)
+    assert result.diverged_configurations == [1] and result.finished_configurations == [2]
+    assert not result.unstable_in_every_configuration and "not fitted" in result.verdict
+    assert result.final_kl_paper == {"1/k=3": None, "2/k=3": 1.5}
+    report.record(result, tmp_path)
+    assert report.load(paper_flow.PaperFlowResult, "smoke", tmp_path) == result
+
+    simplex_runs = [_run(1, "simplex", [2.0, 1.0], final=0.5), _run(2, "simplex", [2.0, 1.0], final=0.25)]
+    fit = simplex_flow.GridFlowFit(steps=3, diverged=False, diverged_at=None, reason=None, first_loss=9.0,
+                                   final_kl=4.0, seconds=0.1)
+    ref = torch.tensor([1.0, 2.0])
+    grids = torch.zeros(2, 1, 1, dtype=torch.long)
+    found = {row: (ref * scale, grids) for row, scale in
+             (("alg2", 1.0), ("pulse", 2.0), ("pulse-untrained", 3.0), (simplex_flow.START, 4.0), ("own-code", 1.0))}
+    rows = simplex_flow.pulse_table_rows(found, ref, {"per-position categorical": lambda idx: torch.full((2,), -3.0)})
+    result = simplex_flow.simplex_flow_result(P, simplex_runs, fit, {"flow": 0.2, "sampling": 0.1}, found, ref, rows, 2.0)
+    assert result.simplex_diverged_configurations == [] and result.untempered_diverged_configurations is None
+    assert result.pulse_relative_loss_median == 2.0 and result.start_relative_loss_median == 4.0
+    assert "did not diverge" in result.toy_verdict and result.search_findings.loss_above_control is False
+    report.record(result, tmp_path)
+    assert report.load(simplex_flow.SimplexFlowResult, "smoke", tmp_path) == result
+
+
+@pytest.mark.chapter
+def test_simplex_flow_chapter_records_a_diverged_grid_flow_and_goes_on(tmp_path, monkeypatch):
+    """``grid_lr: 1e12`` used to crash the chapter formatting the missing final KL."""
+    from vqtto import book, report
+    from vqtto.chapters import simplex_flow
+
+    monkeypatch.setenv("VQTTO_RESULTS", str(tmp_path / "results"))
+    book.execute("05_simplex_flow", "smoke", out_dir=tmp_path,
+                 overrides={"grid_lr": 1e12, "ks": [3], "configurations": [1], "pixelcnn_prior": False})
+    result = report.load(simplex_flow.SimplexFlowResult, "smoke", tmp_path / "results")
+    assert result.grid_flow.diverged and result.grid_flow.final_kl is None
+    assert not result.search_findings.prior_fitted and "diverged" in result.search_verdict

@@ -1,4 +1,4 @@
-"""Normalizing flows onto Gumbel-softmax targets (paper, section 5.4), and a PULSE-style search.
+"""Normalizing flows onto Gumbel-softmax relaxations (paper, section 5.4), and searching through them.
 
 Three models, one trainer:
 
@@ -11,13 +11,16 @@ Three models, one trainer:
   a bijection of R^(k-1) onto the open simplex (softmax of the logits ``(u, 0)``) with its exact
   log-determinant. Its samples are points of the simplex by construction, given by their
   log-coordinates, and the target is evaluated in log space (:class:`LogSimplexTarget`).
+  :func:`untempered_simplex_flow` is its ablation without the temperature in the bijection.
 * :class:`GridSimplexFlow` - one simplex flow per position of a code grid, sharing weights through
-  a learned position embedding, for a product of per-position Gumbel-softmax targets.
+  a learned position embedding, for a product of per-position Gumbel-softmax targets
+  (:func:`fit_code_categorical` fits the categorical they relax, :func:`fit_grid_flow` the flow).
 
 :func:`train_reverse_kld` fits any of them by reverse KL and records divergence (a non-finite loss
-or gradient ends the run, logged with its step) instead of raising. :func:`pulse_search` is the
-reduction to PULSE that the paper proposes: Gaussian ``z`` on a sphere -> flow -> relaxed one-hot
-vectors per position -> mixture of code vectors -> decoder, optimised for a loss on the image.
+or gradient ends the run, logged with its step) instead of raising; :func:`run_toy_experiment`
+runs the paper's toy experiment (its four :data:`CONFIGURATIONS`) with it. :func:`pulse_search`
+is the reduction to PULSE that the paper proposes: Gaussian ``z`` on a sphere -> flow -> relaxed
+one-hot vectors per position -> mixture of code vectors -> decoder, optimised for a loss on the image.
 """
 
 from __future__ import annotations
@@ -32,10 +35,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .gumbel import GumbelSoftmax
+from .gumbel import GumbelSoftmax, zipf_probs
 
 OPTIMIZERS = ("adam", "sgd-nesterov")
-FLOW_KINDS = ("paper", "simplex")
+# The flows compared on the toy targets: the paper's flow in R^k, the flow onto the simplex, and the
+# flow onto the simplex without the temperature inside its softmax bijection (an ablation).
+FLOW_KINDS = ("paper", "simplex", "simplex-untempered")
 
 
 # --- targets --------------------------------------------------------------------------------
@@ -149,13 +154,23 @@ def simplex_flow(gs: GumbelSoftmax, n_blocks: int = 16, hidden: int = 64, base_m
     return nf.NormalizingFlow(_base(gs.k - 1, base_mean), layers, LogSimplexTarget(gs))
 
 
+def untempered_simplex_flow(gs: GumbelSoftmax, n_blocks: int = 16, hidden: int = 64,
+                            base_mean: float = 0.0) -> nf.NormalizingFlow:
+    """:func:`simplex_flow` with ``tau = 1`` in its last layer: the softmax of ``(u, 0)`` itself.
+
+    The target keeps its temperature; the coupling blocks must learn the ``1/tau`` scale themselves.
+    """
+    flow = simplex_flow(gs, n_blocks, hidden, base_mean)
+    flow.flows[-1].tau = 1.0
+    return flow
+
+
 def build_flow(kind: str, gs: GumbelSoftmax, n_blocks: int, hidden: int, base_mean: float) -> nf.NormalizingFlow:
-    """``kind`` in :data:`FLOW_KINDS` -> :func:`paper_flow` or :func:`simplex_flow`."""
-    if kind == "paper":
-        return paper_flow(gs, n_blocks, hidden, base_mean)
-    if kind == "simplex":
-        return simplex_flow(gs, n_blocks, hidden, base_mean)
-    raise ValueError(f"flow kind must be one of {FLOW_KINDS}, got {kind!r}")
+    """``kind`` in :data:`FLOW_KINDS` -> :func:`paper_flow`, :func:`simplex_flow` or :func:`untempered_simplex_flow`."""
+    builders = {"paper": paper_flow, "simplex": simplex_flow, "simplex-untempered": untempered_simplex_flow}
+    if kind not in builders:
+        raise ValueError(f"flow kind must be one of {FLOW_KINDS}, got {kind!r}")
+    return builders[kind](gs, n_blocks, hidden, base_mean)
 
 
 # --- training by reverse KL, divergence recorded ---------------------------------------------
@@ -264,6 +279,69 @@ def where_samples_fall(flow: nf.NormalizingFlow, n: int = 4096, atol: float = 1e
             "on_simplex": float(on.float().mean())}
 
 
+# --- the paper's toy experiment ----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Configuration:
+    """One of the paper's four settings of the toy experiment: base mean, target temperature, optimiser."""
+
+    base_mean: float
+    tau: float
+    optimizer: str
+
+    def label(self, number: int) -> str:
+        """How configuration ``number`` is named in tables and figures, e.g. ``(1) mean 0, τ=0.1, Adam``."""
+        opt = "Adam" if self.optimizer == "adam" else "SGD-Nesterov"
+        return f"({number}) mean {self.base_mean:g}, τ={self.tau:g}, {opt}"
+
+
+# The paper's four configurations (section 5.4), numbered as there.
+CONFIGURATIONS = {
+    1: Configuration(0.0, 0.1, "adam"),
+    2: Configuration(5.0, 0.1, "sgd-nesterov"),
+    3: Configuration(5.0, 1.0, "sgd-nesterov"),
+    4: Configuration(0.0, 0.1, "sgd-nesterov"),
+}
+
+
+def toy_target(k: int, tau: float, zipf_s: float = 1.0) -> GumbelSoftmax:
+    """The toy target: Gumbel-softmax over ``k`` classes, ``pi_i ~ 1/i^zipf_s``, temperature ``tau``.
+
+    The paper gives neither ``k`` nor ``pi``; a Zipf law mimics the skewed code usage of a VQ-VAE.
+    """
+    return GumbelSoftmax(zipf_probs(k, zipf_s), tau)
+
+
+def run_toy_experiment(configurations: list[int], ks: list[int], kinds: list[str], seeds: int, *, steps: int,
+                       batch: int, n_blocks: int, hidden: int, lr_adam: float, lr_sgd: float, zipf_s: float = 1.0,
+                       device: torch.device | str = "cpu", progress: bool = True) -> list[FlowRun]:
+    """Every (configuration, k, kind, seed) run of the toy experiment, in that order; divergences recorded.
+
+    Each run seeds torch with its seed before building its flow and trains with the learning rate of
+    its configuration's optimiser, so a run's result does not depend on which other runs are made.
+    Each :class:`FlowRun` carries ``configuration``, ``k``, ``kind`` and ``seed`` in its ``meta``.
+    """
+    unknown = [c for c in configurations if c not in CONFIGURATIONS] + [kd for kd in kinds if kd not in FLOW_KINDS]
+    if unknown:
+        raise ValueError(f"configurations must be among {list(CONFIGURATIONS)} and kinds among {FLOW_KINDS}; "
+                         f"got {unknown}")
+    jobs = [(c, k, kind, s) for c in configurations for k in ks for kind in kinds for s in range(seeds)]
+    runs = []
+    for c, k, kind, seed in tqdm(jobs, desc="toy flows", disable=not progress):
+        cfg = CONFIGURATIONS[c]
+        torch.manual_seed(seed)
+        flow = build_flow(kind, toy_target(k, cfg.tau, zipf_s), n_blocks, hidden, cfg.base_mean).to(device)
+        lr = lr_adam if cfg.optimizer == "adam" else lr_sgd
+        runs.append(train_reverse_kld(flow, steps, batch, cfg.optimizer, lr, seed=seed,
+                                      meta={"configuration": c, "k": k, "kind": kind, "seed": seed}))
+    return runs
+
+
+def select_runs(runs: list[FlowRun], **meta) -> list[FlowRun]:
+    """The runs whose ``meta`` has every given value, e.g. ``select_runs(runs, k=4, kind="paper")``."""
+    return [r for r in runs if all(r.meta[key] == value for key, value in meta.items())]
+
+
 # --- one flow per code-grid position -----------------------------------------------------------
 
 class _PositionCoupling(nn.Module):
@@ -350,6 +428,63 @@ def fit_code_categorical(indices: torch.Tensor, k: int, pseudocount: float = 0.5
     return counts / counts.sum(1, keepdim=True)
 
 
+def code_grid_log_likelihood(probs: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` log-likelihood (nats) of index grids ``(B, h, w)`` under per-position probabilities ``(h*w, k)``.
+
+    The prior :func:`fit_code_categorical` fits and :class:`GridSimplexFlow` relaxes: positions independent.
+    """
+    flat = indices.reshape(indices.shape[0], -1).cpu()
+    return torch.log(probs).gather(1, flat.t()).t().sum(1)
+
+
+@torch.no_grad()
+def sample_code_grids(probs: torch.Tensor, n: int, grid: tuple[int, int], seed: int = 0) -> torch.Tensor:
+    """``(n, h, w)`` index grids drawn position by position from the categorical ``probs`` ``(h*w, k)``."""
+    gen = torch.Generator().manual_seed(seed)
+    return torch.multinomial(probs, n, replacement=True, generator=gen).t().reshape(n, *grid)
+
+
+def categorical_fit_error(probs: torch.Tensor, grids: torch.Tensor) -> float:
+    """Mean over positions of the total-variation distance between ``probs`` ``(h*w, k)`` and the histogram
+    of ``grids`` ``(N, h, w)`` at each position."""
+    k = probs.shape[1]
+    flat = grids.reshape(grids.shape[0], -1)
+    hist = torch.stack([torch.bincount(flat[:, p], minlength=k) for p in range(flat.shape[1])]).float()
+    hist = hist / hist.sum(1, keepdim=True)
+    return float(0.5 * (hist - probs).abs().sum(1).mean())
+
+
+def seeded_grid_flow(positions: int, k: int, tau: float, *, n_blocks: int, hidden: int, seed: int,
+                     device: torch.device | str = "cpu") -> GridSimplexFlow:
+    """An untrained :class:`GridSimplexFlow` initialised after ``torch.manual_seed(seed)`` (identity couplings)."""
+    torch.manual_seed(seed)
+    return GridSimplexFlow(positions, k, tau, n_blocks=n_blocks, hidden=hidden).to(device)
+
+
+def fit_grid_flow(probs: torch.Tensor, tau: float, *, n_blocks: int, hidden: int, steps: int, batch: int, lr: float,
+                  seed: int = 0, device: torch.device | str = "cpu",
+                  progress: bool = False) -> tuple[GridSimplexFlow, FlowRun]:
+    """A :class:`GridSimplexFlow` fitted with Adam by reverse KL to the Gumbel-softmax relaxation (at ``tau``)
+    of the per-position categorical ``probs`` ``(P, k)``.
+
+    Divergence is recorded in the returned :class:`FlowRun`, never raised; the flow then keeps the
+    weights of its last finite step.
+    """
+    positions, k = probs.shape
+    flow = seeded_grid_flow(positions, k, tau, n_blocks=n_blocks, hidden=hidden, seed=seed, device=device)
+    flow.target = LogSimplexTarget(GumbelSoftmax(probs, tau).to(device))
+    run = train_reverse_kld(flow, steps, batch, "adam", lr, seed=seed, progress=progress)
+    return flow, run
+
+
+@torch.no_grad()
+def flow_argmax_grids(flow: GridSimplexFlow, n: int, grid: tuple[int, int], seed: int = 0) -> torch.Tensor:
+    """``(n, h, w)`` argmax index grids of ``n`` samples of ``flow`` (torch seeded with ``seed`` first)."""
+    torch.manual_seed(seed)
+    log_y, _ = flow.sample(n)
+    return log_y.argmax(-1).reshape(n, *grid).cpu()
+
+
 # --- the reduction to PULSE ---------------------------------------------------------------------
 
 @dataclass
@@ -405,26 +540,56 @@ def pulse_search(
     prior over which code wins at each position and only sharpens or softens the relaxation:
     soft early (useful gradients), nearly one-hot late (the mixture decodes like its argmax).
 
+    The flow is left as it was found, also when the search raises: its temperature and each
+    parameter's ``requires_grad`` flag are restored (the parameters are frozen during the search).
+
     Args:
         model: a VQ-VAE (latent-decoder protocol: ``codebook``, ``decode``, ``decode_indices``).
         flow: a trained :class:`GridSimplexFlow` whose ``P`` equals ``h * w`` and ``k`` the codebook's.
-        loss_fn: images ``(B, C, H, W)`` -> ``(B,)`` per-image losses.
+        loss_fn: images ``(B, C, H, W)`` -> ``(B,)`` per-image losses (e.g. :func:`vqtto.constraints.mse_to`).
+        batch: number of searches (targets), >= 1.
         grid: ``(h, w)`` of the code grid.
+        steps: Adam steps on ``z``, >= 1.
+        tau_schedule: ``(start, end)`` temperatures > 0, or None to keep the flow's.
+
+    Raises:
+        ValueError: for ``steps`` or ``batch`` < 1, a temperature <= 0, or a flow whose ``P`` or ``k``
+            does not match the model's grid and codebook; nothing has run then.
     """
+    for name, value in (("steps", steps), ("batch", batch)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be an int >= 1 (the search needs at least one step and one target), "
+                             f"got {name}={value!r}")
+    if tau_schedule is not None and not (len(tau_schedule) == 2 and all(t > 0 for t in tau_schedule)):
+        raise ValueError(f"tau_schedule must be (start, end) with both temperatures > 0, got {tau_schedule!r}")
     h, w = grid
     codebook = model.codebook.detach()
     if flow.positions != h * w or flow.k != codebook.shape[0]:
         raise ValueError(f"flow has P={flow.positions}, k={flow.k}; model needs P={h * w}, k={codebook.shape[0]}")
+    trained_tau = flow.to_simplex.tau
+    flags = [p.requires_grad for p in flow.parameters()]
+    try:
+        for p in flow.parameters():
+            p.requires_grad_(False)
+        return _pulse_steps(model, flow, loss_fn, codebook, batch, grid, steps, lr, seed, tau_schedule, progress)
+    finally:
+        flow.to_simplex.tau = trained_tau
+        for p, flag in zip(flow.parameters(), flags):
+            p.requires_grad_(flag)
+
+
+def _pulse_steps(model: nn.Module, flow: GridSimplexFlow, loss_fn: Callable[[torch.Tensor], torch.Tensor],
+                 codebook: torch.Tensor, batch: int, grid: tuple[int, int], steps: int, lr: float, seed: int,
+                 tau_schedule: tuple[float, float] | None, progress: bool) -> PulseResult:
+    """The loop of :func:`pulse_search`, on a frozen flow (the caller checks and restores)."""
+    h, w = grid
     device = codebook.device
-    for p in flow.parameters():
-        p.requires_grad_(False)
     gen = torch.Generator().manual_seed(seed)
     z = sphere(torch.randn(batch, flow.positions, flow.dim, generator=gen)).to(device).requires_grad_(True)
     opt = torch.optim.Adam([z], lr=lr)
     best_losses = torch.full((batch,), float("inf"), device=device)
     best_idx = torch.zeros(batch, h, w, dtype=torch.long, device=device)
     relaxed_hist, argmax_hist = [], []
-    trained_tau = flow.to_simplex.tau
     for step in tqdm(range(steps), disable=not progress, desc="PULSE through flow", leave=False):
         if tau_schedule is not None:
             start, end = tau_schedule
@@ -447,19 +612,4 @@ def pulse_search(
         opt.step()
         with torch.no_grad():
             z.copy_(sphere(z))
-    flow.to_simplex.tau = trained_tau
-    for p in flow.parameters():
-        p.requires_grad_(True)
     return PulseResult(best_idx, best_losses, idx, start_idx, torch.stack(relaxed_hist), torch.stack(argmax_hist))
-
-
-def per_image_mse(target: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``images (B, C, H, W) -> (B,)`` mean squared error to ``target`` ``(B, C, H, W)``."""
-    return lambda x: (x - target).pow(2).flatten(1).mean(1)
-
-
-@torch.no_grad()
-def own_code_loss(model: nn.Module, targets: torch.Tensor) -> torch.Tensor:
-    """``(B,)`` MSE of each target to the decoding of its own encoder code (the reference loss)."""
-    rec = model.decode_indices(model.nearest(model.encode(targets)))
-    return (rec - targets).pow(2).flatten(1).mean(1)

@@ -1,0 +1,309 @@
+"""Chapter 4, the paper's flow and why it fails (paper section 5.4, Figure 6, appendix A.5).
+
+The chapter's parameter schema, its tables and figures, and its verdict on the paper's claim that
+the flow was unstable in all four configurations. The toy experiment itself (configurations,
+targets, training) is :mod:`vqtto.flows`; chapter 5 reuses the toy parameters, tables and the
+reverse-KL figure defined here for the flows onto the simplex.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.ticker import MaxNLocator
+
+from .. import flows, paper, stats
+from ..gumbel import GumbelSoftmax
+from ..params import Param, at_least, chapter_schema, each, greater_than, nonempty, one_of
+from ..plots import method_color, method_label
+from ..report import ChapterResult
+
+# How each flow kind of :data:`vqtto.flows.FLOW_KINDS` is drawn (the ablation: the simplex flow, dotted).
+KIND_STYLE = {
+    "paper": dict(color=method_color("paper-flow"), ls="-", label=method_label("paper-flow")),
+    "simplex": dict(color=method_color("simplex-flow"), ls="-", label=method_label("simplex-flow")),
+    "simplex-untempered": dict(color=method_color("simplex-flow"), ls=":",
+                               label=method_label("simplex-flow") + ", τ not in the softmax"),
+}
+
+# The toy experiment's parameters, shared with chapter 5 (which trains other flows on the same targets).
+TOY_PARAMS = {
+    "configurations": Param(list, "which of the paper's four configurations to run, e.g. [1, 2, 3, 4]",
+                            nonempty(each(one_of(*flows.CONFIGURATIONS))), default=[1, 2, 3, 4]),
+    "ks": Param(list, "numbers of classes of the toy targets (the paper gives none), e.g. [4, 40]",
+                nonempty(each(at_least(3))), default=[4, 40]),
+    "zipf_s": Param(float, "toy class probabilities pi_i proportional to 1/i^zipf_s", at_least(0.0), default=1.0),
+    "seeds": Param(int, "seeds per configuration, k and flow", at_least(1), default=3),
+    "steps": Param(int, "reverse-KL steps per toy run", at_least(1), default=400),
+    "batch": Param(int, "samples per reverse-KL estimate", at_least(1), default=256),
+    "n_blocks": Param(int, f"affine coupling blocks per flow (paper: {paper.FLOW_BLOCKS.value})", at_least(1), default=4),
+    "hidden": Param(int, "width of the MLP conditioners", at_least(1), default=32),
+    "lr_adam": Param(float, "learning rate with Adam (the paper gives none)", greater_than(0.0), default=0.001),
+    "lr_sgd": Param(float, "learning rate with SGD-Nesterov, momentum 0.9 (the paper gives none)", greater_than(0.0),
+                    default=0.001),
+}
+
+PARAMS = chapter_schema(TOY_PARAMS)
+
+# The only flow this chapter trains.
+PAPER_KINDS = ("paper",)
+
+
+# --- the toy runs and their tables ---------------------------------------------------------------
+
+def run_toy(P, kinds, device: torch.device, progress: bool = True) -> list[flows.FlowRun]:
+    """:func:`vqtto.flows.run_toy_experiment` with the chapter's parameters ``P``, for flows ``kinds``."""
+    return flows.run_toy_experiment(P.configurations, P.ks, list(kinds), P.seeds, steps=P.steps, batch=P.batch,
+                                    n_blocks=P.n_blocks, hidden=P.hidden, lr_adam=P.lr_adam, lr_sgd=P.lr_sgd,
+                                    zipf_s=P.zipf_s, device=device, progress=progress)
+
+
+def initial_support_rows(P, device: torch.device) -> list[dict]:
+    """Where the untrained paper flow's samples fall, per configuration and k."""
+    rows = []
+    for c in P.configurations:
+        cfg = flows.CONFIGURATIONS[c]
+        for k in P.ks:
+            torch.manual_seed(0)
+            flow = flows.paper_flow(flows.toy_target(k, cfg.tau, P.zipf_s), P.n_blocks, P.hidden, cfg.base_mean)
+            fall = flows.where_samples_fall(flow.to(device), 4096)
+            rows.append({"configuration": cfg.label(c), "k": k, "some coordinate < 0 (log p = NaN)": fall["nan"],
+                         "all > 0, sum ≠ 1 (finite, meaningless)": fall["off_simplex_finite"],
+                         "on the simplex": fall["on_simplex"]})
+    return rows
+
+
+def divergence_rows(runs: list[flows.FlowRun], P, kinds) -> list[dict]:
+    """Per configuration, k and flow kind: runs diverged, their steps, the median final KL of the rest."""
+    rows = []
+    for c in P.configurations:
+        for k in P.ks:
+            for kind in kinds:
+                group = flows.select_runs(runs, configuration=c, k=k, kind=kind)
+                div = [r for r in group if r.diverged]
+                finals = [r.final_kl for r in group if not r.diverged]
+                final = stats.median(finals) if finals else "-"
+                if finals and kind == "paper":  # a finite loss against the formula off the simplex
+                    final = f"{final:.4g} (not a KL)"
+                rows.append({
+                    "configuration": flows.CONFIGURATIONS[c].label(c), "k": k, "flow": kind,
+                    "diverged": f"{len(div)}/{len(group)}",
+                    "at steps": ", ".join(str(r.diverged_at) for r in div) or "-",
+                    "final reverse KL (median of the rest)": final,
+                })
+    return rows
+
+
+def divergence_fractions(runs: list[flows.FlowRun], P, kinds) -> dict[str, dict[str, float]]:
+    """``{configuration: {kind: fraction of its runs (all k and seeds) that diverged}}``."""
+    return {str(c): {kind: stats.share([r.diverged for r in flows.select_runs(runs, configuration=c, kind=kind)])
+                     for kind in kinds}
+            for c in P.configurations}
+
+
+def final_kls(runs: list[flows.FlowRun], P, kind: str) -> dict[str, float | None]:
+    """``{"<configuration>/k=<k>": median final KL}`` of the runs of ``kind`` that finished (None: none did)."""
+    out = {}
+    for c in P.configurations:
+        for k in P.ks:
+            finals = [r.final_kl for r in flows.select_runs(runs, configuration=c, k=k, kind=kind) if not r.diverged]
+            out[f"{c}/k={k}"] = stats.median(finals) if finals else None
+    return out
+
+
+def diverged_configurations(fractions: dict[str, dict[str, float]], kind: str) -> list[int]:
+    """The configurations in which at least one run of ``kind`` diverged."""
+    return [int(c) for c, f in fractions.items() if f.get(kind, 0) > 0]
+
+
+def finished_configurations(fractions: dict[str, dict[str, float]], kind: str) -> list[int]:
+    """The configurations in which at least one run of ``kind`` went to the end without a non-finite value."""
+    return [int(c) for c, f in fractions.items() if kind in f and f[kind] < 1]
+
+
+# --- figures ----------------------------------------------------------------------------------
+
+def simplex_samples_figure(probs: list[float], taus: list[float], n: int = 2000, seed: int = 0):
+    """Gumbel-softmax samples for k=3 in barycentric coordinates, one panel per temperature."""
+    corners = np.array([[0.0, 0.0], [1.0, 0.0], [0.5, math.sqrt(3) / 2]])
+    fig, axes = plt.subplots(1, len(taus), figsize=(3.4 * len(taus), 3.2), squeeze=False)
+    for ax, tau in zip(axes[0], taus):
+        y = GumbelSoftmax(torch.tensor(probs), tau).sample(n, generator=torch.Generator().manual_seed(seed)).numpy()
+        xy = y @ corners
+        ax.scatter(xy[:, 0], xy[:, 1], s=2, alpha=0.3, color=method_color("paper-flow"))
+        ax.plot(*np.vstack([corners, corners[:1]]).T, "k-", lw=0.8)
+        for (cx, cy), p in zip(corners, probs):
+            ax.annotate(f"π={p:g}", (cx, cy), fontsize=8, ha="center", va="top" if cy == 0 else "bottom")
+        ax.set_title(f"τ = {tau:g}")
+        ax.set_aspect("equal")
+        ax.axis("off")
+    fig.suptitle("Gumbel-softmax samples on the 3-class simplex")
+    fig.tight_layout()
+    return fig
+
+
+def formula_scaling_figure(k: int, tau: float, zipf_s: float, n: int = 8, seed: int = 0):
+    """The density formula at ``c * y`` for simplex samples ``y`` against the scale ``c``: slope ``-k``."""
+    gs = flows.toy_target(k, tau, zipf_s)
+    y = gs.sample(n, generator=torch.Generator().manual_seed(seed)).double()
+    scales = np.logspace(-2, 1, 40)
+    values = np.stack([gs.formula_anywhere(float(c) * y).numpy() for c in scales])
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    ax.plot(scales, values - values[np.argmin(np.abs(scales - 1.0))], color=method_color("paper-flow"), alpha=0.6)
+    ax.plot(scales, -k * np.log(scales), "k--", label=f"-k log c  (k={k})")
+    ax.axvline(1.0, color="grey", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("scale c of a simplex point y (c = 1 is on the simplex)")
+    ax.set_ylabel("formula(c·y) − formula(y)  (nats)")
+    ax.set_title("The density formula off the simplex, along rays through the origin")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def _draw_run(ax, run: flows.FlowRun, style: dict) -> None:
+    """One run's losses against steps; a run that diverged later ends in a cross at its last finite loss."""
+    ax.plot(np.arange(len(run.losses)), run.losses, color=style["color"], ls=style["ls"], lw=1, alpha=0.8)
+    if run.diverged:
+        ax.plot([run.diverged_at], [run.losses[-1]], "x", color=style["color"], ms=8, mew=2)
+
+
+def _note_step0_divergences(ax, notes: list[tuple[str, int, int]], empty: bool) -> None:
+    """Boxed notes 'diverged at step 0: n of m runs', one per kind; a panel with nothing drawn is greyed."""
+    if empty:
+        ax.set_facecolor("#ececec")
+        ax.set_yticks([])
+    for i, (kind, n, total) in enumerate(notes):
+        style = KIND_STYLE[kind]
+        ax.text(0.5 if empty else 0.97, (0.62 if empty else 0.95) - 0.16 * i,
+                f"{style['label']}:\ndiverged at step 0 in {n} of {total} run{'s' if total > 1 else ''}\n(no finite loss)",
+                transform=ax.transAxes, ha="center" if empty else "right", va="top", fontsize=7, color=style["color"],
+                bbox=dict(boxstyle="round", fc="white", ec=style["color"], alpha=0.9))
+
+
+def reverse_kl_figure(runs: list[flows.FlowRun], P, kinds, title: str):
+    """The paper's Figure 6 for ``kinds``: reverse KL against steps, one panel per (k, configuration).
+
+    A run that diverged after some steps is drawn up to its last finite step and ends in a cross.
+    A run that diverged at step 0 has no finite loss: nothing of it is drawn in the data area; a
+    boxed note counts such runs per kind, and a panel where no run has a curve is greyed out.
+    """
+    fig, axes = plt.subplots(len(P.ks), len(P.configurations), figsize=(3.6 * len(P.configurations), 3.0 * len(P.ks)),
+                             squeeze=False, sharex=True)
+    for i, k in enumerate(P.ks):
+        for j, c in enumerate(P.configurations):
+            ax = axes[i, j]
+            notes, drawn = [], 0
+            for kind in kinds:
+                group = flows.select_runs(runs, configuration=c, k=k, kind=kind)
+                for r in group:
+                    if r.losses:
+                        _draw_run(ax, r, KIND_STYLE[kind])
+                        drawn += 1
+                at_start = sum(1 for r in group if not r.losses)
+                if at_start:
+                    notes.append((kind, at_start, len(group)))
+            ax.set_xlim(0, P.steps)
+            ax.xaxis.set_major_locator(MaxNLocator(4, integer=True))
+            ax.set_yscale("symlog", linthresh=1.0)
+            ax.grid(alpha=0.3)
+            _note_step0_divergences(ax, notes, empty=drawn == 0)
+            ax.set_title(f"k={k}  " + flows.CONFIGURATIONS[c].label(c), fontsize=8)
+            if i == len(P.ks) - 1:
+                ax.set_xlabel("training step")
+            if j == 0:
+                ax.set_ylabel("reverse-KL estimate (nats)")
+    handles = [plt.Line2D([], [], color=KIND_STYLE[kd]["color"], ls=KIND_STYLE[kd]["ls"], label=KIND_STYLE[kd]["label"])
+               for kd in kinds]
+    handles.append(plt.Line2D([], [], color="k", marker="x", ls="", label="diverged after its last finite loss"))
+    handles.append(plt.Rectangle((0, 0), 1, 1, fc="#ececec", label="grey panel: every run diverged at step 0"))
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 3), fontsize=8, frameon=False)
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    return fig
+
+
+# --- verdict and result ---------------------------------------------------------------------------
+
+def instability_verdict(fractions: dict[str, dict[str, float]]) -> str:
+    """A sentence comparing the measured divergence of the paper's flow with the paper's claim."""
+    quote = paper.FLOW_UNSTABLE
+    diverged = diverged_configurations(fractions, "paper")
+    finished = finished_configurations(fractions, "paper")
+    text = (f"The paper reports its flow {quote.value} (section {quote.section}). Measured here, the paper's flow "
+            f"diverged in at least one run of configurations {diverged or 'none'}")
+    if finished:
+        text += (f"; in configurations {finished} runs went to the end, but what they lowered is the density formula "
+                 "off the simplex, which is unbounded below: a run that finishes has not fitted the Gumbel-softmax "
+                 "either.")
+    else:
+        text += ", every run of every configuration."
+    return text
+
+
+@dataclass
+class ToyExperimentResult(ChapterResult):
+    """What chapters 4 and 5 both record about their toy runs (each subclass adds its own fields).
+
+    Attributes:
+        configurations, ks, seeds, steps, n_blocks: the toy experiment's settings.
+        divergence_fraction: ``{configuration: {kind: fraction of its runs (all k, seeds) that diverged}}``.
+        divergence_table: the chapter's divergence table, one row per configuration, k and flow kind.
+    """
+
+    configurations: list[int]
+    ks: list[int]
+    seeds: int
+    steps: int
+    n_blocks: int
+    divergence_fraction: dict[str, dict[str, float]]
+    divergence_table: list[dict]
+
+
+def toy_result_fields(P, runs: list[flows.FlowRun], kinds) -> dict:
+    """The :class:`ToyExperimentResult` fields (and ``profile``) of the chapter's toy runs of ``kinds``."""
+    return dict(profile=P.profile, configurations=list(P.configurations), ks=list(P.ks), seeds=P.seeds, steps=P.steps,
+                n_blocks=P.n_blocks, divergence_fraction=divergence_fractions(runs, P, kinds),
+                divergence_table=divergence_rows(runs, P, kinds))
+
+
+@dataclass
+class PaperFlowResult(ToyExperimentResult):
+    """What chapter 4 measured, and its verdict on the paper's 'unstable in all four configurations'.
+
+    Attributes:
+        divergence_fraction: (inherited) here for the one kind ``"paper"``.
+        final_kl_paper: ``{"<configuration>/k=<k>": median final loss of the runs that finished}`` (None: none
+            did); a loss against the formula off the simplex, not a KL.
+        initial_support: where the untrained flow's samples fall (the chapter's first table).
+        diverged_configurations: configurations with at least one diverged run.
+        finished_configurations: configurations with at least one run that went to the end.
+        unstable_in_every_configuration: every configuration run had a diverged run (the paper's claim).
+        verdict: the sentence comparing the measurement with the paper.
+    """
+
+    CHAPTER: ClassVar[str] = "paper_flow"
+    final_kl_paper: dict[str, float | None]
+    initial_support: list[dict]
+    diverged_configurations: list[int]
+    finished_configurations: list[int]
+    unstable_in_every_configuration: bool
+    verdict: str
+    seconds: float
+
+
+def paper_flow_result(P, runs: list[flows.FlowRun], support_rows: list[dict], seconds: float) -> PaperFlowResult:
+    """The chapter's :class:`PaperFlowResult`, verdict included, from its toy runs and support table."""
+    fields = toy_result_fields(P, runs, PAPER_KINDS)
+    fractions = fields["divergence_fraction"]
+    diverged = diverged_configurations(fractions, "paper")
+    return PaperFlowResult(
+        **fields, final_kl_paper=final_kls(runs, P, "paper"), initial_support=support_rows,
+        diverged_configurations=diverged, finished_configurations=finished_configurations(fractions, "paper"),
+        unstable_in_every_configuration=len(diverged) == len(P.configurations),
+        verdict=instability_verdict(fractions), seconds=seconds)
