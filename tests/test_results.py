@@ -1,61 +1,112 @@
-import json
+"""The results page reads the chapters' typed results and their verdicts; it decides nothing itself."""
+
+import dataclasses
+import typing
 
 import pytest
 
-from vqtto import results
-
-FAKE = {
-    "training": {"dataset": "fashion-mnist", "k": 40, "k_reference": 512, "gap": 0.001, "mse_reference": 0.010,
-                 "mse_small": 0.011, "paper_gap": 0.002},
-    "gradient_search": {"table1": {"fashion-mnist, k=512": {"mean": 80.0, "std": 50.0, "min": 2, "max": 270,
-                                                             "ended in a loop": "96%"}},
-                        "loop_fraction_alg2": 0.96, "stalled_fraction_alg2": 0.04,
-                        "relative_loss_median": {"alg2, best grid": 14.0, "alg3, best grid": 19.0,
-                                                 "improved, best grid": 0.8, "source grid": 20.0}},
-    "prior": {"k": 512, "test_nats_per_position": 3.5, "log_k": 6.2, "test_bits_per_image": 250.0,
-              "uniform_bits_per_image": 441.0,
-              "search_drift": {"real": 3.5, "start": 3.5, "found": 4.3, "random": 14.7, "tail": 0.05, "tail_fraction": 0.37}},
-    "flows": {"divergence_fraction": {str(c): {"paper": 1.0, "simplex": 0.0} for c in range(1, 5)},
-              "alg2_relative_loss_median": 22.0, "pulse_relative_loss_median": 0.85},
-    "hardness": {"map_error": 1e-15, "optimum_matches": True,
-                 "searches": {"alg2 α=1": {"fraction_exact": 0.01, "mean_ratio": 0.8}}},
-}
+from vqtto import report, results
+from vqtto.chapters.gradient_search import MethodMedian
 
 
-def _write(folder, profile="quick", skip=()):
-    for chapter, data in FAKE.items():
-        if chapter not in skip:
-            (folder / f"{chapter}.json").write_text(json.dumps({**data, "profile": profile}))
+def _fake(cls, **fields):
+    """An instance of a result dataclass with every field zero-like except ``fields``."""
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for f in dataclasses.fields(cls):
+        if not f.init or f.name in fields:
+            continue
+        tp = hints[f.name]
+        origin = typing.get_origin(tp)
+        if dataclasses.is_dataclass(tp):
+            values[f.name] = _fake(tp)
+        elif origin in (list, tuple):
+            values[f.name] = []
+        elif origin is dict:
+            values[f.name] = {}
+        elif tp in (int, float):
+            values[f.name] = tp(0)
+        elif tp is bool:
+            values[f.name] = False
+        elif tp is str:
+            values[f.name] = ""
+        else:
+            values[f.name] = None
+    return cls(**values, **fields)
 
 
-def test_claims_are_computed_from_the_recorded_numbers(tmp_path):
-    _write(tmp_path)
-    rows = results.claims(results.load_all("quick", tmp_path))
-    by_claim = {r["claim (paper section)"]: r for r in rows}
-    gap = next(r for c, r in by_claim.items() if "costs little" in c)
+def fake_results(profile="quick"):
+    types = results.result_types()
+    medians = [MethodMedian("source grid", "source", True, 20.0), MethodMedian("alg2, best grid", "alg2", True, 14.0),
+               MethodMedian("alg3, best grid", "alg3", True, 19.0), MethodMedian("relaxed, best grid", "relaxed", True, 0.8),
+               MethodMedian("alg1, decoded continuous latent", "alg1", False, 0.5)]
+    sf = _fake(types["simplex_flow"], profile=profile, alg2_relative_loss_median=22.0, pulse_relative_loss_median=0.85,
+               control_relative_loss_median=0.9, divergence_fraction={str(c): {"simplex": 0.0} for c in range(1, 5)})
+    sf.search_findings.prior_fitted = True
+    return {
+        "training": _fake(types["training"], profile=profile, dataset="fashion-mnist", k=40, k_reference=512, gap=0.001,
+                          mse_reference=0.010, mse_small=0.011, paper_gap=0.002, comparable=True, agrees=True),
+        "gradient_search": _fake(types["gradient_search"], profile=profile, loop_fraction_alg2=0.96, all_loop=False,
+                                 table1={"fashion-mnist, k=512": {"mean": 80.0, "std": 50.0, "min": 2, "max": 270,
+                                                                  "ended in a loop": "96%"}}, medians=medians),
+        "prior": _fake(types["prior"], profile=profile, k=512, test_nats_per_position=3.5, log_k=6.2, fits=True,
+                       leaves_region=True, search_drift={"real": 3.5, "start": 3.5, "found": 4.3, "random": 14.7,
+                                                         "tail": 0.05, "tail_fraction": 0.37}),
+        "paper_flow": _fake(types["paper_flow"], profile=profile, configurations=[1, 2, 3, 4],
+                            divergence_fraction={str(c): {"paper": 1.0} for c in range(1, 5)},
+                            diverged_configurations=[1, 2, 3, 4], unstable_in_every_configuration=True),
+        "simplex_flow": sf,
+        "hardness": _fake(types["hardness"], profile=profile, verdict="the claim holds, by a reduction", reduction_holds=True),
+    }
+
+
+def _by_claim(rows):
+    return {r["claim (paper section)"]: r for r in rows}
+
+
+def test_rows_read_the_chapters_verdicts_and_numbers(tmp_path):
+    for r in fake_results().values():
+        report.record(r, tmp_path)
+    rows = _by_claim(results.claims(results.load_all("quick", tmp_path)))
+    gap = next(r for c, r in rows.items() if "costs little" in c)
     assert gap["verdict"].startswith("agrees") and "+0.0010" in gap["ours"]
-    flow = next(r for c, r in by_claim.items() if "unstable in all four" in c)
-    assert flow["verdict"] == "agrees"
-    best = next(r for c, r in by_claim.items() if c.startswith("best search"))
-    assert best["verdict"].endswith("improved, best grid (ch. 2)")
-    assert "17.5x lower" in results.search_verdict(FAKE["gradient_search"], FAKE["flows"])
+    assert next(r for c, r in rows.items() if "unstable in all four" in c)["verdict"] == "agrees"
+    best = next(r for c, r in rows.items() if c.startswith("best search"))
+    assert best["verdict"].endswith("relaxed, best grid (ch. 2)")
+    assert "alg1" not in best["ours"], "Algorithm 1's continuous latent is no grid"
+    assert next(r for c, r in rows.items() if "NP-hard" in c)["verdict"] == "the claim holds, by a reduction"
 
 
-def test_verdicts_turn_when_the_numbers_do(tmp_path):
-    FAKE_BAD = json.loads(json.dumps(FAKE))
-    FAKE_BAD["training"]["gap"] = 0.01
-    FAKE_BAD["flows"]["divergence_fraction"]["2"]["paper"] = 0.0
-    FAKE_BAD["hardness"]["optimum_matches"] = False
-    rows = {r["claim (paper section)"][:25]: r["verdict"] for r in [
-        *results.training_rows(FAKE_BAD["training"]), *results.flow_rows(FAKE_BAD["flows"]),
-        *results.hardness_rows(FAKE_BAD["hardness"])]}
-    assert any(v.startswith("does not agree") for v in rows.values())
-    assert any(v.startswith("partly: unstable in 3 of 4") for v in rows.values())
-    assert any(v == "the reduction check failed" for v in rows.values())
+def test_verdicts_follow_the_recorded_decision_not_a_second_rule():
+    fake = fake_results()
+    fake["training"].agrees, fake["training"].comparable = None, False  # e.g. the smoke profile's 32 -> 8
+    assert results.training_rows(fake["training"])[0]["verdict"].startswith("not comparable")
+    fake["training"].agrees = False
+    assert results.training_rows(fake["training"])[0]["verdict"].startswith("does not agree")
+    fake["prior"].leaves_region = False
+    assert results.prior_rows(fake["prior"])[1]["verdict"] == "not shown by this run"
+    fake["paper_flow"].unstable_in_every_configuration, fake["paper_flow"].diverged_configurations = False, [1, 3, 4]
+    flow = results.flow_rows(fake["paper_flow"], fake["simplex_flow"])[0]["verdict"]
+    assert flow == "partly: unstable in 3 of 4 configurations"
+
+
+def test_the_search_verdict_names_the_best_paper_search_and_ours():
+    fake = fake_results()
+    text = results.search_verdict(fake["gradient_search"], fake["simplex_flow"])
+    assert text.startswith("The best of the paper's straight-through searches ends at 14 times")
+    assert "relaxed, best grid (ch. 2), ends at 0.8 (17.5x lower)" in text
+
+
+def test_links_point_at_chapter_documents_not_anchors():
+    link = results.link("hardness")
+    assert link.endswith("_hardness.ipynb)") and "#" not in link
 
 
 def test_missing_or_other_profile_results_are_named(tmp_path):
-    _write(tmp_path, skip=("prior",))
-    (tmp_path / "flows.json").write_text(json.dumps({**FAKE["flows"], "profile": "smoke"}))
-    with pytest.raises(results.MissingResults, match=r"\['prior', 'flows'\]"):
+    fake = fake_results()
+    for name, r in fake.items():
+        if name != "prior":
+            report.record(r, tmp_path)
+    report.record(fake_results("smoke")["paper_flow"], tmp_path)
+    with pytest.raises(report.MissingResults, match=r"\['prior', 'paper_flow'\]"):
         results.load_all("quick", tmp_path)
