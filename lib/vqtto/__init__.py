@@ -3,21 +3,29 @@
 The library under the book. Modules, one concept each:
 
 - ``device``       choose a ``torch.device`` once and pass it down; seeds
-- ``params``       validate a chapter's papermill parameters (unknown names are errors)
-- ``profiles``     smoke / quick / full model presets shared by every chapter
+- ``params``       a chapter's parameters, written once (type, default, help), validated
+- ``profiles``     smoke / quick / full presets of the VQ-VAE and the prior, shared by every chapter
 - ``data``         Fashion-MNIST, CIFAR-10 and Mini-ImageNet as in-memory tensors
 - ``pairs``        the random source-target test pairs every searching chapter shares
 - ``vqvae``        encoder, vector quantiser, decoder
-- ``training``     the VQ-VAE training loop and its history
-- ``artifacts``    a cache of trained models keyed by the hash of their full config
-- ``search``       Algorithms 1-3 of the paper and the searches that go past it, one batched driver
+- ``latent``       the latent-decoder protocol the searches need, and a probe that checks a model
+- ``adapters``     models built on vector-quantize-pytorch as latent decoders
+- ``training``     one training loop, used for the VQ-VAE, the PixelCNN and the benchmark
+- ``artifacts``    a safe cache (JSON + tensors, digest-checked) keyed by the hash of a full config
+- ``models``       trained VQ-VAEs and priors, from the cache or trained on demand
+- ``search``       Algorithms 1-3 of the paper and the searches past it (a package, one driver)
 - ``constraints``  pluggable losses on decoded images (MSE, masked MSE, downscaled MSE)
 - ``codes``        index-grid data sets encoded by a trained VQ-VAE (cached)
-- ``pixelcnn``     a gated PixelCNN prior over index grids
+- ``pixelcnn``     the gated PixelCNN prior over index grids and its likelihood metrics
 - ``gumbel``       the Gumbel-softmax (concrete) distribution with an exact log-density
 - ``flows``        normalizing flows onto relaxed one-hot vectors, and PULSE-style search through them
-- ``hardness``     the reduction from MAX-CUT to latent search, and exact solvers
-- ``plots``, ``widgets``, ``report``, ``results``  figures, explorers, tables and the results page
+- ``hardness``     the reduction from MAX-CUT to latent search
+- ``exact``        exact solvers (brute force, branch and bound) and what exhaustive search costs
+- ``reduced_searches``  the searches run on reduced MAX-CUT instances and scored against the maximum cut
+- ``stats``        one median, quantiles and bootstrap intervals for every page
+- ``paper``        the reference paper's numbers, each with its section
+- ``plots``, ``widgets``  figures (one name and colour per method) and explorers
+- ``report``, ``results``  tables, typed chapter results, and the results page
 - ``book``         the papermill runner and the site build; ``bench`` the speed benchmarks
 """
 

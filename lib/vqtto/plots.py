@@ -92,6 +92,26 @@ def to_numpy_images(images: torch.Tensor) -> np.ndarray:
     return arr[:, 0] if arr.shape[1] == 1 else arr.transpose(0, 2, 3, 1)
 
 
+def bare(ax) -> None:
+    """Remove ticks and frame from an image panel."""
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for s in ax.spines.values():
+        s.set_visible(False)
+
+
+def finish(fig, ax, xlabel: str, ylabel: str, title: str, *, legend: bool = True, legend_size: float = 8):
+    """Label a one-panel figure (axes, title, grid, legend), lay it out and return it."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if legend:
+        ax.legend(fontsize=legend_size)
+    fig.tight_layout()
+    return fig
+
+
 def image_rows(rows: Mapping[str, torch.Tensor], title: str | None = None, size: float = 1.1):
     """A grid of images, one labelled row per entry of ``rows`` (each ``(B, C, H, W)``)."""
     n_rows = len(rows)
@@ -100,13 +120,9 @@ def image_rows(rows: Mapping[str, torch.Tensor], title: str | None = None, size:
     for r, (label, imgs) in enumerate(rows.items()):
         arr = to_numpy_images(imgs)
         for c in range(n_cols):
-            ax = axes[r, c]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for s in ax.spines.values():
-                s.set_visible(False)
+            bare(axes[r, c])
             if c < arr.shape[0]:
-                ax.imshow(arr[c], cmap="gray", vmin=0, vmax=1)
+                axes[r, c].imshow(arr[c], cmap="gray", vmin=0, vmax=1)
         axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
     if title:
         fig.suptitle(title)
@@ -164,11 +180,7 @@ def search_traversal(model, trace, sources: torch.Tensor, targets: torch.Tensor,
         panels = [("source", sources[i:i + 1])] + [(f"#{t}  {losses[t]:.3f}", images[j:j + 1]) for j, t in enumerate(cols)]
         panels.append(("target", targets[i:i + 1]))
         for c in range(ncol):
-            ax = axes[r, c]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for s in ax.spines.values():
-                s.set_visible(False)
+            bare(axes[r, c])
         for c, (label, img) in enumerate(panels[:-1]):
             axes[r, c].imshow(to_numpy_images(img.cpu())[0], cmap="gray", vmin=0, vmax=1)
             axes[r, c].set_title(label, fontsize=6.5)

@@ -21,23 +21,14 @@ from torch import nn
 
 @dataclass(frozen=True)
 class VQVAEConfig:
-    """Architecture of a VQ-VAE.
+    """Architecture of a VQ-VAE (each field's meaning beside it)."""
 
-    Attributes:
-        in_channels: image channels (1 for Fashion-MNIST, 3 for colour).
-        k: codebook size (number of code vectors).
-        embedding_dim: D, the length of each code vector.
-        hidden: channels of the convolutional trunk.
-        n_res: residual blocks in the encoder and in the decoder.
-        beta: weight of the commitment term.
-    """
-
-    in_channels: int = 1
-    k: int = 512
-    embedding_dim: int = 16
-    hidden: int = 64
-    n_res: int = 1
-    beta: float = 0.25
+    in_channels: int = 1      # image channels: 1 for Fashion-MNIST, 3 for colour
+    k: int = 512              # codebook size (number of code vectors)
+    embedding_dim: int = 16   # D, the length of each code vector
+    hidden: int = 64          # channels of the convolutional trunk (even)
+    n_res: int = 1            # residual blocks in the encoder and in the decoder
+    beta: float = 0.25        # weight of the commitment term
 
     def __post_init__(self) -> None:
         if self.in_channels not in (1, 3):

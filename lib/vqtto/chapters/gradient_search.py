@@ -16,7 +16,7 @@ import torch
 from .. import paper, search, stats
 from ..data import DATASETS
 from ..params import Param, at_least, chapter_schema, each, greater_than, nonempty, one_of
-from ..plots import method_color, search_traversal
+from ..plots import finish, method_color, search_traversal
 from ..report import ChapterResult
 from ..widgets import png_bytes
 
@@ -217,13 +217,8 @@ def relative_loss_cdf(rel: Mapping[str, torch.Tensor], title: str):
                 label=label)
     ax.axvline(1.0, color="k", lw=0.8, ls=":")
     ax.set_xscale("log")
-    ax.set_xlabel("final loss / loss of the target's own encoder code (log scale; 1 = as good)")
-    ax.set_ylabel("fraction of pairs at or below")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    return finish(fig, ax, "final loss / loss of the target's own encoder code (log scale; 1 = as good)",
+                  "fraction of pairs at or below", title)
 
 
 def steps_histogram(traces: Sequence[search.SearchTrace], lam: int, title: str):
@@ -237,13 +232,8 @@ def steps_histogram(traces: Sequence[search.SearchTrace], lam: int, title: str):
                     label=f"{tr.method} ({s.size} changes, median {np.median(s):g})")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("raw steps of size alpha until a nearest-neighbour index changed (log scale)")
-    ax.set_ylabel("fraction of changes per step (log scale)")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return fig
+    return finish(fig, ax, "raw steps of size alpha until a nearest-neighbour index changed (log scale)",
+                  "fraction of changes per step (log scale)", title)
 
 
 def loop_lengths(trace: search.SearchTrace) -> torch.Tensor:

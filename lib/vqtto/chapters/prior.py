@@ -13,7 +13,7 @@ import torch
 from .. import stats
 from ..data import DATASETS
 from ..params import Param, at_least, between, chapter_schema, each, greater_than, nonempty, one_of
-from ..plots import method_color
+from ..plots import finish, method_color
 from ..report import ChapterResult
 
 LN2 = math.log(2.0)
@@ -95,13 +95,8 @@ def loglik_histogram(groups: Mapping[str, torch.Tensor], colors: Mapping[str, st
     for label, v in values.items():
         ax.hist(v, bins=bins, density=True, alpha=0.55, color=colors[label], label=f"{label} (n={v.size})")
     ax.axvline(math.log(k), color=method_color("uniform"), ls=":", lw=2, label=f"log k = {math.log(k):.2f}")
-    ax.set_xlabel("negative log-likelihood under the prior (nats per latent position)")
-    ax.set_ylabel("density")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    ax.set_title("How probable does the prior find each kind of index grid?")
-    fig.tight_layout()
-    return fig
+    return finish(fig, ax, "negative log-likelihood under the prior (nats per latent position)", "density",
+                  "How probable does the prior find each kind of index grid?")
 
 
 def traversal_logliks(prior_model, trace, labels: torch.Tensor | None, device: torch.device) -> list[torch.Tensor]:
@@ -132,13 +127,8 @@ def nll_along_searches(logliks: list[torch.Tensor], target_lp: torch.Tensor, pos
     ax.axhline(float(-target_lp.mean()) / positions, color=method_color("own-code"), ls="--",
                label="targets' own codes (mean)")
     ax.axhline(math.log(k), color=method_color("uniform"), ls=":", lw=2, label=f"uniform grids, log k = {math.log(k):.2f}")
-    ax.set_xlabel("distinct index grid visited (0 = the source's codes)")
-    ax.set_ylabel("NLL under the prior (nats per position)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title("Does the search leave the region the prior finds probable?")
-    fig.tight_layout()
-    return fig
+    return finish(fig, ax, "distinct index grid visited (0 = the source's codes)",
+                  "NLL under the prior (nats per position)", "Does the search leave the region the prior finds probable?")
 
 
 def search_drift(real: torch.Tensor, random: torch.Tensor, start: torch.Tensor, found: torch.Tensor,
