@@ -58,7 +58,7 @@ def test_payload_round_trips_exactly_and_the_header_is_json(cache):
                "test": {"codes_used": 7, "ok": True, "note": None, "name": "x"}, "list": [torch.ones(2), 3]}
     path = artifacts.path_for("m", {"k": (7, 7)})
     artifacts.save(path, "m", {"k": (7, 7)}, payload)
-    out = artifacts.load(path, "m", {"k": (7, 7)})  # a tuple in the config compares as its JSON list
+    out = artifacts.read(path, "m", {"k": (7, 7)})  # a tuple in the config compares as its JSON list
     assert out["state_dict"].keys() == sd.keys() and all(torch.equal(out["state_dict"][n], sd[n]) for n in sd)
     assert out["state_dict"]["codes"].dtype == torch.int16
     assert out["history"]["step"] == [1, 2] and out["history"]["loss"][0] == 0.1 and out["history"]["loss"][1] != 0.1
@@ -82,7 +82,7 @@ def test_corrupt_file_is_reported_and_rebuilt(cache):
     path.write_bytes(path.read_bytes()[:-100])  # truncated, as after a crash mid-copy
     with pytest.warns(UserWarning, match="rebuilding"):
         out = artifacts.load_or_build("m", {"k": 4}, lambda: {"w": 2})
-    assert out == {"w": 2} and artifacts.load(path, "m", {"k": 4}) == {"w": 2}
+    assert out == {"w": 2} and artifacts.read(path, "m", {"k": 4}) == {"w": 2}
 
 
 @pytest.mark.parametrize("where", ["blob", "meta"])
@@ -96,7 +96,7 @@ def test_tampered_contents_fail_the_digest(cache, where):
         line = line.replace(b"0.5", b"0.4")
     path.write_bytes(line + b"\n" + blob)
     with pytest.raises(artifacts.CorruptArtifact, match="sha256"):
-        artifacts.load(path, "m", {"k": 4})
+        artifacts.read(path, "m", {"k": 4})
 
 
 def test_mismatched_config_is_refused(cache):
@@ -139,7 +139,7 @@ def test_a_pickle_that_runs_code_is_refused_and_never_run(cache, tmp_path):
     pickle.loads(pickle.dumps(_Exploit(tmp_path / "control")))  # the same object does run code when unpickled
     assert (tmp_path / "control").exists()
     with pytest.raises(artifacts.CorruptArtifact, match="not a cache file|unreadable"):
-        artifacts.load(path, "m", {"k": 4})
+        artifacts.read(path, "m", {"k": 4})
     with pytest.warns(UserWarning, match="rebuilding"):
         out = artifacts.load_or_build("m", {"k": 4}, lambda: {"w": torch.zeros(2)})
     assert torch.equal(out["w"], torch.zeros(2)) and not marker.exists()
@@ -157,8 +157,8 @@ def test_a_well_formed_file_whose_blob_runs_code_is_refused_and_never_run(cache,
     header["sha256"] = artifacts._digest(header, blob)
     path.write_bytes(json.dumps(header).encode() + b"\n" + blob)
     with pytest.raises(artifacts.CorruptArtifact, match="not plain data"):
-        artifacts.load(path, "m", {"k": 4})
+        artifacts.read(path, "m", {"k": 4})
     with pytest.warns(UserWarning, match="rebuilding"):
         artifacts.load_or_build("m", {"k": 4}, lambda: {"w": torch.ones(2)})
     assert not marker.exists()
-    assert torch.equal(artifacts.load(path, "m", {"k": 4})["w"], torch.ones(2))
+    assert torch.equal(artifacts.read(path, "m", {"k": 4})["w"], torch.ones(2))

@@ -303,7 +303,7 @@ def test_chapter_results_are_recorded_and_read_back_with_their_verdicts(tmp_path
     assert not result.unstable_in_every_configuration and "not fitted" in result.verdict
     assert result.final_kl_paper == {"1/k=3": None, "2/k=3": 1.5}
     report.record(result, tmp_path)
-    assert report.load(paper_flow.PaperFlowResult, "smoke", tmp_path) == result
+    assert report.load_result(paper_flow.PaperFlowResult, "smoke", tmp_path) == result
 
     simplex_runs = [_run(1, "simplex", [2.0, 1.0], final=0.5), _run(2, "simplex", [2.0, 1.0], final=0.25)]
     fit = simplex_flow.GridFlowFit(steps=3, diverged=False, diverged_at=None, reason=None, first_loss=9.0,
@@ -318,7 +318,7 @@ def test_chapter_results_are_recorded_and_read_back_with_their_verdicts(tmp_path
     assert result.pulse_relative_loss_median == 2.0 and result.start_relative_loss_median == 4.0
     assert "did not diverge" in result.toy_verdict and result.search_findings.loss_above_control is False
     report.record(result, tmp_path)
-    assert report.load(simplex_flow.SimplexFlowResult, "smoke", tmp_path) == result
+    assert report.load_result(simplex_flow.SimplexFlowResult, "smoke", tmp_path) == result
 
 
 @pytest.mark.chapter
@@ -330,6 +330,6 @@ def test_simplex_flow_chapter_records_a_diverged_grid_flow_and_goes_on(tmp_path,
     monkeypatch.setenv("VQTTO_RESULTS", str(tmp_path / "results"))
     book.execute("05_simplex_flow", "smoke", out_dir=tmp_path,
                  overrides={"grid_lr": 1e12, "ks": [3], "configurations": [1], "pixelcnn_prior": False})
-    result = report.load(simplex_flow.SimplexFlowResult, "smoke", tmp_path / "results")
+    result = report.load_result(simplex_flow.SimplexFlowResult, "smoke", tmp_path / "results")
     assert result.grid_flow.diverged and result.grid_flow.final_kl is None
     assert not result.search_findings.prior_fitted and "diverged" in result.search_verdict

@@ -303,7 +303,7 @@ def test_chapter_result_decides_its_verdicts_and_round_trips(tmp_path):
     assert result.straight_through_beats_random == (
         scores[result.best_straight_through].mean_ratio > scores["uniform"].mean_ratio)
     report.record(result, tmp_path)
-    assert report.load(ch.HardnessResult, "smoke", tmp_path) == result
+    assert report.load_result(ch.HardnessResult, "smoke", tmp_path) == result
 
     failed = ch.hardness_result(P, X.ReductionCheck(example.cut, example.latent, 1.0, example.best_grid_cut),
                                 timing, scores, check)

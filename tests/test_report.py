@@ -27,19 +27,19 @@ def test_a_result_round_trips_with_nested_types(tmp_path):
     r = DemoResult(profile="smoke", k=8, medians=[Inner("alg2", 1.5)], verdict="fine", agrees=None)
     path = report.record(r, tmp_path)
     assert path.name == "demo.json" and not [p for p in tmp_path.iterdir() if p.suffix == ".tmp"]
-    back = report.load(DemoResult, "smoke", tmp_path)
+    back = report.load_result(DemoResult, "smoke", tmp_path)
     assert back == r and isinstance(back.medians[0], Inner)
 
 
 def test_other_profile_missing_or_mismatched_files_are_refused(tmp_path):
     with pytest.raises(report.MissingResults, match="no results of chapter 'demo'"):
-        report.load(DemoResult, "smoke", tmp_path)
+        report.load_result(DemoResult, "smoke", tmp_path)
     report.record(DemoResult(profile="quick", k=8, medians=[], verdict="", agrees=True), tmp_path)
     with pytest.raises(report.MissingResults, match="'quick'-profile results, not 'smoke'"):
-        report.load(DemoResult, "smoke", tmp_path)
+        report.load_result(DemoResult, "smoke", tmp_path)
     (tmp_path / "demo.json").write_text('{"type": "DemoResult", "profile": "smoke", "kk": 1}')
     with pytest.raises(report.MissingResults, match="does not match DemoResult"):
-        report.load(DemoResult, "smoke", tmp_path)
+        report.load_result(DemoResult, "smoke", tmp_path)
 
 
 def test_record_takes_only_typed_results(tmp_path):

@@ -160,7 +160,7 @@ def _read_tensors(path: Path, blob: bytes) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def load(path: Path, kind: str, config: dict) -> Any:
+def read(path: Path, kind: str, config: dict) -> Any:
     """Read and verify the artifact at ``path``; no code stored in it can run.
 
     Raises:
@@ -191,7 +191,7 @@ def load_or_build(kind: str, config: dict, build: Callable[[], Any], rebuild: bo
     path = path_for(kind, config)
     if path.exists() and not rebuild:
         try:
-            return load(path, kind, config)
+            return read(path, kind, config)
         except CorruptArtifact as err:
             warnings.warn(f"{err}; rebuilding it", stacklevel=2)
     payload = build()

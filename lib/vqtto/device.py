@@ -16,11 +16,3 @@ def pick_device(name: str = "auto") -> torch.device:
     if str(name).startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device={name!r} was asked for but CUDA is not available on this machine")
     return torch.device(name)
-
-
-def seed_everything(seed: int) -> torch.Generator:
-    """Seed torch's global generators and return a CPU generator seeded with ``seed``."""
-    torch.manual_seed(seed)
-    if torch.cuda.is_available():
-        torch.cuda.manual_seed_all(seed)
-    return torch.Generator().manual_seed(seed)

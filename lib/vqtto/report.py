@@ -1,7 +1,7 @@
 """Tables in the executed notebooks, and the measured results every chapter records.
 
 :func:`record` writes one chapter's typed result (a :class:`ChapterResult` subclass, verdicts
-decided in the chapter module) to ``<results dir>/<chapter>.json`` atomically; :func:`load` reads
+decided in the chapter module) to ``<results dir>/<chapter>.json`` atomically; :func:`load_result` reads
 it back as the same type. The book's results page is generated from those files, never typed.
 The folder is ``$VQTTO_RESULTS`` when set, else ``_build/results`` at the repository root.
 """
@@ -75,7 +75,7 @@ def record(result: ChapterResult, folder: Path | None = None) -> Path:
     return path
 
 
-def load(cls: type[ChapterResult], profile: str, folder: Path | None = None) -> ChapterResult:
+def load_result(cls: type[ChapterResult], profile: str, folder: Path | None = None) -> ChapterResult:
     """Read back the result of ``cls.CHAPTER`` recorded with ``profile``, as a ``cls`` instance.
 
     Raises:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import paper
-from .report import MissingResults, load
+from .report import MissingResults, load_result
 
 
 def result_types() -> dict:
@@ -32,7 +32,7 @@ def load_all(profile: str, folder: Path | str | None = None) -> dict:
     found, missing = {}, []
     for chapter, cls in result_types().items():
         try:
-            found[chapter] = load(cls, profile, folder)
+            found[chapter] = load_result(cls, profile, folder)
         except MissingResults:
             missing.append(chapter)
     if missing:
