@@ -103,8 +103,10 @@ def test_search_space_size():
 def test_score_grids_is_exact():
     g = H.graph(4, [(0, 1), (1, 2), (2, 3)], [1.0, 2.0, 3.0])
     red = H.reduce_max_cut(g, (2, 2))
-    s = R.score_grids(red, torch.tensor([[[0, 1], [0, 1]], [[0, 0], [0, 0]]]), max_cut=6.0)
-    assert s.cut.tolist() == [6.0, 0.0]
+    case = R.SearchInstance(red, lambda grids: H.cut_values(g, grids), 6.0, 0.0, -H.adjacency(g) / 2,
+                            torch.zeros(4, dtype=torch.float64))
+    s = R.score_grids(case, torch.tensor([[[0, 1], [0, 1]], [[0, 0], [0, 0]]]))
+    assert s.value.tolist() == [6.0, 0.0]
     assert s.ratio.tolist() == [1.0, 0.0]
     assert s.solved.tolist() == [True, False]
 
@@ -164,7 +166,8 @@ def test_branch_and_bound_prunes_and_respects_node_limit():
 def test_one_flip_local_search_reaches_a_local_optimum():
     g = H.random_graph(12, 0.5, weighted=True, seed=6)
     start = torch.randint(2, (5, 3, 4), generator=torch.Generator().manual_seed(0))
-    out = R.one_flip_local_search(g, start)
+    case = R.cut_instance(H.reduce_max_cut(g, (3, 4)))
+    out = R.one_flip_local_search(case.coupling, case.field, start)
     assert out.shape == start.shape
     cuts = H.cut_values(g, out)
     assert bool((cuts >= H.cut_values(g, start)).all())
@@ -295,9 +298,18 @@ def test_chapter_result_decides_its_verdicts_and_round_trips(tmp_path):
     runs = R.run_on_instances(cases, 2, [1.0], 10, 2, 0, "cpu", progress=False)
     scores = {name: R.summarise_runs(r) for name, r in runs.items()}
     check = R.first_order_check(cases[0].reduction, torch.randint(2, (8, 2, 2)))
-    result = ch.hardness_result(P, example, timing, scores, check)
+    sg_checks = X.verify_random_spin_glasses([[2, 3]], per_grid=2, seed=0)
+    sg_timing = X.time_spin_glass_solvers([[2, 2], [2, 3]], seed=0, progress=False)
+    sg_runs = R.run_on_instances(R.spin_glass_instances(1, [2, 2], seed=0), 2, [1.0], 10, 2, 0, "cpu", progress=False)
+    conv = ch.SpinGlassEvidence(sg_checks, sg_timing, {name: R.summarise_runs(r) for name, r in sg_runs.items()})
+    result = ch.hardness_result(P, example, timing, scores, check, conv)
     assert result.reduction_holds and result.optimum_matches and result.branch_and_bound_exact
     assert result.verdict.startswith("the claim holds")
+    assert result.conv_reduction_holds and result.conv_optimum_matches and result.conv_branch_and_bound_exact
+    assert result.conv_map_error < X.EXACT_TOL and result.conv_instances_checked == 2
+    assert result.conv_checked_grids == [[2, 3]]
+    assert result.decoder_verdicts["fully connected"].startswith("NP-hard: MAX-CUT")
+    assert result.decoder_verdicts["convolutional"].startswith("NP-hard: the ground state of a planar")
     assert result.search_space_log10 == {"2x3": {"2": pytest.approx(6 * math.log10(2))}}
     assert result.best_straight_through in ("alg2 α=1", "alg3 α=1")
     assert result.straight_through_beats_random == (
@@ -306,5 +318,13 @@ def test_chapter_result_decides_its_verdicts_and_round_trips(tmp_path):
     assert report.load_result(ch.HardnessResult, "smoke", tmp_path) == result
 
     failed = ch.hardness_result(P, X.ReductionCheck(example.cut, example.latent, 1.0, example.best_grid_cut),
-                                timing, scores, check)
+                                timing, scores, check, conv)
     assert not failed.reduction_holds and failed.verdict.startswith("not shown")
+    assert failed.decoder_verdicts["fully connected"].startswith("not shown")
+    bad = X.SpinGlassCheck(sg_checks[0].grid, sg_checks[0].energy, sg_checks[0].latent, 1.0,
+                           sg_checks[0].best_grid_energy, True)
+    conv_failed = ch.hardness_result(P, example, timing, scores, check,
+                                     ch.SpinGlassEvidence([bad], conv.timing, conv.scores))
+    assert not conv_failed.conv_reduction_holds and conv_failed.reduction_holds
+    assert conv_failed.verdict.startswith("not shown for the paper's convolutional decoder")
+    assert conv_failed.decoder_verdicts["convolutional"].startswith("not shown")

@@ -1,9 +1,11 @@
 """Exact latent search on small instances, and what exhaustive search costs as the grid grows.
 
-Brute force enumerates all ``2^n`` labellings of a graph (as MAX-CUT) or all ``2^n`` index grids of
-its reduction (as a latent search that only decodes and scores); branch and bound searches the
-latent loss with interval bounds through the decoder. :func:`verify_reduction` and
-:func:`time_exact_solvers` check the three against each other; :func:`search_space_log10` and
+Brute force enumerates all ``2^n`` labellings of a graph (as MAX-CUT), all ``2^n`` spin
+configurations of a spin glass (its ground state), or all ``2^n`` index grids of either's reduction
+(as a latent search that only decodes and scores); branch and bound searches the latent loss with
+interval bounds through the decoder, fully connected or convolutional. :func:`verify_reduction`,
+:func:`verify_spin_glass`, :func:`time_exact_solvers` and :func:`time_spin_glass_solvers` check
+them against each other; :func:`search_space_log10` and
 :func:`growth_per_position` say how far exhaustive search is from a real latent grid.
 
 Shapes: assignments ``(M, n)`` int64 with values 0/1, index grids ``(h, w)`` int64.
@@ -19,6 +21,7 @@ import numpy as np
 import torch
 
 from .hardness import Graph, Reduction, cut_values, random_graph, reduce_max_cut, squarest_grid
+from .spin_glass import SpinGlass, SpinGlassReduction, random_spin_glass, reduce_spin_glass
 
 # Assignments decoded per chunk in the brute-force solvers (memory stays a few tens of MB).
 DEFAULT_CHUNK = 1 << 15
@@ -120,30 +123,38 @@ class BranchAndBound:
     seconds: float
 
 
-def branch_and_bound_latent(red: Reduction, max_nodes: int = 5_000_000) -> BranchAndBound:
+def branch_and_bound_latent(red, max_nodes: int = 5_000_000) -> BranchAndBound:
     """Exact latent search by branch and bound on the *loss*, with interval bounds through the decoder.
 
-    Branching fixes one latent position to each of the ``k`` codes in turn (no order on the codes
-    is used); a partial grid's bound is the MSE that the decoder's output intervals allow when
-    each free position may take any value between the smallest and largest code (interval bound
-    propagation through the linear layer). A subtree is cut when its bound is no lower than the
-    best loss found so far. Positions are fixed in order of decreasing degree in the decoder.
+    Works on any instance whose decoder has one-dimensional codes and ``output_bounds()`` (the fully
+    connected :class:`~vqtto.hardness.CutDecoder` and the convolutional
+    :class:`~vqtto.spin_glass.ConvDecoder`). Branching fixes one latent position to each of the
+    ``k`` codes in turn (no order on the codes is used); a partial grid's bound is the MSE that the
+    decoder's output intervals allow when each free position may take any value between the
+    smallest and largest code (interval bound propagation through the layers). A subtree is cut
+    when its bound is no lower than the best loss found so far. Positions are fixed in order of
+    decreasing number of pixels they reach.
 
     Raises:
         RuntimeError: when more than ``max_nodes`` nodes would be needed.
     """
-    weight = red.decoder.layer.weight.detach().double().cpu().numpy()           # (P, n)
+    outputs = red.decoder.output_bounds()
     target = red.target.detach().double().cpu().numpy().reshape(-1)           # (P,)
     codes = red.decoder.codebook.detach().double().cpu().numpy()[:, 0]        # (k,)
-    w_pos, w_neg = np.clip(weight, 0, None), np.clip(weight, None, 0)
-    n = weight.shape[1]
-    order = np.argsort(-(weight != 0).sum(0), kind="stable")
+    h, w = red.grid
+    n = h * w
     lo_free, hi_free = np.full(n, codes.min()), np.full(n, codes.max())
+    reach = []
+    for p in range(n):  # pixels that move when position p alone is free
+        hi_one = lo_free.copy()
+        hi_one[p] = codes.max()
+        out_lo, out_hi = outputs(lo_free, hi_one)
+        reach.append(int((out_hi > out_lo).sum()))
+    order = np.argsort(-np.array(reach), kind="stable")
     state = {"best": math.inf, "grid": None, "nodes": 0}
 
     def bound(zlo, zhi):
-        lo = w_pos @ zlo + w_neg @ zhi
-        hi = w_pos @ zhi + w_neg @ zlo
+        lo, hi = outputs(zlo, zhi)
         gap = np.maximum(lo - target, 0) + np.maximum(target - hi, 0)
         return float((gap ** 2).mean())
 
@@ -170,7 +181,7 @@ def branch_and_bound_latent(red: Reduction, max_nodes: int = 5_000_000) -> Branc
     t0 = time.perf_counter()
     state["nodes"] = 1  # the root
     visit(0, lo_free.copy(), hi_free.copy(), np.zeros(n, dtype=np.int64))
-    grid = torch.from_numpy(state["grid"]).view(*red.grid)
+    grid = torch.from_numpy(state["grid"]).view(h, w)
     return BranchAndBound(state["best"], grid, state["nodes"], time.perf_counter() - t0)
 
 
@@ -214,27 +225,20 @@ def verify_reduction(red: Reduction) -> ReductionCheck:
 
 
 @dataclass
-class SolverComparison:
-    """The three exact solvers on one random graph of ``n`` vertices, reduced to a ``grid`` (k = 2).
+class SolverTiming:
+    """What the exact latent solvers did on one instance of ``n`` positions on ``grid`` (k = 2).
 
     Attributes:
-        n, grid, edges: vertices (latent positions), ``[h, w]``, edges (decoded pixels).
-        max_cut: the maximum cut, by enumerating labellings.
-        cut_from_min_mse: the minimum MSE over all index grids, mapped back to a cut weight.
-        latent_grid_is_max_cut: the MSE-minimal grid, scored as a cut, is a maximum cut.
-        bb_agrees: branch and bound's optimum, mapped to a cut, is the maximum cut.
-        cut_seconds, latent_seconds, bb_seconds: wall times of the three solvers.
+        n, grid, edges: latent positions, ``[h, w]``, edges of the instance's graph.
+        bb_agrees: branch and bound's optimum is the instance's optimum.
+        latent_seconds, bb_seconds: wall times of the brute-force latent search and of branch and bound.
         bb_nodes: search-tree nodes branch and bound visited or bounded.
     """
 
     n: int
     grid: list[int]
     edges: int
-    max_cut: float
-    cut_from_min_mse: float
-    latent_grid_is_max_cut: bool
     bb_agrees: bool
-    cut_seconds: float
     latent_seconds: float
     bb_nodes: int
     bb_seconds: float
@@ -243,6 +247,23 @@ class SolverComparison:
     def bb_node_share(self) -> float:
         """Branch and bound's nodes over the ``2^(n+1) - 1`` nodes of the full search tree."""
         return self.bb_nodes / (2 ** (self.n + 1) - 1)
+
+
+@dataclass
+class SolverComparison(SolverTiming):
+    """The three exact solvers on one random graph of ``n`` vertices, reduced to a ``grid`` (k = 2).
+
+    Attributes (besides :class:`SolverTiming`'s; ``edges`` are the decoded pixels):
+        max_cut: the maximum cut, by enumerating labellings.
+        cut_from_min_mse: the minimum MSE over all index grids, mapped back to a cut weight.
+        latent_grid_is_max_cut: the MSE-minimal grid, scored as a cut, is a maximum cut.
+        cut_seconds: wall time of the enumeration of labellings.
+    """
+
+    max_cut: float
+    cut_from_min_mse: float
+    latent_grid_is_max_cut: bool
+    cut_seconds: float
 
 
 def time_exact_solvers(ns, edge_p: float, weighted: bool, seed: int, progress: bool = True) -> list[SolverComparison]:
@@ -268,6 +289,109 @@ def time_exact_solvers(ns, edge_p: float, weighted: bool, seed: int, progress: b
             latent_grid_is_max_cut=same_cut(float(cut_values(g, lat.best.view(1, -1))), cut.best_value),
             bb_agrees=same_cut(float(red.cut_from_loss(bb.best_value)), cut.best_value, FLOAT32_TOL),
             cut_seconds=cut.seconds, latent_seconds=lat.seconds, bb_nodes=bb.nodes, bb_seconds=bb.seconds))
+    return out
+
+
+def brute_force_energy(sg: SpinGlass, chunk: int = DEFAULT_CHUNK, keep_values: bool = False,
+                       progress: bool = False) -> Exact:
+    """Ground-state energy of ``sg`` by enumerating all ``2^n`` spin configurations (index 1 = spin +1)."""
+    h, w = sg.grid
+    value, best, values, sec = _enumerate(sg.n, sg.energies, False, chunk, keep_values, progress)
+    return Exact(value, best.view(h, w), values, sec)
+
+
+@dataclass
+class SpinGlassCheck:
+    """The convolutional reduction checked on every grid of one spin glass (:func:`verify_spin_glass`).
+
+    Attributes:
+        grid: ``[h, w]``.
+        energy: every configuration's energy (``values`` kept), minimum first.
+        latent: every index grid's MSE to the target (``values`` kept), minimum first.
+        map_error: largest ``|energy_from_loss(MSE(X)) - E(X)|`` over all ``2^n`` grids.
+        best_grid_energy: energy of the MSE-minimal grid, from the grid itself.
+        is_ground_state: that energy is the ground-state energy (to :data:`EXACT_TOL`).
+    """
+
+    grid: list[int]
+    energy: Exact
+    latent: Exact
+    map_error: float
+    best_grid_energy: float
+    is_ground_state: bool
+
+    @property
+    def holds(self) -> bool:
+        """The affine map is exact on every grid (to :data:`EXACT_TOL`) and the MSE-minimal grid is a ground state."""
+        return self.is_ground_state and self.map_error < EXACT_TOL
+
+
+def verify_spin_glass(red: SpinGlassReduction) -> SpinGlassCheck:
+    """Enumerate every configuration by its energy and every grid by its decoded MSE, and compare.
+
+    Use a float64 reduction (``reduce_spin_glass(..., dtype=torch.float64)``) for an exact check.
+    """
+    energy = brute_force_energy(red.spin_glass, keep_values=True)
+    latent = brute_force_latent(red, keep_values=True)
+    errors = (red.energy_from_loss(latent.values) - energy.values).abs()
+    best = float(red.spin_glass.energies(latent.best.view(1, -1)))
+    return SpinGlassCheck(list(red.grid), energy, latent, float(errors.max()), best, same_cut(best, energy.best_value))
+
+
+def verify_random_spin_glasses(grids, per_grid: int, seed: int) -> list[SpinGlassCheck]:
+    """:func:`verify_spin_glass` on ``per_grid`` random spin glasses per grid ``[h, w]`` (float64).
+
+    The ``i``-th spin glass overall is ``random_spin_glass((h, w), seed + 3000 + i)``.
+    """
+    out = []
+    for h, w in grids:
+        for _ in range(per_grid):
+            sg = random_spin_glass((h, w), seed + 3000 + len(out))
+            out.append(verify_spin_glass(reduce_spin_glass(sg, dtype=torch.float64)))
+    return out
+
+
+@dataclass
+class SpinGlassTiming(SolverTiming):
+    """The exact solvers on one random spin glass on ``grid``, reduced to the convolutional decoder.
+
+    Attributes (besides :class:`SolverTiming`'s; ``edges`` are the couplings):
+        ground_energy: the ground-state energy, by enumerating configurations.
+        energy_from_min_mse: the minimum MSE over all index grids, mapped back to an energy.
+        latent_grid_is_ground_state: the MSE-minimal grid is a ground state (its energy from the grid).
+        energy_seconds: wall time of the enumeration of configurations.
+    """
+
+    ground_energy: float
+    energy_from_min_mse: float
+    latent_grid_is_ground_state: bool
+    energy_seconds: float
+
+
+def time_spin_glass_solvers(grids, seed: int, progress: bool = True) -> list[SpinGlassTiming]:
+    """Brute-force ground state, brute-force latent search and branch and bound, one spin glass per grid.
+
+    The spin glass on ``[h, w]`` is ``random_spin_glass((h, w), seed + h * w)``, reduced in float32
+    (as a latent search would run); each row checks, from the grids themselves, that the three agree.
+    """
+    if progress:
+        from tqdm.auto import tqdm
+
+        grids = tqdm(grids, desc="brute force")
+    out = []
+    for h, w in grids:
+        sg = random_spin_glass((h, w), seed + h * w)
+        red = reduce_spin_glass(sg)
+        ground = brute_force_energy(sg)
+        lat = brute_force_latent(red)
+        bb = branch_and_bound_latent(red)
+        grid_energy = sg.energies(torch.stack([lat.best, bb.best]))
+        out.append(SpinGlassTiming(
+            n=sg.n, grid=[h, w], edges=sg.n_edges, ground_energy=ground.best_value,
+            energy_from_min_mse=float(red.energy_from_loss(lat.best_value)),
+            latent_grid_is_ground_state=same_cut(float(grid_energy[0]), ground.best_value),
+            bb_agrees=same_cut(float(grid_energy[1]), ground.best_value),
+            energy_seconds=ground.seconds, latent_seconds=lat.seconds, bb_nodes=bb.nodes, bb_seconds=bb.seconds))
     return out
 
 

@@ -23,6 +23,9 @@ Minimising the MSE therefore maximises the cut, and the affine map converts betw
 With unit weights (MAX-CUT stays NP-hard unweighted, Garey, Johnson and Stockmeyer 1976) every
 entry of the decoder and target is 0 or 1/2, so the instance has polynomial size.
 
+The decoder and the instance are built on two small bases, :class:`BinaryCodeDecoder` (the
+latent-decoder protocol for ``k = 2`` one-dimensional codes) and :class:`LatentSearchInstance` (a
+decoder and its target), which the convolutional reduction of :mod:`vqtto.spin_glass` shares.
 Exact solvers for the reduced instances are in :mod:`vqtto.exact`; the searches run on them and
 scored against the maximum cut are in :mod:`vqtto.reduced_searches`.
 
@@ -34,6 +37,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -124,11 +128,50 @@ def adjacency(g: Graph) -> torch.Tensor:
     return a + a.t()
 
 
-class CutDecoder(nn.Module):
+class BinaryCodeDecoder(nn.Module):
+    """The latent-decoder protocol for the reductions' ``k = 2`` one-dimensional codebooks.
+
+    Subclasses set ``self.grid`` and register the ``(2, 1)`` buffer ``_codebook`` (code 0 below code
+    1), and implement ``decode(codes (B,1,h,w))``. This class gives ``codebook``,
+    ``nearest(z (B,1,h,w)) -> (B,h,w)`` (threshold halfway between the codes),
+    ``lookup(idx (B,h,w)) -> (B,1,h,w)``, ``decode_indices`` and the latents' shape check.
+    """
+
+    grid: tuple[int, int]
+
+    @property
+    def codebook(self) -> torch.Tensor:
+        """``(2, 1)`` the two code vectors."""
+        return self._codebook
+
+    def nearest(self, z: torch.Tensor) -> torch.Tensor:
+        """Continuous latents ``(B, 1, h, w)`` -> nearest-code indices ``(B, h, w)`` int64."""
+        self._check_latents(z)
+        return (z.detach()[:, 0] > float(self._codebook.mean())).long()
+
+    def lookup(self, indices: torch.Tensor) -> torch.Tensor:
+        """Indices ``(B, h, w)`` int64 in {0, 1} -> codes ``(B, 1, h, w)``."""
+        if indices.dtype != torch.long:
+            raise TypeError(f"indices must be int64, got {indices.dtype}")
+        if indices.dim() != 3 or tuple(indices.shape[1:]) != self.grid:
+            raise ValueError(f"indices must have shape (B, {self.grid[0]}, {self.grid[1]}), got {tuple(indices.shape)}")
+        if bool(((indices < 0) | (indices > 1)).any()):
+            raise ValueError("indices must be 0 or 1 (the codebook has k=2 codes)")
+        return self._codebook[indices].permute(0, 3, 1, 2)
+
+    def decode_indices(self, indices: torch.Tensor) -> torch.Tensor:
+        """Index grids ``(B, h, w)`` int64 -> images."""
+        return self.decode(self.lookup(indices))
+
+    def _check_latents(self, z: torch.Tensor) -> None:
+        if z.dim() != 4 or z.shape[1] != 1 or tuple(z.shape[2:]) != self.grid:
+            raise ValueError(f"latents must have shape (B, 1, {self.grid[0]}, {self.grid[1]}), got {tuple(z.shape)}")
+
+
+class CutDecoder(BinaryCodeDecoder):
     """The reduction's decoder: ``k = 2`` codes ``[[0], [1]]`` and one fully connected layer.
 
-    Implements the latent-decoder protocol the searches use: ``codebook`` ``(2, 1)``,
-    ``nearest(z (B,1,h,w)) -> (B,h,w)``, ``lookup(idx (B,h,w)) -> (B,1,h,w)`` and
+    Implements the latent-decoder protocol the searches use (:class:`BinaryCodeDecoder`):
     ``decode(codes (B,1,h,w)) -> (B,1,1,E)``, one pixel per edge, in [0, 1] for codes in [0, 1].
     """
 
@@ -148,38 +191,17 @@ class CutDecoder(nn.Module):
         self.layer.requires_grad_(False)
         self.register_buffer("_codebook", torch.tensor([[0.0], [1.0]], dtype=dtype))
 
-    @property
-    def codebook(self) -> torch.Tensor:
-        """``(2, 1)`` the code vectors 0 and 1."""
-        return self._codebook
-
-    def nearest(self, z: torch.Tensor) -> torch.Tensor:
-        """Continuous latents ``(B, 1, h, w)`` -> nearest-code indices ``(B, h, w)`` int64 (threshold 1/2)."""
-        self._check_latents(z)
-        return (z.detach()[:, 0] > 0.5).long()
-
-    def lookup(self, indices: torch.Tensor) -> torch.Tensor:
-        """Indices ``(B, h, w)`` int64 in {0, 1} -> codes ``(B, 1, h, w)``."""
-        if indices.dtype != torch.long:
-            raise TypeError(f"indices must be int64, got {indices.dtype}")
-        if indices.dim() != 3 or tuple(indices.shape[1:]) != self.grid:
-            raise ValueError(f"indices must have shape (B, {self.grid[0]}, {self.grid[1]}), got {tuple(indices.shape)}")
-        if bool(((indices < 0) | (indices > 1)).any()):
-            raise ValueError("indices must be 0 or 1 (the codebook has k=2 codes)")
-        return self._codebook[indices].permute(0, 3, 1, 2)
-
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """Latents ``(B, 1, h, w)`` -> images ``(B, 1, 1, E)``: pixel e = s_e (z_i + z_j) / 2."""
         self._check_latents(codes)
         return self.layer(codes.flatten(1)).view(codes.shape[0], 1, 1, self.n_pixels)
 
-    def decode_indices(self, indices: torch.Tensor) -> torch.Tensor:
-        """Index grids ``(B, h, w)`` int64 -> images ``(B, 1, 1, E)``."""
-        return self.decode(self.lookup(indices))
-
-    def _check_latents(self, z: torch.Tensor) -> None:
-        if z.dim() != 4 or z.shape[1] != 1 or tuple(z.shape[2:]) != self.grid:
-            raise ValueError(f"latents must have shape (B, 1, {self.grid[0]}, {self.grid[1]}), got {tuple(z.shape)}")
+    def output_bounds(self):
+        """A function ``(lo, hi) -> (lo_out, hi_out)``: bounds on the ``(E,)`` pixels when latent position
+        ``i`` ranges over ``[lo_i, hi_i]`` (``(n,)`` float64 arrays), by interval arithmetic."""
+        weight = self.layer.weight.detach().double().cpu().numpy()
+        w_pos, w_neg = np.clip(weight, 0, None), np.clip(weight, None, 0)
+        return lambda lo, hi: (w_pos @ lo + w_neg @ hi, w_pos @ hi + w_neg @ lo)
 
 
 def _check_grid(grid, n: int) -> tuple[int, int]:
@@ -191,8 +213,32 @@ def _check_grid(grid, n: int) -> tuple[int, int]:
     return h, w
 
 
+class LatentSearchInstance:
+    """A decoder (:class:`BinaryCodeDecoder`) and a ``(1, C, H, W)`` target: one latent-search instance.
+
+    Subclasses are dataclasses with the fields ``decoder`` and ``target``.
+    """
+
+    decoder: BinaryCodeDecoder
+    target: torch.Tensor
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return self.decoder.grid
+
+    def targets(self, batch: int) -> torch.Tensor:
+        """The target repeated ``batch`` times: ``(batch, C, H, W)``."""
+        return self.target.expand(batch, -1, -1, -1)
+
+    def mse_of_grids(self, indices: torch.Tensor) -> torch.Tensor:
+        """MSE to the target of each decoded grid: ``(B, h, w)`` int64 -> ``(B,)`` (decoder dtype)."""
+        with torch.no_grad():
+            images = self.decoder.decode_indices(indices)
+        return (images - self.target).pow(2).flatten(1).mean(1)
+
+
 @dataclass
-class Reduction:
+class Reduction(LatentSearchInstance):
     """A MAX-CUT instance turned into a latent-search instance.
 
     Attributes:
@@ -207,10 +253,6 @@ class Reduction:
     target: torch.Tensor
     slope: float
 
-    @property
-    def grid(self) -> tuple[int, int]:
-        return self.decoder.grid
-
     def loss_from_cut(self, cut):
         """Cut weight -> the MSE of the corresponding grid (exact affine map)."""
         return (self.graph.total_weight - cut) / self.slope
@@ -218,16 +260,6 @@ class Reduction:
     def cut_from_loss(self, loss):
         """MSE of a grid -> the weight of the corresponding cut (exact affine map)."""
         return self.graph.total_weight - loss * self.slope
-
-    def targets(self, batch: int) -> torch.Tensor:
-        """The target repeated ``batch`` times: ``(batch, 1, 1, E)``."""
-        return self.target.expand(batch, -1, -1, -1)
-
-    def mse_of_grids(self, indices: torch.Tensor) -> torch.Tensor:
-        """MSE to the target of each decoded grid: ``(B, h, w)`` int64 -> ``(B,)`` (decoder dtype)."""
-        with torch.no_grad():
-            images = self.decoder.decode_indices(indices)
-        return (images - self.target).pow(2).flatten(1).mean(1)
 
 
 def reduce_max_cut(g: Graph, grid: tuple[int, int] | None = None, dtype: torch.dtype = torch.float32) -> Reduction:

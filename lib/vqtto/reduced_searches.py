@@ -1,10 +1,12 @@
-"""Latent searches run on reduced MAX-CUT instances, each scored exactly against the maximum cut.
+"""Latent searches run on reduced instances, each scored exactly against the instance's known optimum.
 
-A reduced instance (:func:`vqtto.hardness.reduce_max_cut`) is a latent-search problem whose optimum
-is known: its maximum cut, found by brute force. :func:`run_on_instances` runs the book's searches on
-such instances from shared random starts, next to two references (the classical 1-flip local
-search, which reads the graph, and the best of uniformly random grids); every grid a run visited is
-scored by recomputing its cut in float64 from the grid itself, never from a float32 loss.
+A reduced instance (a MAX-CUT graph through :func:`vqtto.hardness.reduce_max_cut`, or a planar spin
+glass through :func:`vqtto.spin_glass.reduce_spin_glass`) is a latent-search problem whose optimum
+is known by brute force: the maximum cut, or the ground state. :func:`run_on_instances` runs the
+book's searches on such instances from shared random starts, next to two references (the
+classical 1-flip local search, which reads the graph or the couplings, and the best of uniformly
+random grids); every grid a run visited is scored by recomputing its objective (cut weight, or
+minus the energy) in float64 from the grid itself, never from a float32 loss.
 :func:`summarise_runs` turns the scores of one method into the numbers the chapter reports, and
 :func:`first_order_check` measures how often the straight-through gradient mispredicts a flip.
 
@@ -14,36 +16,70 @@ per step size), ``greedy``, ``local-search`` and ``uniform``; :func:`run_name` a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 
 from . import stats
-from .exact import EXACT_TOL, brute_force_cut
-from .hardness import Graph, Reduction, adjacency, cut_values, random_graph, reduce_max_cut
+from .exact import EXACT_TOL, brute_force_cut, brute_force_energy
+from .hardness import LatentSearchInstance, Reduction, adjacency, cut_values, random_graph, reduce_max_cut
+from .spin_glass import SpinGlassReduction, coupling_matrix, random_spin_glass, reduce_spin_glass
 
 STRAIGHT_THROUGH = ("alg2", "alg3")
 
 
 @dataclass
-class CutInstance:
-    """A reduced random graph and its maximum cut (by brute force)."""
+class SearchInstance:
+    """A latent-search instance whose optimum is known, with the objective it encodes.
 
-    reduction: Reduction
-    max_cut: float
+    Attributes:
+        reduction: the latent-search instance (:class:`~vqtto.hardness.LatentSearchInstance`).
+        values: index grids ``(B, h, w)`` -> ``(B,)`` float64 objective, higher is better (the cut
+            weight, or minus the energy), computed from the grids.
+        best, worst: the largest and the smallest value over all grids.
+        coupling, field: ``(n, n)`` and ``(n,)`` float64 with ``value = const + s^T coupling s / 2 +
+            field^T s`` for spins ``s = 2 X - 1`` (what 1-flip local search reads).
+    """
+
+    reduction: LatentSearchInstance
+    values: Callable[[torch.Tensor], torch.Tensor]
+    best: float
+    worst: float
+    coupling: torch.Tensor
+    field: torch.Tensor
 
 
-def reduced_instances(n_instances: int, grid, edge_p: float, weighted: bool, seed: int) -> list[CutInstance]:
+def cut_instance(red: Reduction) -> SearchInstance:
+    """A reduced MAX-CUT instance, its maximum cut by brute force; the smallest cut is 0."""
+    g = red.graph
+    return SearchInstance(red, lambda grids: cut_values(g, grids), brute_force_cut(g).best_value, 0.0,
+                          -adjacency(g) / 2, torch.zeros(g.n, dtype=torch.float64))
+
+
+def spin_glass_instance(red: SpinGlassReduction) -> SearchInstance:
+    """A reduced spin glass; its values are minus the energies, the extremes by brute force."""
+    sg = red.spin_glass
+    energies = brute_force_energy(sg, keep_values=True).values
+    return SearchInstance(red, lambda grids: -sg.energies(grids), -float(energies.min()), -float(energies.max()),
+                          coupling_matrix(sg), sg.field.flatten())
+
+
+def reduced_instances(n_instances: int, grid, edge_p: float, weighted: bool, seed: int) -> list[SearchInstance]:
     """``n_instances`` random graphs G(h w, ``edge_p``) reduced onto ``grid`` ``[h, w]`` (float32).
 
     Instance ``i`` is drawn with seed ``seed + 1000 + i``.
     """
     h, w = grid
-    out = []
-    for i in range(n_instances):
-        g = random_graph(h * w, edge_p, weighted=weighted, seed=seed + 1000 + i)
-        out.append(CutInstance(reduce_max_cut(g, (h, w)), brute_force_cut(g).best_value))
-    return out
+    return [cut_instance(reduce_max_cut(random_graph(h * w, edge_p, weighted=weighted, seed=seed + 1000 + i), (h, w)))
+            for i in range(n_instances)]
+
+
+def spin_glass_instances(n_instances: int, grid, seed: int) -> list[SearchInstance]:
+    """``n_instances`` random +-J spin glasses on ``grid`` ``[h, w]``, reduced to the convolutional decoder
+    (float32); instance ``i`` is drawn with seed ``seed + 2000 + i``."""
+    return [spin_glass_instance(reduce_spin_glass(random_spin_glass(tuple(grid), seed + 2000 + i)))
+            for i in range(n_instances)]
 
 
 @dataclass
@@ -51,61 +87,63 @@ class CutScores:
     """Exact scores of ``B`` runs on one instance.
 
     Attributes:
-        cut: ``(B,)`` float64 cut weight of each run's best grid.
-        ratio: ``(B,)`` that cut over the maximum cut.
-        solved: ``(B,)`` bool, the cut is a maximum cut (to :data:`vqtto.exact.EXACT_TOL`).
+        value: ``(B,)`` float64 objective of each run's best grid (cut weight, or minus the energy).
+        ratio: ``(B,)`` ``(value - worst) / (best - worst)``: 1 at the optimum, 0 at the worst grid
+            (for MAX-CUT, whose smallest cut is 0, the cut over the maximum cut).
+        solved: ``(B,)`` bool, the value is optimal (to :data:`vqtto.exact.EXACT_TOL`).
     """
 
-    cut: torch.Tensor
+    value: torch.Tensor
     ratio: torch.Tensor
     solved: torch.Tensor
 
 
-def score_cuts(cuts: torch.Tensor, max_cut: float) -> CutScores:
-    """Cut weights ``(B,)`` float64 -> :class:`CutScores` against ``max_cut``."""
-    return CutScores(cuts, cuts / max_cut, cuts >= max_cut - EXACT_TOL * max(1.0, max_cut))
+def score_cuts(values: torch.Tensor, best: float, worst: float = 0.0) -> CutScores:
+    """Objective values ``(B,)`` float64 -> :class:`CutScores` against the optimum ``best`` and the
+    worst value ``worst`` (0, the smallest cut, by default)."""
+    return CutScores(values, (values - worst) / (best - worst), values >= best - EXACT_TOL * max(1.0, abs(best)))
 
 
-def score_grids(red: Reduction, indices: torch.Tensor, max_cut: float) -> CutScores:
-    """Score index grids ``(B, h, w)`` by the cut they encode, computed in float64 from the grids."""
-    return score_cuts(cut_values(red.graph, indices), max_cut)
+def score_grids(case: SearchInstance, indices: torch.Tensor) -> CutScores:
+    """Score index grids ``(B, h, w)`` by the objective they encode, computed in float64 from the grids."""
+    return score_cuts(case.values(indices), case.best, case.worst)
 
 
-def best_visited(red: Reduction, trace, start_indices: torch.Tensor, max_cut: float) -> CutScores:
+def best_visited(case: SearchInstance, trace, start_indices: torch.Tensor) -> CutScores:
     """Score the best grid each run of ``trace`` visited, its start grid included.
 
     Args:
-        trace: a :class:`vqtto.search.SearchTrace` of ``B`` runs on ``red``.
+        trace: a :class:`vqtto.search.SearchTrace` of ``B`` runs on ``case.reduction``.
         start_indices: ``(B, h, w)`` the ``nearest(z_start)`` every run began from.
     """
     best = []
     for i, grids in enumerate(trace.grids):
         visited = torch.cat([start_indices[i:i + 1].cpu(), grids[1:].cpu()])
-        best.append(cut_values(red.graph, visited).max())
-    return score_cuts(torch.stack(best), max_cut)
+        best.append(case.values(visited).max())
+    return score_cuts(torch.stack(best), case.best, case.worst)
 
 
-def one_flip_local_search(g: Graph, labels: torch.Tensor, max_flips: int | None = None) -> torch.Tensor:
-    """Steepest-ascent local search for MAX-CUT: flip the vertex that gains most, until none gains.
+def one_flip_local_search(coupling: torch.Tensor, field: torch.Tensor, labels: torch.Tensor,
+                 max_flips: int | None = None) -> torch.Tensor:
+    """Steepest-ascent 1-flip local search on ``value = s^T coupling s / 2 + field^T s``, ``s = 2 x - 1``:
+    flip the position that gains most, until none gains. Flipping ``i`` changes the value by
+    ``-2 s_i ((coupling s)_i + field_i)``.
 
-    The classical reference point (each local optimum cuts at least half the total weight); it
-    reads the graph, so it is not a latent search. With spins ``s = 2x - 1``, flipping vertex
-    ``i`` changes the cut by ``s_i (A s)_i``.
+    The classical reference point; it reads the instance (the graph, or the couplings and fields),
+    so it is not a latent search. For MAX-CUT every local optimum cuts at least half the weight.
 
     Args:
         labels: ``(B, n)`` or ``(B, h, w)`` 0/1 start labellings.
-        max_flips: most flips per row (None: ``n * n``, more than enough with positive gains).
+        max_flips: most flips per row (None: ``n * n``).
 
     Returns:
         local optima with the shape of ``labels``, int64.
     """
-    shape = labels.shape
+    shape, n = labels.shape, coupling.shape[0]
     x = labels.reshape(shape[0], -1).clone().long()
-    cut_values(g, x)  # validates
-    a = adjacency(g)
-    for _ in range(max_flips if max_flips is not None else g.n * g.n):
+    for _ in range(max_flips if max_flips is not None else n * n):
         s = (2 * x - 1).double()
-        gain = s * (s @ a)
+        gain = -2 * s * (s @ coupling + field)
         best, pos = gain.max(1)
         move = best > 1e-12
         if not bool(move.any()):
@@ -137,7 +175,7 @@ class CutRuns:
     decoded_images: float | None = 0.0
 
     def ratios(self) -> torch.Tensor:
-        """``(runs,)`` cut over maximum cut of every run, instance by instance."""
+        """``(runs,)`` every run's ratio (cut over maximum cut, for MAX-CUT), instance by instance."""
         return torch.cat([s.ratio for s in self.per_instance])
 
     def solved(self) -> torch.Tensor:
@@ -145,12 +183,12 @@ class CutRuns:
         return torch.cat([s.solved for s in self.per_instance])
 
 
-def run_on_instances(instances: list[CutInstance], starts: int, alphas, lam: int, random_grids: int, seed: int,
+def run_on_instances(instances: list[SearchInstance], starts: int, alphas, lam: int, random_grids: int, seed: int,
                      device, progress: bool = True) -> dict[str, CutRuns]:
     """Every search on every instance from the same ``starts`` random latents.
 
     Per instance ``c`` a generator seeded ``seed + c`` draws the start latents ``(starts, 1, h, w)``
-    uniform in [0, 1] (so each start grid is a uniformly random labelling), then the
+    uniform between the two codes (so each start grid is a uniformly random labelling), then the
     ``starts * random_grids`` grids of the random reference. The searches: Algorithm 2 and 3
     (:func:`vqtto.search.straight_through`) at every step size in ``alphas`` with repeat limit
     ``lam``, and the greedy search (:func:`vqtto.search.greedy_coordinate`, ``min(4, h w)``
@@ -175,24 +213,25 @@ def run_on_instances(instances: list[CutInstance], starts: int, alphas, lam: int
 
         cases = tqdm(instances, desc="instances")
     for c, case in enumerate(cases):
-        red, max_cut = case.reduction, case.max_cut
+        red = case.reduction
         gen = torch.Generator().manual_seed(seed + c)
         h, w = red.grid
-        z = torch.rand(starts, 1, h, w, generator=gen).to(device)
+        lo, hi = float(red.decoder.codebook.min()), float(red.decoder.codebook.max())
+        z = (lo + (hi - lo) * torch.rand(starts, 1, h, w, generator=gen)).to(device)
         dec = red.decoder.to(device)
         loss = search.mse_to(red.targets(starts).to(device))
         start_idx = dec.nearest(z)
         for mask, method in (("all", "alg2"), ("single", "alg3")):
             for a in alphas:
                 tr = search.straight_through(dec, z, loss, alpha=a, lam=lam, mask=mask)
-                keep(method, a, best_visited(red, tr, start_idx, max_cut), tr.decoded_images)
+                keep(method, a, best_visited(case, tr, start_idx), tr.decoded_images)
         tr = search.greedy_coordinate(dec, z, loss, positions=min(4, h * w), candidates=1)
-        keep("greedy", None, best_visited(red, tr, start_idx, max_cut), tr.decoded_images)
-        local = one_flip_local_search(red.graph, start_idx.cpu())
-        keep("local-search", None, score_grids(red, local, max_cut), None)
+        keep("greedy", None, best_visited(case, tr, start_idx), tr.decoded_images)
+        local = one_flip_local_search(case.coupling, case.field, start_idx.cpu())
+        keep("local-search", None, score_grids(case, local), None)
         rnd = torch.randint(2, (starts * random_grids, h, w), generator=gen)
-        cuts = cut_values(red.graph, rnd).view(starts, random_grids).max(1).values
-        keep("uniform", None, score_cuts(cuts, max_cut), starts * random_grids)
+        values = case.values(rnd).view(starts, random_grids).max(1).values
+        keep("uniform", None, score_cuts(values, case.best, case.worst), starts * random_grids)
     return runs
 
 
@@ -203,9 +242,9 @@ class CutSearchScore:
     Attributes:
         method: the method's id; alpha: its step size (straight-through searches) or None.
         runs: instances times starts.
-        fraction_exact: share of runs whose best grid is a maximum cut.
+        fraction_exact: share of runs whose best grid is optimal (a maximum cut, a ground state).
         instances_solved: share of instances that some start solved.
-        mean_ratio, worst_ratio: mean and smallest cut over maximum cut, over all runs.
+        mean_ratio, worst_ratio: mean and smallest ratio (:class:`CutScores`) over all runs.
         decoded_per_run: mean images decoded per run; None for local search (it reads the graph).
     """
 

@@ -1,8 +1,10 @@
 """Chapter 6, the hardness of latent search (paper, section 4.2 and appendices A.2, A.3).
 
 The chapter's schema, its tables and figures, and its verdicts; the computations behind them are in
-:mod:`vqtto.hardness` (the reduction), :mod:`vqtto.exact` (exact solvers and their cost) and
-:mod:`vqtto.reduced_searches` (the searches scored against the maximum cut).
+:mod:`vqtto.hardness` (the reduction from MAX-CUT, fully connected decoder), :mod:`vqtto.spin_glass`
+(the reduction from the planar spin glass in a field, convolutional decoder), :mod:`vqtto.exact`
+(exact solvers and their cost) and :mod:`vqtto.reduced_searches` (the searches scored against the
+known optimum).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import numpy as np
 import torch
 
 from .. import exact, paper, report, stats
-from ..exact import ReductionCheck, SolverComparison
+from ..exact import ReductionCheck, SolverComparison, SpinGlassCheck, SpinGlassTiming
 from ..params import Param, at_least, between, chapter_schema, each, greater_than, nonempty
 from ..plots import method_color, method_label
 from ..reduced_searches import STRAIGHT_THROUGH, CutRuns, CutSearchScore, FirstOrderCheck, best_setting
@@ -33,6 +35,11 @@ def _grid(v) -> str | None:
     return None if 3 <= v[0] * v[1] <= 20 else "a grid of 3..20 positions (brute force enumerates 2^(h w))"
 
 
+def _grids(v) -> str | None:
+    ok = isinstance(v, list) and bool(v) and all(_grid(p) is None for p in v)
+    return None if ok else "a non-empty list of grids [h, w] of 3..20 positions each (brute force enumerates 2^(h w))"
+
+
 PARAMS = chapter_schema({
     "example_grid": Param(list, "latent grid [h, w] of the worked example (all 2^(h w) grids are drawn)", _grid, default=[3, 4]),
     "space_ks": Param(list, "codebook sizes for the search-space table (paper: 512 and 40)", nonempty(each(at_least(2))), default=[512, 40]),
@@ -47,6 +54,11 @@ PARAMS = chapter_schema({
     "lam": Param(int, "most repeats of one straight-through step (the paper's lambda)", at_least(1), default=100),
     "random_grids": Param(int, "uniformly random grids per run for the random baseline", at_least(1), default=32),
     "seed": Param(int, "seed of the random graphs and starting latents", at_least(0), default=0),
+    "sg_check_grids": Param(list, "latent grids [h, w] on which random spin glasses are checked on every grid", _grids, default=[[2, 3], [3, 3], [3, 4]]),
+    "sg_check_instances": Param(int, "random spin glasses checked per grid of sg_check_grids", at_least(1), default=3),
+    "sg_timing_grids": Param(list, "latent grids [h, w] of the spin glasses solved exactly and timed", _grids, default=[[2, 2], [2, 3], [3, 3], [3, 4], [4, 4]]),
+    "sg_search_grid": Param(list, "latent grid [h, w] of the spin glasses the gradient searches attack", _grid, default=[3, 4]),
+    "sg_instances": Param(int, "random spin glasses for the search comparison", at_least(1), default=8),
 })
 
 # Decoded grids per second assumed for the years column of the search-space table.
@@ -77,6 +89,18 @@ class HardnessResult(report.ChapterResult):
         best_straight_through: run name of the straight-through setting with the highest mean ratio.
         straight_through_beats_random: verdict: that setting's mean ratio is above the random reference's.
         search_verdict: one sentence comparing it with random grids and with 1-flip local search.
+        conv_map_error: largest error of the affine map loss <-> energy over every grid of every spin
+            glass checked (the worked example and ``sg_check_instances`` per grid of ``conv_checked_grids``).
+        conv_checked_grids: the grids ``[h, w]`` of the spin glasses checked on every grid.
+        conv_instances_checked: how many spin glasses were checked on every grid.
+        conv_optimum_matches: on every checked and every timed spin glass the MSE-minimal grid is a ground state.
+        conv_branch_and_bound_exact: branch and bound returned a ground state on every timed spin glass.
+        conv_reduction_holds: verdict: conv_map_error below :data:`vqtto.exact.EXACT_TOL` and both checks pass.
+        spin_glass_timing: one :class:`~vqtto.exact.SpinGlassTiming` per timed grid.
+        sg_search_grid, sg_instances: the spin-glass search comparison's setting.
+        spin_glass_searches: run name -> its scores on the spin glasses (ratio: ``(E_max - E) / (E_max - E_min)``).
+        spin_glass_search_verdict: the sentence of ``search_verdict``, on the spin glasses.
+        decoder_verdicts: decoder class (``"fully connected"``, ``"convolutional"``) -> NP-hardness verdict.
     """
 
     CHAPTER: ClassVar[str] = "hardness"
@@ -100,6 +124,18 @@ class HardnessResult(report.ChapterResult):
     best_straight_through: str
     straight_through_beats_random: bool
     search_verdict: str
+    conv_map_error: float
+    conv_checked_grids: list[list[int]]
+    conv_instances_checked: int
+    conv_optimum_matches: bool
+    conv_branch_and_bound_exact: bool
+    conv_reduction_holds: bool
+    spin_glass_timing: list[SpinGlassTiming]
+    sg_search_grid: list[int]
+    sg_instances: int
+    spin_glass_searches: dict[str, CutSearchScore]
+    spin_glass_search_verdict: str
+    decoder_verdicts: dict[str, str]
 
 
 def search_space_rows(ks, grids, rate: float = ENUMERATION_RATE) -> list[dict]:
@@ -116,15 +152,18 @@ def search_space_rows(ks, grids, rate: float = ENUMERATION_RATE) -> list[dict]:
     return rows
 
 
+def _timing_row(t, problem: dict) -> dict:
+    """One row of a timing table: the size, the columns ``problem`` names, then the latent solvers'."""
+    return {"n": t.n, "grid": "x".join(map(str, t.grid)), **problem, "assignments": 2 ** t.n,
+            "latent seconds": t.latent_seconds, "B&B agrees": t.bb_agrees, "B&B nodes": t.bb_nodes,
+            "B&B nodes / full tree": round(t.bb_node_share, 4), "B&B seconds": t.bb_seconds}
+
+
 def exact_timing_rows(timing: list[SolverComparison]) -> list[dict]:
     """The timing table: one row per ``n`` with the three solvers' agreement, times and B&B nodes."""
-    return [{
-        "n": t.n, "grid": "x".join(map(str, t.grid)), "edges": t.edges, "assignments": 2 ** t.n,
-        "max cut": t.max_cut, "cut from min MSE": round(t.cut_from_min_mse, 4),
-        "latent grid is a max cut": t.latent_grid_is_max_cut, "B&B agrees": t.bb_agrees,
-        "cut seconds": t.cut_seconds, "latent seconds": t.latent_seconds, "B&B nodes": t.bb_nodes,
-        "B&B nodes / full tree": round(t.bb_node_share, 4), "B&B seconds": t.bb_seconds,
-    } for t in timing]
+    return [_timing_row(t, {
+        "edges": t.edges, "max cut": t.max_cut, "cut from min MSE": round(t.cut_from_min_mse, 4),
+        "latent grid is a max cut": t.latent_grid_is_max_cut, "cut seconds": t.cut_seconds}) for t in timing]
 
 
 def brute_force_growth(timing: list[SolverComparison]) -> float | None:
@@ -132,8 +171,9 @@ def brute_force_growth(timing: list[SolverComparison]) -> float | None:
     return exact.growth_per_position([t.n for t in timing], [t.latent_seconds for t in timing])
 
 
-def exact_timing_figure(timing: list[SolverComparison]):
-    """Brute-force and branch-and-bound wall time (log scale) against the number of latent positions."""
+def exact_timing_figure(timing: list[SolverComparison], conv_timing: list[SpinGlassTiming] | None = None):
+    """Brute-force and branch-and-bound wall time (log scale) against the number of latent positions;
+    with ``conv_timing``, the same for the spin glasses through the convolutional decoder."""
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
     n = [t.n for t in timing]
     ax.semilogy(n, [t.latent_seconds for t in timing], "o-", color=method_color("exact"),
@@ -142,11 +182,17 @@ def exact_timing_figure(timing: list[SolverComparison]):
                 label="MAX-CUT: evaluate all $2^n$ labellings")
     ax.semilogy(n, [t.bb_seconds for t in timing], "^-.", color=method_color("branch-and-bound"),
                 label="branch and bound on the loss (interval bounds)")
-    ax.set_xlabel("latent positions n = h·w (graph vertices), k = 2")
+    if conv_timing:
+        m = [t.n for t in conv_timing]
+        ax.semilogy(m, [t.latent_seconds for t in conv_timing], "o:", color=method_color("exact"), mfc="white",
+                    label="convolutional: decode all $2^n$ grids")
+        ax.semilogy(m, [t.bb_seconds for t in conv_timing], "^:", color=method_color("branch-and-bound"), mfc="white",
+                    label="convolutional: branch and bound")
+    ax.set_xlabel("latent positions n = h·w, k = 2")
     ax.set_ylabel("wall time (seconds, log scale)")
     ax.set_title("Exact latent search: time against grid size")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
 
@@ -156,16 +202,18 @@ def _describe(score: CutSearchScore, random_grids: int) -> str:
     return f"{what}, best of {random_grids} grids" if score.method == "uniform" else what
 
 
-def cut_search_rows(scores: dict[str, CutSearchScore], random_grids: int) -> list[dict]:
-    """The search table: per run name, the share of runs solved exactly and the cut ratios reached."""
+def cut_search_rows(scores: dict[str, CutSearchScore], random_grids: int, ratio: str = "cut / max cut",
+                    reads: str = "the graph") -> list[dict]:
+    """The search table: per run name, the share of runs solved exactly and the ratios reached
+    (``ratio`` names them; ``reads`` says what local search reads instead of decoding)."""
     rows = []
     for name, s in scores.items():
         rows.append({
             "method": name, "what": _describe(s, random_grids), "runs": s.runs,
             "fraction of runs exact": round(s.fraction_exact, 3),
             "instances solved by some start": round(s.instances_solved, 3),
-            "mean cut / max cut": round(s.mean_ratio, 4), "worst cut / max cut": round(s.worst_ratio, 4),
-            "decoded images per run": "— (uses the graph)" if s.decoded_per_run is None else round(s.decoded_per_run, 1),
+            f"mean {ratio}": round(s.mean_ratio, 4), f"worst {ratio}": round(s.worst_ratio, 4),
+            "decoded images per run": f"— (uses {reads})" if s.decoded_per_run is None else round(s.decoded_per_run, 1),
         })
     return rows
 
@@ -176,15 +224,17 @@ def shown_runs(scores: dict[str, CutSearchScore]) -> list[str]:
     return best + [name for name, s in scores.items() if s.method not in STRAIGHT_THROUGH]
 
 
-def cut_ratio_figure(runs: dict[str, CutRuns], names: list[str]):
-    """Left: distribution (ECDF) of cut / max cut over all runs; right: share of runs solved exactly."""
+def cut_ratio_figure(runs: dict[str, CutRuns], names: list[str],
+                     quality: str = "cut weight of the best grid found / maximum cut"):
+    """Left: distribution (ECDF) of the ratio (``quality``, e.g. cut / max cut) over all runs; right:
+    share of runs solved exactly."""
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [3, 2]})
     for name in names:
         r = np.sort(runs[name].ratios().numpy())
         ax.step(r, np.arange(1, r.size + 1) / r.size, where="post", lw=2, color=method_color(runs[name].method),
                 label=name)
     ax.axvline(1.0, color=method_color("exact"), ls=":", label="exact optimum")
-    ax.set_xlabel("cut weight of the best grid found / maximum cut")
+    ax.set_xlabel(quality)
     ax.set_ylabel("fraction of runs with at most this ratio")
     ax.set_title("Distribution of the quality reached")
     ax.grid(alpha=0.3)
@@ -217,16 +267,50 @@ def cut_search_verdict(scores: dict[str, CutSearchScore], random_grids: int) -> 
             f"(local-search) solves {loc.fraction_exact:.1%} of runs (mean ratio {loc.mean_ratio:.3f}).")
 
 
-def reduction_verdict(holds: bool) -> str:
-    """The verdict on the paper's NP-hardness claim, given whether the reduction checks passed."""
+def decoder_verdicts(fc_holds: bool, conv_holds: bool, conv_instances: int) -> dict[str, str]:
+    """The NP-hardness verdict for each decoder class, given whether its reduction's checks passed."""
+    fc = ("NP-hard: MAX-CUT reduces to latent search with k = 2, D = 1 and one fully connected linear layer "
+          "(MSE = (W − cut) / (4 w_max |E|) on every grid checked)") if fc_holds else (
+        "not shown: the MAX-CUT reduction check failed")
+    conv = ("NP-hard: the ground state of a planar ±J spin glass in a field (Barahona 1982) reduces to latent "
+            "search with k = 2, D = 1 and one fixed decoder (stride-2 ConvTranspose2d, ReLU, 1x1 Conv2d); "
+            f"MSE = (C + E/4) / P on every grid of {conv_instances} spin glasses checked") if conv_holds else (
+        "not shown: the spin-glass reduction check failed")
+    return {"fully connected": fc, "convolutional": conv}
+
+
+def reduction_verdict(holds: bool, conv_holds: bool = True) -> str:
+    """The verdict on the paper's NP-hardness claim, given whether the MAX-CUT reduction (fully connected
+    decoder) and the spin-glass reduction (convolutional decoder, the paper's kind) checks passed."""
+    if not conv_holds:
+        known = "it holds for fully connected decoders (MAX-CUT reduction)" if holds else "no reduction check passed"
+        return f"not shown for the paper's convolutional decoder: the spin-glass reduction check failed; {known}"
     if not holds:
         return "not shown: the reduction check failed"
-    return (f"the claim holds, by a reduction from MAX-CUT checked in the chapter; the paper's argument "
-            f"({paper.NP_HARD.value}) does not prove it: {paper.NP_HARD.note}")
+    return (f"the claim holds, for fully connected decoders (MAX-CUT reduces to latent search) and for "
+            f"convolutional decoders like the paper's (the planar spin glass in a field reduces to it), both "
+            f"reductions checked in the chapter; the paper's argument ({paper.NP_HARD.value}) does not prove it: "
+            f"{paper.NP_HARD.note}")
+
+
+@dataclass
+class SpinGlassEvidence:
+    """What the convolutional-decoder sections computed, handed to :func:`hardness_result`.
+
+    Attributes:
+        checks: :func:`vqtto.exact.verify_spin_glass` of the worked example and of the checked instances.
+        timing: :func:`vqtto.exact.time_spin_glass_solvers` on ``P.sg_timing_grids``.
+        scores: run name -> :func:`vqtto.reduced_searches.summarise_runs` on the spin glasses.
+    """
+
+    checks: list[SpinGlassCheck]
+    timing: list[SpinGlassTiming]
+    scores: dict[str, CutSearchScore]
 
 
 def hardness_result(P, example: ReductionCheck, timing: list[SolverComparison],
-                    scores: dict[str, CutSearchScore], first_order: FirstOrderCheck) -> HardnessResult:
+                    scores: dict[str, CutSearchScore], first_order: FirstOrderCheck,
+                    conv: SpinGlassEvidence) -> HardnessResult:
     """The chapter's typed result, with its verdicts decided here.
 
     Args:
@@ -235,9 +319,15 @@ def hardness_result(P, example: ReductionCheck, timing: list[SolverComparison],
         timing: :func:`vqtto.exact.time_exact_solvers` on ``P.timing_n``.
         scores: run name -> :func:`vqtto.reduced_searches.summarise_runs`.
         first_order: :func:`vqtto.reduced_searches.first_order_check` on the first instance.
+        conv: the convolutional decoder's checks, timings and search scores.
     """
     optimum_matches = all(t.latent_grid_is_max_cut for t in timing)
     holds = example.holds and optimum_matches
+    conv_map_error = max(c.map_error for c in conv.checks)
+    conv_optimum = (all(c.is_ground_state for c in conv.checks)
+                    and all(t.latent_grid_is_ground_state for t in conv.timing))
+    conv_bb = all(t.bb_agrees for t in conv.timing)
+    conv_holds = conv_map_error < exact.EXACT_TOL and conv_optimum and conv_bb
     factor = brute_force_growth(timing)
     years = None if factor is None else exact.extrapolated_years(timing[-1].n, timing[-1].latent_seconds,
                                                                    factor, EXTRAPOLATE_TO)
@@ -245,7 +335,7 @@ def hardness_result(P, example: ReductionCheck, timing: list[SolverComparison],
     return HardnessResult(
         profile=P.profile, map_error=example.map_error, example_optimum_matches=example.optimum_matches,
         optimum_matches=optimum_matches, branch_and_bound_exact=all(t.bb_agrees for t in timing),
-        reduction_holds=holds, verdict=reduction_verdict(holds),
+        reduction_holds=holds, verdict=reduction_verdict(holds, conv_holds),
         search_space_log10={f"{h}x{w}": {str(k): exact.search_space_log10(k, h, w) for k in P.space_ks}
                             for h, w in P.space_grids},
         timing=timing, growth_per_position=factor, years_for_7x7=years,
@@ -253,7 +343,60 @@ def hardness_result(P, example: ReductionCheck, timing: list[SolverComparison],
         random_grids=P.random_grids, lam=P.lam, searches=scores, first_order_check=first_order,
         best_straight_through=best,
         straight_through_beats_random=scores[best].mean_ratio > scores[_one_of(scores, "uniform")].mean_ratio,
-        search_verdict=cut_search_verdict(scores, P.random_grids))
+        search_verdict=cut_search_verdict(scores, P.random_grids),
+        conv_map_error=conv_map_error,
+        conv_checked_grids=[list(g) for g in dict.fromkeys(tuple(c.grid) for c in conv.checks)],
+        conv_instances_checked=len(conv.checks), conv_optimum_matches=conv_optimum,
+        conv_branch_and_bound_exact=conv_bb, conv_reduction_holds=conv_holds, spin_glass_timing=conv.timing,
+        sg_search_grid=list(P.sg_search_grid), sg_instances=P.sg_instances, spin_glass_searches=conv.scores,
+        spin_glass_search_verdict=cut_search_verdict(conv.scores, P.random_grids),
+        decoder_verdicts=decoder_verdicts(holds, conv_holds, len(conv.checks)))
+
+
+def spin_glass_check_rows(checks: list[SpinGlassCheck]) -> list[dict]:
+    """One row per spin glass checked on every grid: its size, ground state and the map's largest error."""
+    return [{
+        "grid": "x".join(map(str, c.grid)), "grids enumerated": c.latent.values.numel(),
+        "ground energy": c.energy.best_value, "highest energy": float(c.energy.values.max()),
+        "energy of the MSE-minimal grid": c.best_grid_energy, "largest map error": f"{c.map_error:.1e}",
+        "holds": c.holds,
+    } for c in checks]
+
+
+def spin_glass_timing_rows(timing: list[SpinGlassTiming]) -> list[dict]:
+    """The spin-glass timing table: one row per grid with the three solvers' agreement, times and B&B nodes."""
+    return [_timing_row(t, {
+        "couplings": t.edges, "ground energy": t.ground_energy, "energy from min MSE": round(t.energy_from_min_mse, 4),
+        "latent grid is a ground state": t.latent_grid_is_ground_state, "energy seconds": t.energy_seconds})
+        for t in timing]
+
+
+def spin_glass_figure(red, check: SpinGlassCheck):
+    """Left: the target image; middle: the decoded MSE-minimal grid; right: every grid's MSE against its energy."""
+    fig, (ax, bx, cx) = plt.subplots(1, 3, figsize=(12, 3.6), gridspec_kw={"width_ratios": [1, 1, 1.6]},
+                                     layout="constrained")
+    with torch.no_grad():
+        best = red.decoder.decode_indices(check.latent.best.view(1, *red.grid))[0, 0].double().numpy()
+    target = red.target[0, 0].double().numpy()
+    lo, hi = min(target.min(), 0.0), max(target.max(), 1.0)
+    for axis, image, title in ((ax, target, "target t (the instance)"), (bx, best, "decoded MSE-minimal grid")):
+        shown = axis.imshow(image, cmap="coolwarm", vmin=lo, vmax=hi)
+        axis.set_title(title, fontsize=10)
+        axis.set_xticks([])
+        axis.set_yticks([])
+    fig.colorbar(shown, ax=[ax, bx], shrink=0.8, label="pixel value")
+    cx.plot(check.energy.values.numpy(), check.latent.values.numpy(), "o", ms=3, alpha=0.3, color="0.4",
+            label=f"all {check.energy.values.numel()} index grids")
+    xs = np.array([check.energy.best_value, float(check.energy.values.max())])
+    cx.plot(xs, red.loss_from_energy(xs), "-", lw=1, color="black", label="MSE = (C + E/4) / P")
+    cx.plot([check.energy.best_value], [check.latent.best_value], "*", ms=14, color=method_color("exact"),
+            label="ground state = MSE-minimal grid")
+    cx.set_xlabel("energy E(s) of the spin configuration")
+    cx.set_ylabel("MSE of the decoded grid to the target")
+    cx.set_title("Convolutional decoder: loss is affine in the energy", fontsize=10)
+    cx.grid(alpha=0.3)
+    cx.legend(fontsize=8)
+    return fig
 
 
 def reduction_map_figure(red, cut: exact.Exact, lat: exact.Exact):
