@@ -9,6 +9,9 @@ import torch
 _TMP = tempfile.mkdtemp(prefix="vqtto-tests-")
 os.environ.setdefault("VQTTO_CACHE", os.path.join(_TMP, "cache"))
 os.environ.setdefault("VQTTO_RESULTS", os.path.join(_TMP, "results"))
+# No progress bars in the executed smoke chapters: a model trained in the first run and loaded
+# from the cache in the re-run (tests/test_rerun.py) would otherwise differ by its bar alone.
+os.environ["TQDM_DISABLE"] = "1"
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 

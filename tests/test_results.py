@@ -37,9 +37,9 @@ def _fake(cls, **fields):
 
 def fake_results(profile="quick"):
     types = results.result_types()
-    medians = [MethodMedian("source grid", "source", True, 20.0), MethodMedian("alg2, best grid", "alg2", True, 14.0),
-               MethodMedian("alg3, best grid", "alg3", True, 19.0), MethodMedian("relaxed, best grid", "relaxed", True, 0.8),
-               MethodMedian("alg1, decoded continuous latent", "alg1", False, 0.5)]
+    medians = [MethodMedian("source grid", "source", True, 20.0, 19.0, 21.0), MethodMedian("alg2, best grid", "alg2", True, 14.0, 13.0, 15.0),
+               MethodMedian("alg3, best grid", "alg3", True, 19.0, 18.0, 20.0), MethodMedian("relaxed, best grid", "relaxed", True, 0.8, 0.7, 0.9),
+               MethodMedian("alg1, decoded continuous latent", "alg1", False, 0.5, 0.4, 0.6)]
     sf = _fake(types["simplex_flow"], profile=profile, alg2_relative_loss_median=22.0, pulse_relative_loss_median=0.85,
                control_relative_loss_median=0.9, divergence_fraction={str(c): {"simplex": 0.0} for c in range(1, 5)})
     sf.search_findings.prior_fitted = True

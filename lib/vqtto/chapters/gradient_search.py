@@ -30,14 +30,15 @@ PARAMS = chapter_schema({
     "lam": Param(int, "most repeats of one step before a search counts as stalled", at_least(1), default=100),
     "max_unique": Param(int, "most distinct grids per search", at_least(1), default=500),
     "top_m": Param(int, "positions moved per step by the top-m variant", at_least(1), default=4),
-    "alg1_alpha": Param(float, "step size of Algorithm 1 (continuous gradient descent)", greater_than(0), default=10.0),
+    "alg1_optimizer": Param(str, "how Algorithm 1 steps: sgd (the paper's plain descent) or adam", one_of("sgd", "adam"), default="adam"),
+    "alg1_alpha": Param(float, "step size of Algorithm 1 (Adam's learning rate with adam)", greater_than(0), default=0.1),
     "alg1_tol": Param(float, "Algorithm 1 stops when the loss changes by at most this", at_least(0), default=1e-07),
-    "alg1_steps": Param(int, "most steps of Algorithm 1", at_least(1), default=300),
+    "alg1_steps": Param(int, "most steps of Algorithm 1", at_least(1), default=500),
     "relaxed_lr": Param(float, "Adam step size of the relaxed search on the code logits", greater_than(0), default=0.1),
     "relaxed_steps": Param(int, "decoder rounds of the relaxed search per pair", at_least(1), default=200),
     "greedy_pairs": Param(int, "pairs given to the greedy coordinate search (it decodes many candidates)", at_least(0), default=32),
     "greedy_width": Param(int, "most candidates the greedy search decodes per pair and round", at_least(16), default=64),
-    "sweep_alphas": Param(list, "step sizes compared in the effect-of-alpha section (floats)", nonempty(each(greater_than(0), float)), default=[0.01, 0.03, 0.1, 0.3, 1.0]),
+    "sweep_alphas": Param(list, "step sizes compared in the effect-of-alpha section (floats)", nonempty(each(greater_than(0), float)), default=[0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0]),
     "sweep_pairs": Param(int, "pairs used per step size in the effect-of-alpha section", at_least(1), default=50),
 })
 
@@ -79,6 +80,20 @@ class MethodMedian:
     method: str      # the method id (vqtto.plots.METHODS)
     is_grid: bool    # an index grid (False: Algorithm 1's continuous latent, no grid at all)
     median: float
+    low: float       # 95% bootstrap interval of the median over pairs
+    high: float
+
+
+@dataclass
+class PairedComparison:
+    """Median over pairs of one method's loss divided by another's, on the same pairs, with its interval."""
+
+    better: str      # the series expected lower
+    worse: str
+    median_ratio: float
+    low: float
+    high: float
+    excludes_one: bool   # the 95% interval lies entirely below or above 1
 
 
 @dataclass
@@ -107,6 +122,7 @@ class GradientSearchResult(ChapterResult):
     all_loop: bool
     steps_per_change: list[dict]
     medians: list[MethodMedian]
+    relaxed_vs_alg2: PairedComparison
     relaxed_reaches_target_code: float
     table1_verdict: str
     alg3_verdict: str
@@ -200,7 +216,9 @@ def relative_rows(rel: Mapping[str, torch.Tensor], notes: Mapping[str, str] | No
     for label, r in rel.items():
         r = r.double()
         q = torch.quantile(r, torch.tensor([0.25, 0.5, 0.75], dtype=torch.double))
-        rows.append({"method": label, "median": round(float(q[1]), 3), "25%": round(float(q[0]), 3),
+        lo, hi = stats.bootstrap_interval(r)
+        rows.append({"method": label, "median": round(float(q[1]), 3), "95% CI of the median": f"[{lo:.3g}, {hi:.3g}]",
+                     "25%": round(float(q[0]), 3),
                      "75%": round(float(q[2]), 3), "mean": round(float(r.mean()), 3),
                      "reaches the target's own code (<= 1)": f"{float((r <= 1).double().mean()):.0%}",
                      "note": (notes or {}).get(label, "")})
@@ -246,6 +264,7 @@ def table1_verdict(trace: search.SearchTrace, dataset: str, k: int) -> str:
     """A sentence comparing our Algorithm 2 run with the paper's Table 1, from the numbers."""
     n = trace.n_unique.double()
     cyc = loop_lengths(trace)
+    returned = trace.fraction("loop") + trace.fraction("stalled")
     text = (f"On {dataset} with k={k}, Algorithm 2 visits on average {n.mean():.1f} distinct grids (std {n.std():.1f}, "
             f"min {int(n.min())}, max {int(n.max())}) before it stops; {trace.fraction('loop'):.0%} of the searches end in "
             f"a loop, {trace.fraction('stalled'):.0%} stall and {trace.fraction('budget'):.0%} reach the budget. ")
@@ -261,7 +280,10 @@ def table1_verdict(trace: search.SearchTrace, dataset: str, k: int) -> str:
                   "they come about as early as the paper's."))
     else:
         text += "Here fewer searches end in a loop than in the paper; the others stop for the reasons given."
-    return text
+    return text + (f" Under the paper's own stopping rule a stall is a return too (the grid the search would take "
+                   f"next is the one it holds, already in the hash set): {returned:.0%} of the searches end by returning "
+                   "to a seen grid. That is what transfers between models and data sets; the mean number of distinct "
+                   "grids does not, since it moves with alpha and lambda (see the sweep below).")
 
 
 def alg3_verdict(alg3: search.SearchTrace, alg2: search.SearchTrace, alpha: float, lam: int) -> str:
@@ -281,21 +303,44 @@ def alg3_verdict(alg3: search.SearchTrace, alg2: search.SearchTrace, alpha: floa
     return text
 
 
+def code_spacing(codebook: torch.Tensor) -> float:
+    """The median distance from a code ``(k, D)`` to its nearest other code: the typical Voronoi cell's size."""
+    d = torch.cdist(codebook.detach().double(), codebook.detach().double())
+    d.fill_diagonal_(float("inf"))
+    return stats.median(d.min(1).values)
+
+
+@torch.no_grad()
+def gradient_scale(model, z: torch.Tensor, loss) -> float:
+    """The median length, over pairs and positions, of the loss gradient at the start grids' codes."""
+    idx = model.nearest(z)
+    rows = torch.arange(z.shape[0], device=z.device)
+    _, grads = search.Evaluator(model, loss, z.shape[0]).loss_and_grad(idx, rows)
+    return stats.median(grads.norm(dim=1))
+
+
 def alpha_sweep(model, z: torch.Tensor, targets: torch.Tensor, ref: torch.Tensor, alphas: Sequence[float],
                 masks: Sequence[str], lam: int, max_unique: int, top_m: int) -> list[dict]:
-    """Algorithms 2 and 3 (and top-m) at each step size on the same pairs: one row per run."""
+    """Algorithms 2 and 3 (and top-m) at each step size on the same pairs: one row per run.
+
+    Each row also gives alpha as a length: ``alpha`` times the median gradient length at the start
+    grids, divided by :func:`code_spacing` (1 = one typical step crosses about one Voronoi cell),
+    which compares across models whose latents have different scales.
+    """
     rows = []
     loss = search.mse_to(targets)
+    per_alpha = gradient_scale(model, z, loss) / code_spacing(model.codebook)
     for mask in masks:
         for a in alphas:
             tr = search.straight_through(model, z, loss, alpha=float(a), lam=lam, max_unique=max_unique, mask=mask, m=top_m)
             rel = tr.best_losses / ref
             steps = tr.steps_per_change().double()
-            rows.append({"method": tr.method, "alpha": float(a), "mean unique": round(float(tr.n_unique.double().mean()), 2),
+            rows.append({"method": tr.method, "alpha": float(a), "step / code spacing": round(float(a) * per_alpha, 3),
+                         "mean unique": round(float(tr.n_unique.double().mean()), 2),
                          "median raw steps per change": stats.median(steps) if steps.numel() else float("nan"),
                          "loop": round(tr.fraction("loop"), 3), "stalled": round(tr.fraction("stalled"), 3),
                          "median best loss / own-code loss": round(stats.median(rel), 3),
-                         "seconds": round(tr.seconds, 2)})
+                         "wall time": f"{tr.seconds:.2f} s"})
     return rows
 
 
@@ -339,12 +384,44 @@ def explorer_panels(model, z: torch.Tensor, sources: torch.Tensor, targets: torc
     return panels
 
 
+def sweep_turns(sweep: Sequence[dict], method: str) -> bool:
+    """Whether ``method``'s median best loss is lowest at an interior alpha of the sweep (the trend turned)."""
+    rows = [r for r in sweep if r["method"] == method]
+    best = min(range(len(rows)), key=lambda i: rows[i]["median best loss / own-code loss"])
+    return 0 < best < len(rows) - 1
+
+
 def best_grid_verdict(rel: Mapping[str, torch.Tensor], sweep: Sequence[dict]) -> str:
     """A sentence on the best straight-through setting of the sweep against the relaxed search."""
     best = min(sweep, key=lambda r: r["median best loss / own-code loss"])
-    return (f"The best of these settings is {best['method']} with alpha={best['alpha']:g}: median best loss "
+    text = (f"The best of these settings is {best['method']} with alpha={best['alpha']:g} (a first step of "
+            f"{best['step / code spacing']:.2g} code spacings): median best loss "
             f"{best['median best loss / own-code loss']:.1f} times that of the target's own code, against "
-            f"{stats.median(rel['relaxed, best grid']):.2f} for the relaxed search.")
+            f"{stats.median(rel['relaxed, best grid']):.2f} for the relaxed search. ")
+    turned = [m for m in dict.fromkeys(r["method"] for r in sweep) if sweep_turns(sweep, m)]
+    if len(turned) == len(dict.fromkeys(r["method"] for r in sweep)):
+        return text + "For every masking mode the best alpha lies inside the sweep: the trend turns within it."
+    if not turned:
+        return text + ("For no masking mode does the trend turn inside the sweep: the best alpha is at an end of "
+                       "it, so a wider sweep might do better.")
+    return text + (f"The trend turns inside the sweep only for {', '.join(turned)}; for the others the best alpha "
+                   "is at an end of the sweep, so a wider sweep might do better.")
+
+
+def paired_comparison(rel: Mapping[str, torch.Tensor], better: str, worse: str) -> PairedComparison:
+    """The per-pair ratio ``rel[better] / rel[worse]``: its median and 95% bootstrap interval."""
+    ratio = rel[better] / rel[worse]
+    lo, hi = stats.bootstrap_interval(ratio)
+    return PairedComparison(better, worse, stats.median(ratio), lo, hi, hi < 1 or lo > 1)
+
+
+def paired_sentence(c: PairedComparison) -> str:
+    """What the paired comparison shows, in one sentence."""
+    text = (f"Pair by pair, {c.better} ends at {c.median_ratio:.2f} times the loss of {c.worse} (median; 95% "
+            f"bootstrap interval [{c.low:.2f}, {c.high:.2f}])")
+    if not c.excludes_one:
+        return text + ": the interval includes 1, so these pairs do not show a difference."
+    return text + (": the interval lies below 1." if c.high < 1 else ": the interval lies above 1.")
 
 
 def gradient_search_result(profile: str, dataset: str, k: int, alpha: float, lam: int,
@@ -363,8 +440,9 @@ def gradient_search_result(profile: str, dataset: str, k: int, alpha: float, lam
         table1_seconds=table1_seconds, loop_fraction_alg2=alg2.fraction("loop"),
         stalled_fraction_alg2=alg2.fraction("stalled"), all_loop=alg2.fraction("loop") >= 0.99,
         steps_per_change=[steps_stats(t) for t in alg_traces],
-        medians=[MethodMedian(series=label, method=SERIES[label][0], is_grid=SERIES[label][1], median=stats.median(r))
+        medians=[MethodMedian(label, SERIES[label][0], SERIES[label][1], stats.median(r), *stats.bootstrap_interval(r))
                  for label, r in rel.items()],
+        relaxed_vs_alg2=paired_comparison(rel, "relaxed, best grid", "alg2, best grid"),
         relaxed_reaches_target_code=stats.share(rel["relaxed, best grid"] <= 1),
         table1_verdict=table1_verdict(alg2, dataset, k), alg3_verdict=alg3_verdict(alg3, alg2, alpha, lam),
         best_grid_verdict=best_grid_verdict(rel, sweep))

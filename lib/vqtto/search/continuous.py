@@ -30,10 +30,12 @@ class _GradientDescent:
     driver counts the steps between changes).
     """
 
-    def __init__(self, model, ev: Evaluator, z_start: torch.Tensor, alpha: float, tol: float, max_steps: int) -> None:
+    def __init__(self, model, ev: Evaluator, z_start: torch.Tensor, alpha: float, tol: float, max_steps: int,
+                 optimizer: str = "sgd") -> None:
         self.model, self.ev = model, ev
         self.alpha, self.tol, self.max_steps = alpha, tol, max_steps
         self.z = z_start.detach().clone()
+        self.adam = _Adam(self.z) if optimizer == "adam" else None
         self.prev = torch.full((z_start.shape[0],), math.inf, device=self.z.device)
         self.curves: list[list[float]] = [[] for _ in range(z_start.shape[0])]
         self.step = 0
@@ -53,7 +55,8 @@ class _GradientDescent:
         self.step += 1
         go = ~(done | budget)
         moving = rows[go]
-        self.z[moving] = self.z[moving] - self.alpha * grads[go]
+        step = grads[go] if self.adam is None else self.adam.direction(moving, grads[go])
+        self.z[moving] = self.z[moving] - self.alpha * step
         new_idx = idx.clone()
         new_idx[go] = self.model.nearest(self.z[moving])
         changed = (new_idx != idx).flatten(1).any(1)
@@ -63,9 +66,35 @@ class _GradientDescent:
         return new_idx, torch.ones_like(status), status
 
 
+class _Adam:
+    """Per-pair Adam moments for the latents ``z`` ``(B, D, h, w)``; pairs that stop keep their state."""
+
+    def __init__(self, z: torch.Tensor, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8) -> None:
+        self.m1, self.m2 = torch.zeros_like(z), torch.zeros_like(z)
+        self.t = torch.zeros(z.shape[0], device=z.device)
+        self.beta1, self.beta2, self.eps = beta1, beta2, eps
+
+    def direction(self, rows: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        """The Adam step direction ``(n, D, h, w)`` for the pairs ``rows`` given their gradients."""
+        self.t[rows] += 1
+        self.m1[rows] = self.beta1 * self.m1[rows] + (1 - self.beta1) * grad
+        self.m2[rows] = self.beta2 * self.m2[rows] + (1 - self.beta2) * grad * grad
+        shape = (-1,) + (1,) * (grad.dim() - 1)
+        m1 = self.m1[rows] / (1 - self.beta1 ** self.t[rows]).view(shape)
+        m2 = self.m2[rows] / (1 - self.beta2 ** self.t[rows]).view(shape)
+        return m1 / (m2.sqrt() + self.eps)
+
+
+OPTIMIZERS = ("sgd", "adam")
+
+
 def gradient_descent(model, z_start: torch.Tensor, loss: LossFn, *, alpha: float = 0.1, tol: float = 1e-6,
-                     max_steps: int = 1000, progress: bool = False) -> SearchTrace:
+                     max_steps: int = 1000, optimizer: str = "sgd", progress: bool = False) -> SearchTrace:
     """Algorithm 1: ``z <- z - alpha * grad L(decode(z))`` on the continuous latent, no quantisation.
+
+    With ``optimizer="adam"`` the step is Adam's (per-pair moments, step size ``alpha``) instead
+    of the plain gradient: the paper's rule is plain descent, Adam is how one would optimise the
+    continuous reference properly.
 
     Each pair stops when its loss changes by at most ``tol`` between steps (``"stalled"``, the
     paper's stopping rule) or after ``max_steps`` steps (``"budget"``). The decoder of a VQ-VAE
@@ -79,6 +108,7 @@ def gradient_descent(model, z_start: torch.Tensor, loss: LossFn, *, alpha: float
         alpha: step size > 0.
         tol: stop when the loss changes by at most this, >= 0.
         max_steps: most steps per pair, >= 0.
+        optimizer: ``"sgd"`` (the paper's plain step) or ``"adam"``.
 
     Returns:
         :class:`SearchTrace` with method ``"alg1"``: ``grids`` are ``nearest(z)`` of the iterates
@@ -90,12 +120,14 @@ def gradient_descent(model, z_start: torch.Tensor, loss: LossFn, *, alpha: float
     check_positive("alpha", alpha)
     check_positive("tol", tol, minimum=0.0)
     check_positive("max_steps", max_steps, integer=True, minimum=0)
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {optimizer!r}")
     check_start(model, z_start)
     t0 = time.perf_counter()
     ev = Evaluator(model, loss, z_start.shape[0])
-    stepper = _GradientDescent(model, ev, z_start, alpha, tol, max_steps)
+    stepper = _GradientDescent(model, ev, z_start, alpha, tol, max_steps, optimizer)
     rec = drive(model, z_start, stepper, stepper.evaluate, max_unique=math.inf, max_rounds=max_steps + 1,
                 on_revisit="record", progress=progress, desc="alg1")
-    return rec.trace(method="alg1", params={"alpha": alpha, "tol": tol, "max_steps": max_steps},
+    return rec.trace(method="alg1", params={"alpha": alpha, "tol": tol, "max_steps": max_steps, "optimizer": optimizer},
                      decoded_images=ev.decoded, seconds=time.perf_counter() - t0, final_latents=stepper.z,
                      continuous_losses=[torch.tensor(c) for c in stepper.curves])
