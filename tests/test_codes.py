@@ -85,11 +85,11 @@ def test_drift_and_verdict_follow_the_numbers():
     far = start - 49 * 0.5  # every search loses 0.5 nats per position
     same = chapter.search_drift(real, random, start, near, 49)
     assert same["tail_fraction"] < 0.12 and abs(same["drift"]) < 0.05
-    assert "does not clearly leave" in chapter.verdict(same, 512)
+    assert "does not clearly leave" in chapter.drift_verdict(same, 512)
     gone = chapter.search_drift(real, random, start, far, 49)
     assert gone["drift"] == pytest.approx(0.5, abs=1e-4) and gone["tail_fraction"] > 0.9
     assert gone["found"] == pytest.approx(gone["start"] + 0.5, abs=1e-4) and gone["random"] > 5.9
-    assert "supports the paper" in chapter.verdict(gone, 512)
+    assert "supports the paper" in chapter.drift_verdict(gone, 512)
     rows = chapter.loglik_rows({"real": real}, 49, 512)
     assert rows[-1]["NLL (nats / position)"] == round(math.log(512), 3)
     assert rows[0]["NLL (nats / position)"] == pytest.approx(float(-real.mean()) / 49, abs=1e-3)

@@ -168,7 +168,7 @@ def fits(test_nats_per_position: float, k: int) -> bool:
     return test_nats_per_position < 0.9 * math.log(k)
 
 
-def verdict(d: Mapping[str, float], k: int) -> str:
+def drift_verdict(d: Mapping[str, float], k: int) -> str:
     """A sentence saying whether the searches leave the region the prior finds probable (:func:`leaves_region`)."""
     tail = d["tail"]
     excess = tail_excess(d)
@@ -226,4 +226,4 @@ def prior_result(profile: str, dataset: str, prior, loglik_table: list[dict], dr
         test_bits_per_image=prior.test["bits_per_image"], uniform_bits_per_image=h * w * math.log(k) / LN2,
         prior_parameters=sum(p.numel() for p in prior.model.parameters()), prior_train_seconds=prior.history.seconds,
         fits=fits(nll, k), loglik_table=loglik_table, n_pairs=n_pairs, alpha=alpha, lam=lam,
-        search_drift=dict(drift), leaves_region=leaves_region(drift), drift_verdict=verdict(drift, k))
+        search_drift=dict(drift), leaves_region=leaves_region(drift), drift_verdict=drift_verdict(drift, k))

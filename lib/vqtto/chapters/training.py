@@ -53,7 +53,7 @@ class TrainingResult(ChapterResult):
     table: list[dict]
 
 
-def summary_rows(models: dict[str, object]) -> list[dict]:
+def model_rows(models: dict[str, object]) -> list[dict]:
     """One row per trained model: k, restarts, final test MSE, codes used, perplexity, time."""
     rows = []
     for label, tv in models.items():
