@@ -21,7 +21,8 @@ The library under the book. Modules, one concept each:
 - ``flows``        normalizing flows onto relaxed one-hot vectors, and PULSE-style search through them
 - ``hardness``     the reduction from MAX-CUT to latent search
 - ``exact``        exact solvers (brute force, branch and bound) and what exhaustive search costs
-- ``reduced_searches``  the searches run on reduced MAX-CUT instances and scored against the maximum cut
+- ``spin_glass``   the planar spin glass in a field and its reduction to a convolutional decoder
+- ``reduced_searches``  the searches run on reduced instances (MAX-CUT, spin glass), scored against the optimum
 - ``stats``        one median, quantiles and bootstrap intervals for every page
 - ``paper``        the reference paper's numbers, each with its section
 - ``plots``, ``widgets``  figures (one name and colour per method) and explorers
