@@ -93,3 +93,21 @@ def test_drift_and_verdict_follow_the_numbers():
     rows = chapter.loglik_rows({"real": real}, 49, 512)
     assert rows[-1]["NLL (nats / position)"] == round(math.log(512), 3)
     assert rows[0]["NLL (nats / position)"] == pytest.approx(float(-real.mean()) / 49, abs=1e-3)
+
+
+def test_prior_controls_blend_codes_and_compare_searches_at_equal_steps():
+    from vqtto.chapters import prior as chapter
+
+    start, target = torch.zeros(200, 2, 2, dtype=torch.long), torch.ones(200, 2, 2, dtype=torch.long)
+    half = chapter.mixed_grids(start, target, 0.5, seed=1)
+    assert 0.4 < chapter.changed_fraction(start, half) < 0.6
+    assert torch.equal(chapter.mixed_grids(start, target, 1.0), target)
+    logliks = [torch.tensor([-10.0, -12.0, -14.0]), torch.tensor([-10.0, -11.0])]
+    rows = chapter.drift_at_steps(logliks, [1, 2, 5], positions=2)
+    assert [r["searches that got there"] for r in rows] == [2, 1]
+    assert rows[0]["median NLL gained (nats / position)"] == 0.75 and rows[1]["median NLL gained (nats / position)"] == 2.0
+    controls = [{"grids": "Algorithm 2, final grid", "median NLL gained from the start": 0.3, "95% CI": "[0.1, 0.5]"},
+                {"grids": "blend, 50% target codes", "median NLL gained from the start": 0.1, "95% CI": "[0.0, 0.2]"}]
+    assert chapter.beyond_blends(controls)
+    controls[1]["median NLL gained from the start"] = 0.4
+    assert not chapter.beyond_blends(controls)

@@ -49,7 +49,7 @@ def fake_results(profile="quick"):
         "gradient_search": _fake(types["gradient_search"], profile=profile, loop_fraction_alg2=0.96, all_loop=False,
                                  table1={"fashion-mnist, k=512": {"mean": 80.0, "std": 50.0, "min": 2, "max": 270,
                                                                   "ended in a loop": "96%"}}, medians=medians),
-        "prior": _fake(types["prior"], profile=profile, k=512, test_nats_per_position=3.5, log_k=6.2, fits=True,
+        "prior": _fake(types["prior"], profile=profile, k=512, test_nats_per_position=3.5, log_k=6.2, fits=True, beyond_blends=True,
                        leaves_region=True, search_drift={"real": 3.5, "start": 3.5, "found": 4.3, "random": 14.7,
                                                          "tail": 0.05, "tail_fraction": 0.37}),
         "paper_flow": _fake(types["paper_flow"], profile=profile, configurations=[1, 2, 3, 4],

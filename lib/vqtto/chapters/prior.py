@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar, Mapping
+from typing import ClassVar, Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -31,6 +31,8 @@ PARAMS = chapter_schema({
     "pair_seed": Param(int, "seed of the test pairs (the same pairs in every chapter)", at_least(0), default=0),
     "alpha": Param(float, "step size of Algorithm 2 (paper: 0.1)", greater_than(0), default=0.1),
     "lam": Param(int, "most repeats of one Algorithm 2 step before it counts as stalled", at_least(1), default=100),
+    "relaxed_lr": Param(float, "Adam step size of the relaxed search (the control of chapter 2)", greater_than(0), default=0.1),
+    "relaxed_steps": Param(int, "decoder rounds of the relaxed search per pair", at_least(1), default=100),
     "max_unique": Param(int, "most distinct grids per Algorithm 2 search", between(2, 100000), default=200),
 })
 
@@ -150,6 +152,80 @@ def search_drift(real: torch.Tensor, random: torch.Tensor, start: torch.Tensor, 
             "tail_real": threshold, "tail_fraction": float((found < threshold).double().mean()), "n": int(found.numel())}
 
 
+def mixed_grids(start: torch.Tensor, target: torch.Tensor, fraction: float, seed: int = 0) -> torch.Tensor:
+    """Control grids ``(B, h, w)``: each position takes the target's code with probability ``fraction``, else the start's.
+
+    No search is involved, so these say how probable a mere blend of two real codes is.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    pick = torch.rand(start.shape, generator=gen) < fraction
+    return torch.where(pick, target.cpu(), start.cpu())
+
+
+def changed_fraction(start: torch.Tensor, found: torch.Tensor) -> float:
+    """Mean share of positions where ``found`` ``(B, h, w)`` differs from ``start``."""
+    return stats.share((start.cpu() != found.cpu()).flatten())
+
+
+def control_row(label: str, start_lp: torch.Tensor, found_lp: torch.Tensor, real_lp: torch.Tensor, positions: int,
+                changed: float, tail: float = 0.05) -> dict:
+    """One row of the controls table: how probable a group of grids is, relative to where it started.
+
+    ``start_lp``/``found_lp`` ``(B,)`` are log p of each pair's start and found grid; ``real_lp`` of the
+    real test codes (their ``tail`` quantile is the threshold of "improbable").
+    """
+    gained = (start_lp - found_lp) / positions
+    lo, hi = stats.bootstrap_interval(gained)
+    threshold = float(torch.quantile(real_lp.double(), tail))
+    return {"grids": label, "positions changed": f"{changed:.0%}",
+            "NLL (nats / position)": round(float(-found_lp.mean()) / positions, 3),
+            "median NLL gained from the start": round(stats.median(gained), 3), "95% CI": f"[{lo:.3f}, {hi:.3f}]",
+            f"in the real codes' least likely {tail:.0%}": f"{stats.share(found_lp < threshold):.0%}"}
+
+
+def beyond_blends(controls: list[dict]) -> bool:
+    """The rule: Algorithm 2's final grids lose more probability than every blend of real codes, and the
+    lower end of their interval is above zero (so the drift is not what any mixing of two codes does)."""
+    gain = "median NLL gained from the start"
+    alg2 = next(r for r in controls if r["grids"].startswith("Algorithm 2"))
+    blends = [r[gain] for r in controls if r["grids"].startswith("blend")]
+    low = float(alg2["95% CI"].strip("[]").split(",")[0])
+    return low > 0 and all(alg2[gain] > b for b in blends)
+
+
+def drift_at_steps(logliks: list[torch.Tensor], steps: Sequence[int], positions: int) -> list[dict]:
+    """NLL per position gained after exactly ``t`` distinct grids, over the searches that got that far.
+
+    Comparing every search at the same step count keeps long searches from dominating the right
+    end of a drift curve. ``logliks`` is per pair the ``(T_i,)`` log p of its visited grids.
+    """
+    rows = []
+    for t in steps:
+        gains = torch.tensor([float(lp[0] - lp[t]) / positions for lp in logliks if lp.numel() > t])
+        if gains.numel() == 0:
+            continue
+        lo, hi = stats.bootstrap_interval(gains) if gains.numel() > 1 else (float("nan"), float("nan"))
+        rows.append({"distinct grids": t, "searches that got there": int(gains.numel()),
+                     "median NLL gained (nats / position)": round(stats.median(gains), 3),
+                     "95% CI": f"[{lo:.3f}, {hi:.3f}]"})
+    return rows
+
+
+def validation_trend(history) -> dict:
+    """How much the prior's validation NLL still fell over its last epoch (nats per position).
+
+    A fall that is a sizeable share of the total fall means the prior is under-trained: its
+    own samples, and the scores it gives, would still move with more training.
+    """
+    epochs, val = np.asarray(history.epoch), np.asarray(history.val_nats)
+    last = val[epochs >= epochs[-1] - 1.0]
+    fall_last = float(last[0] - last[-1]) if last.size > 1 else 0.0
+    fall_total = float(val[0] - val[-1]) if val.size > 1 else 0.0
+    share = fall_last / fall_total if fall_total > 0 else 0.0
+    return {"last_epoch_fall": fall_last, "total_fall": fall_total, "share_in_last_epoch": share,
+            "undertrained": share > 0.1}
+
+
 def tail_excess(d: Mapping[str, float]) -> float:
     """How many binomial standard deviations the share of found grids in the real codes' tail exceeds ``tail``."""
     tail, n = d["tail"], d["n"]
@@ -178,6 +254,9 @@ def drift_verdict(d: Mapping[str, float], k: int) -> str:
             f"{d['drift']:+.2f} nats per position along the search. {d['tail_fraction']:.0%} of its final grids "
             f"are less probable than all but the least probable {tail:.0%} of real codes ({excess:.1f} binomial "
             f"standard deviations above the {tail:.0%} that real codes would give). ")
+    text += ("This is a correlation: the grids are scored after the search, which never looked at the prior. "
+             "Whether keeping the prior in the objective helps a task is the causal test, made with the "
+             "constrained tasks. ")
     if leaves_region(d):
         return text + "This supports the paper's argument: the search drifts out of the high-probability region."
     return text + ("By this measure the search does not clearly leave the high-probability region, "
@@ -213,10 +292,32 @@ class PriorResult(ChapterResult):
     search_drift: dict
     leaves_region: bool
     drift_verdict: str
+    controls: list[dict]
+    beyond_blends: bool
+    drift_at_steps: list[dict]
+    validation: dict
+    yardstick_note: str
+
+
+def yardstick_note(validation: dict, real_nll: float, sample_nll: float) -> str:
+    """What the prior's training state and its own samples' score mean for using it as a yardstick."""
+    state = ("still falling" if validation["undertrained"] else "flat")
+    text = (f"The validation NLL fell {validation['last_epoch_fall']:.3f} nats per position in the last epoch "
+            f"({validation['share_in_last_epoch']:.0%} of its whole fall): the curve is {state} at the end. "
+            f"The prior's own samples score {sample_nll:.2f} nats per position against {real_nll:.2f} for real test codes")
+    gap = sample_nll - real_nll
+    if gap > 0:
+        text += (f", {gap:.2f} worse: sampling position by position compounds the model's errors, so what it draws is "
+                 "less typical than what it scores. Differences between groups of grids smaller than this gap "
+                 "should not be read as meaningful.")
+    else:
+        text += ": its samples are as probable as real codes."
+    return text + (" The prior is still learning; a longer-trained one may score the groups differently."
+                   if validation["undertrained"] else "")
 
 
 def prior_result(profile: str, dataset: str, prior, loglik_table: list[dict], drift: dict, n_pairs: int,
-                 alpha: float, lam: int) -> PriorResult:
+                 alpha: float, lam: int, controls: list[dict], at_steps: list[dict], sample_nll: float) -> PriorResult:
     """The chapter's typed result from the trained prior (a :class:`vqtto.models.TrainedPrior`), its
     log-likelihood table and the drift of Algorithm 2 (run with ``alpha``, ``lam`` on ``n_pairs`` pairs)."""
     k, (h, w) = prior.k, prior.test_codes.grid_shape
@@ -226,4 +327,6 @@ def prior_result(profile: str, dataset: str, prior, loglik_table: list[dict], dr
         test_bits_per_image=prior.test["bits_per_image"], uniform_bits_per_image=h * w * math.log(k) / LN2,
         prior_parameters=sum(p.numel() for p in prior.model.parameters()), prior_train_seconds=prior.history.seconds,
         fits=fits(nll, k), loglik_table=loglik_table, n_pairs=n_pairs, alpha=alpha, lam=lam,
-        search_drift=dict(drift), leaves_region=leaves_region(drift), drift_verdict=drift_verdict(drift, k))
+        search_drift=dict(drift), leaves_region=leaves_region(drift), drift_verdict=drift_verdict(drift, k),
+        controls=controls, beyond_blends=beyond_blends(controls), drift_at_steps=at_steps, validation=validation_trend(prior.history),
+        yardstick_note=yardstick_note(validation_trend(prior.history), drift["real"], sample_nll))
