@@ -45,7 +45,8 @@ def fake_results(profile="quick"):
     sf.search_findings.prior_fitted = True
     return {
         "training": _fake(types["training"], profile=profile, dataset="fashion-mnist", k=40, k_reference=512, gap=0.001,
-                          mse_reference=0.010, mse_small=0.011, paper_gap=0.002, comparable=True, agrees=True),
+                          mse_reference=0.010, mse_small=0.011, paper_gap=0.002, comparable=True, agrees=True,
+                          seed_gaps=[{}] * 3, relative_gap=0.1, relative_gap_std=0.02),
         "gradient_search": _fake(types["gradient_search"], profile=profile, loop_fraction_alg2=0.96, all_loop=False,
                                  table1={"fashion-mnist, k=512": {"mean": 80.0, "std": 50.0, "min": 2, "max": 270,
                                                                   "ended in a loop": "96%"}}, medians=medians),
