@@ -37,6 +37,7 @@ PARAMS = chapter_schema({
     "relaxed_lr": Param(float, "Adam step size of the relaxed search on the code logits", greater_than(0), default=0.1),
     "relaxed_steps": Param(int, "decoder rounds of the relaxed search per pair", at_least(1), default=200),
     "greedy_pairs": Param(int, "pairs given to the greedy coordinate search (it decodes many candidates)", at_least(0), default=32),
+    "certify_pairs": Param(int, "greedy results checked against all their single-position neighbours (0: skip)", at_least(0), default=4),
     "greedy_width": Param(int, "most candidates the greedy search decodes per pair and round", at_least(16), default=64),
     "sweep_alphas": Param(list, "step sizes compared in the effect-of-alpha section (floats)", nonempty(each(greater_than(0), float)), default=[0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0]),
     "sweep_pairs": Param(int, "pairs used per step size in the effect-of-alpha section", at_least(1), default=50),
@@ -252,6 +253,19 @@ def steps_histogram(traces: Sequence[search.SearchTrace], lam: int, title: str):
     ax.set_yscale("log")
     return finish(fig, ax, "raw steps of size alpha until a nearest-neighbour index changed (log scale)",
                   "fraction of changes per step (log scale)", title)
+
+
+def certificate_sentence(cert) -> str:
+    """What the radius-1 certificate (:func:`vqtto.search.radius1_certificate`) found for the greedy results."""
+    n, local = len(cert.loss), int(cert.local_optimum.sum())
+    text = (f"Of {n} greedy results checked against all {cert.neighbours:,} single-position neighbours each, "
+            f"{local} {'is a 1-move local optimum' if local == 1 else 'are 1-move local optima'}")
+    if local == n:
+        return text + ": no grid that differs in one position decodes to a lower loss."
+    worst = float(cert.improvement.max())
+    return text + (f"; for the others a better neighbour exists that the greedy search did not try (up to "
+                   f"{worst:.1%} lower loss, {int(cert.better_neighbours.max())} better neighbours at most). The "
+                   "greedy search stops where its screened candidates stop improving, not at a certified minimum.")
 
 
 def loop_lengths(trace: search.SearchTrace) -> torch.Tensor:
