@@ -10,6 +10,12 @@ Each chapter gets the parameters of its section in ``params/<profile>.yaml`` plu
 ``profile: <profile>``. Names a chapter does not declare in its parameters cell are refused
 before anything runs (papermill itself would only warn). A failing chapter stops the run with
 the chapter's name and the failing cell, and no site is built from a partial run.
+
+While a chapter runs, ``run`` prints its progress (``--quiet`` turns it off; :func:`execute`
+is quiet unless asked): each code cell as it starts ("cell n of N"), what the kernel prints, and
+the chapter's own progress bars, which are widgets in the notebook, as text lines every
+``--every`` seconds. Before a full-profile run on a machine without a GPU it prints how long
+that is expected to take there (:func:`cpu_estimate`), and goes on.
 """
 
 from __future__ import annotations
@@ -89,8 +95,14 @@ def check_names(chapter: str, parameters: dict) -> None:
         raise ValueError(f"chapter {chapter}: unknown parameter(s) {unknown}; it takes {sorted(declared)}")
 
 
-def execute(chapter: str, profile: str, out_dir: Path = STAGE, overrides: dict | None = None) -> Path:
+def execute(chapter: str, profile: str, out_dir: Path = STAGE, overrides: dict | None = None,
+            progress: bool = False, every: float = 15.0) -> Path:
     """Execute one chapter with papermill into ``out_dir/<chapter>.ipynb``; return that path.
+
+    Args:
+        progress: print each code cell as it starts, the kernel's output and the chapter's
+            progress bars (at most one line per bar every ``every`` seconds) to this process's
+            stdout/stderr. The executed notebook is the same either way.
 
     Raises:
         ChapterFailed: naming the chapter, the failing cell's number and the error.
@@ -107,8 +119,10 @@ def execute(chapter: str, profile: str, out_dir: Path = STAGE, overrides: dict |
     partial = out_dir / f".{chapter}.partial.ipynb"
     out.unlink(missing_ok=True)  # a stale copy must never be rendered as this run's result
     try:
+        watch = {"engine_name": _progress_engine(), "stdout_file": sys.stdout, "stderr_file": sys.stderr,
+                 "progress_label": chapter, "progress_every": every} if progress else {}
         pm.execute_notebook(str(BOOK / f"{chapter}.ipynb"), str(partial), parameters=parameters,
-                            kernel_name="python3", cwd=str(BOOK), progress_bar=False, log_output=False)
+                            kernel_name="python3", cwd=str(BOOK), progress_bar=False, log_output=False, **watch)
     except PapermillExecutionError as err:
         raise ChapterFailed(
             f"chapter {chapter} failed in cell {err.exec_count} ({err.ename}: {err.evalue}); "
@@ -116,6 +130,172 @@ def execute(chapter: str, profile: str, out_dir: Path = STAGE, overrides: dict |
         ) from None
     os.replace(partial, out)
     return out
+
+
+# --- progress while a chapter runs ------------------------------------------------------------------
+
+class BarLines:
+    """Text lines from the tqdm progress-bar widgets a kernel updates.
+
+    ``tqdm.auto`` in a kernel draws a widget: an HBox of [HTML (description and percentage),
+    FloatProgress, HTML (counts, times, rates)]. :meth:`update` reads the widget states the
+    notebook client keeps (comm id -> state) after each comm message. tqdm sets the bar, then the
+    left text, then the right text, so a line is made when the right text changes: when ``every``
+    seconds have passed since the bar's last line, or the bar has just completed; else None.
+    """
+
+    def __init__(self, every: float) -> None:
+        self.every = every
+        self.parent: dict[str, str] = {}  # child comm id -> HBox comm id
+        self.last: dict[str, tuple[float, str]] = {}  # HBox comm id -> (time, text) of its last line
+        self.finished: set[str] = set()  # HBoxes whose completed line was printed
+
+    def update(self, comm_id: str, states: dict[str, dict], now: float) -> str | None:
+        import html
+
+        state = states.get(comm_id, {})
+        children = state.get("children")
+        if state.get("_model_name") == "HBoxModel" and isinstance(children, list) and len(children) == 3:
+            for child in children:
+                self.parent[str(child).replace("IPY_MODEL_", "")] = comm_id
+        box = self.parent.get(comm_id)
+        if box is None:
+            return None
+        ids = [str(c).replace("IPY_MODEL_", "") for c in states[box]["children"]]
+        left, bar, right = (states.get(i, {}) for i in ids)
+        if bar.get("_model_name") != "FloatProgressModel" or comm_id != ids[2] or box in self.finished:
+            return None
+        text = html.unescape(f"{left.get('value', '')} {right.get('value', '')}").replace("\u2007", " ").strip()
+        done = bar.get("max") is not None and bar.get("value", 0) >= bar["max"]
+        when, said = self.last.get(box, (-float("inf"), ""))
+        if text == said or not (done or now - when >= self.every):
+            return None
+        if done:
+            self.finished.add(box)
+        self.last[box] = (now, text)
+        return text
+
+
+_ENGINE = "vqtto-progress"
+
+
+def _progress_engine() -> str:
+    """Register (once) the papermill engine that reports a chapter's progress; returns its name.
+
+    Papermill calls the engine's ``execute_managed_notebook``, which runs the notebook with a
+    client that prints each code cell as it starts and turns widget updates into :class:`BarLines`.
+    """
+    import time
+
+    from papermill.clientwrap import PapermillNotebookClient
+    from papermill.engines import NBClientEngine, papermill_engines
+    from papermill.log import logger
+    from traitlets import Float, Unicode
+
+    if _ENGINE in papermill_engines._engines:
+        return _ENGINE
+
+    class Client(PapermillNotebookClient):
+        progress_label = Unicode("")
+        progress_every = Float(15.0)
+
+        def say(self, text: str) -> None:
+            print(f"[vqtto.book] {self.progress_label} | {text}", file=sys.stderr, flush=True)
+
+        def execute_cell(self, cell, cell_index, *args, **kwargs):
+            if cell.cell_type == "code":
+                code = [i for i, c in enumerate(self.nb.cells) if c.cell_type == "code"]
+                self.say(f"cell {code.index(cell_index) + 1} of {len(code)}")
+            return super().execute_cell(cell, cell_index, *args, **kwargs)
+
+        def handle_comm_msg(self, outs, msg, cell_index) -> None:
+            super().handle_comm_msg(outs, msg, cell_index)
+            if not hasattr(self, "bars"):
+                self.bars = BarLines(self.progress_every)
+            line = self.bars.update(msg["content"].get("comm_id"), self.widget_state, time.monotonic())
+            if line:
+                self.say(line)
+
+    class Engine(NBClientEngine):
+        @classmethod
+        def execute_managed_notebook(cls, nb_man, kernel_name, start_timeout=60, execution_timeout=None, **kwargs):
+            kwargs.pop("input_path", None)
+            return Client(nb_man, kernel_name=kernel_name, startup_timeout=start_timeout, timeout=execution_timeout,
+                          log=logger, **kwargs).execute()
+
+    papermill_engines.register(_ENGINE, Engine)
+    return _ENGINE
+
+
+# --- the full profile on a CPU ---------------------------------------------------------------------
+
+def _seconds_per_step(model, loss, batch: tuple, steps: int = 2) -> float:
+    """Measured seconds of one Adam step of ``model`` on ``batch`` (after one warm-up step)."""
+    import time
+
+    import torch
+
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    for i in range(steps + 1):
+        if i == 1:
+            t0 = time.perf_counter()
+        opt.zero_grad()
+        loss(*batch).backward()
+        opt.step()
+    return (time.perf_counter() - t0) / steps
+
+
+def trained_models(profile: str) -> tuple[set, set]:
+    """The (data set, k) of the VQ-VAEs and of the priors ``profile``'s chapters train, read from their parameters."""
+    vqvaes, priors = set(), set()
+    for chapter in chapters():
+        p = {name: param.default for name, param in schema(chapter).items()}
+        p.update(profile_params(profile, chapter))
+        datasets = list(p.get("datasets") or [p.get("dataset", "fashion-mnist")])
+        ks = [p[name] for name in ("k", "k_reference", "k_small", "k_grid") if isinstance(p.get(name), int)]
+        ks += list(p.get("k_sweep") or [])
+        vqvaes |= {(datasets[0], k) for k in ks} | {(d, p["k"]) for d in datasets if isinstance(p.get("k"), int)}
+        if "prior" in chapter and isinstance(p.get("k"), int):
+            priors.add((datasets[0], p["k"]))
+        if isinstance(p.get("k_grid"), int):
+            priors.add((datasets[0], p["k_grid"]))
+    return vqvaes, priors
+
+
+def cpu_estimate(profile: str = "full", train_images: int = 60_000) -> str:
+    """How long ``profile``'s model training takes on this machine's CPU, from a few measured steps.
+
+    Times two Adam steps (after a warm-up step) of the profile's VQ-VAE preset on a batch of
+    Fashion-MNIST-sized images and of its PixelCNN preset on a batch of 7 x 7 grids, and
+    multiplies by the steps of every VQ-VAE and prior the chapters train (:func:`trained_models`). A lower bound: larger images, the searches and the
+    flows come on top. Returns the message to print.
+    """
+    import math
+
+    import torch
+
+    from .pixelcnn import GatedPixelCNN, PixelCNNConfig
+    from .profiles import prior_preset, vqvae_preset
+    from .vqvae import VQVAE, VQVAEConfig
+
+    vq, pr = vqvae_preset(profile), prior_preset(profile)
+    vq_batch, pr_batch = vq["train"]["batch_size"], pr["train"]["batch_size"]
+    torch.manual_seed(0)
+    vq_model = VQVAE(VQVAEConfig(k=512, **vq["model"]))
+    vq_step = _seconds_per_step(vq_model, lambda x: vq_model.loss(x)["total"], (torch.rand(vq_batch, 1, 28, 28),))
+    pr_model = GatedPixelCNN(PixelCNNConfig(k=512, **pr["model"]))
+    pr_step = _seconds_per_step(pr_model, pr_model.loss, (torch.randint(512, (pr_batch, 7, 7)),))
+    vq_steps = vq["train"]["epochs"] * math.ceil(train_images / vq_batch)
+    pr_steps = pr["train"]["epochs"] * math.ceil(train_images / pr_batch)
+    vqvaes, priors = trained_models(profile)
+    hours = (len(vqvaes) * vq_steps * vq_step + len(priors) * pr_steps * pr_step) / 3600
+    return (f"No GPU on this machine: the {profile} profile is meant for one. An estimate for this CPU, measured "
+            f"from a few training steps: {vq_step:.2f} s per step of the {profile} VQ-VAE, {pr_step:.2f} s per step "
+            f"of its PixelCNN; the chapters train {len(vqvaes)} VQ-VAEs x {vq_steps} steps and {len(priors)} priors x "
+            f"{pr_steps} steps, so at least {hours:.1f} hours here (larger images, the searches and the flows come "
+            f"on top). To run it on a GPU: on a machine with CUDA, `make book PROFILE={profile}` (or "
+            f"`vqtto book run --profile {profile}`); see the README's 'Running on a GPU' and 'Running at scale'. "
+            "Going on here.")
 
 
 def parameters_page() -> str:
@@ -237,20 +417,26 @@ def build_site(stage: Path = STAGE, html: Path = BUILD / "html") -> Path:
     return html
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vqtto.book", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    run = sub.add_parser("run", help="execute chapters with papermill")
-    run.add_argument("--profile", default="quick", choices=PROFILES)
-    run.add_argument("chapters", nargs="*", help="chapter stems (default: all)")
-    sub.add_parser("build", help="build the site from executed chapters")
-    syn = sub.add_parser("sync-params", help="regenerate the chapters' parameters cells from their schemas")
-    syn.add_argument("chapters", nargs="*", help="chapter stems (default: all)")
-    prm = sub.add_parser("params", help="print a chapter's YAML parameters for papermill -y")
-    prm.add_argument("profile", choices=PROFILES)
-    prm.add_argument("chapter")
-    args = parser.parse_args(argv)
+def add_commands(sub) -> None:
+    """Add ``run``, ``build``, ``sync-params`` and ``params`` to the subparsers ``sub`` (also ``vqtto book``)."""
+    from .cli import HelpFormatter as formatter
+
+    run = sub.add_parser("run", help="execute chapters with papermill", formatter_class=formatter)
+    run.add_argument("--profile", default="quick", choices=PROFILES, help="model presets and chapter parameters")
+    run.add_argument("--quiet", action="store_true", help="print only which chapter runs, not its progress")
+    run.add_argument("--every", type=float, default=15.0, help="seconds between two lines of one progress bar")
+    run.add_argument("chapters", nargs="*", default=None, help="chapter stems (none given: all, in order)")
+    sub.add_parser("build", help="build the site from executed chapters", formatter_class=formatter)
+    syn = sub.add_parser("sync-params", help="regenerate the chapters' parameters cells from their schemas",
+                         formatter_class=formatter)
+    syn.add_argument("chapters", nargs="*", default=None, help="chapter stems (none given: all)")
+    prm = sub.add_parser("params", help="print a chapter's YAML parameters for papermill -y", formatter_class=formatter)
+    prm.add_argument("profile", choices=PROFILES, help="one of the profiles")
+    prm.add_argument("chapter", help="a chapter stem, e.g. 01_training")
+
+
+def run_command(args) -> int:
+    """Carry out a command parsed by :func:`add_commands`; returns the exit code."""
     if args.cmd == "params":
         print(yaml.safe_dump(profile_params(args.profile, args.chapter), sort_keys=False).strip())
         return 0
@@ -265,23 +451,39 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[vqtto.book] FAILED: {err}", file=sys.stderr)
             return 1
         return 0
+    return run_chapters(args.chapters or chapters(), args.profile, progress=not args.quiet, every=args.every)
+
+
+def run_chapters(names: list[str], profile: str, progress: bool = True, every: float = 15.0) -> int:
+    """Execute ``names`` in order into ``_build/src`` (removing the stale site first); returns the exit code."""
+    import time
+
+    import torch
+
     stale = BUILD / "html"
     if stale.exists():  # the old site no longer matches what is being executed
         shutil.rmtree(stale)
-    import time
-
+    if profile == "full" and not torch.cuda.is_available():
+        print(f"[vqtto.book] {cpu_estimate(profile)}", flush=True)
     t_book = time.perf_counter()
-    for chapter in args.chapters or chapters():
-        print(f"[vqtto.book] executing {chapter} with profile {args.profile} ...", flush=True)
+    for chapter in names:
+        print(f"[vqtto.book] executing {chapter} with profile {profile} ...", flush=True)
         t0 = time.perf_counter()
         try:
-            execute(chapter, args.profile)
+            execute(chapter, profile, progress=progress, every=every)
         except ChapterFailed as err:
             print(f"[vqtto.book] FAILED: {err}", file=sys.stderr)
             return 1
         print(f"[vqtto.book] {chapter} done in {time.perf_counter() - t0:.0f} s", flush=True)
     print(f"[vqtto.book] all chapters executed in {time.perf_counter() - t_book:.0f} s", flush=True)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m vqtto.book", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_commands(parser.add_subparsers(dest="cmd", required=True))
+    return run_command(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -6,6 +6,14 @@ callback measures. Everything random in it draws from one ``torch.Generator`` se
 :attr:`Loop.seed`, in a fixed order: one ``randperm`` per epoch, then whatever the ``on_step``
 callback draws (the VQ-VAE's dead-code restarts), so a seed fixes the trained weights.
 
+The same loop trains data-parallel when the process belongs to a torch.distributed group of
+``N`` ranks (``torchrun``; see :mod:`vqtto.distributed`): ``batch_size`` is then the *global*
+batch, every rank draws the same permutation, takes its contiguous share of each batch and steps
+through DistributedDataParallel; evaluation runs on rank 0 and is broadcast, and the dead-code
+restarts use the code counts and encoder outputs of the whole global batch, so every rank holds
+the same weights. With one process the helpers are the identity and the results are those of the
+plain loop, bit for bit.
+
 :func:`train_vqvae` and :func:`train_prior` are thin uses of it; ``vqtto.bench`` uses it with a
 wall-clock budget.
 """
@@ -22,7 +30,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import pixelcnn
+from . import distributed, pixelcnn
 from .data import ImageSet
 from .pixelcnn import GatedPixelCNN
 from .vqvae import VQVAE, codebook_usage
@@ -147,10 +155,16 @@ def fit(model: nn.Module, data: Batch, loss_fn: LossFn, loop: Loop, device: torc
 
     Evaluation points fall every ``max(1, steps_per_epoch // loop.evals_per_epoch)`` steps and
     after the last step. The model is left in eval mode.
+
+    In a torch.distributed group (:mod:`vqtto.distributed`) ``loop.batch_size`` is the global
+    batch; each rank's ``loss_fn`` and ``on_step`` see its share of it, ``evaluate`` runs on rank
+    0 only (its numbers are broadcast), and ``Curves`` are the global batch's on every rank.
     """
     gen = torch.Generator().manual_seed(loop.seed)
     model.to(device).train()
     n = data[0].shape[0]
+    distributed.check_split(n, loop.batch_size)
+    step = distributed.DataParallelStep(model, loss_fn, device)
     steps_per_epoch = math.ceil(n / loop.batch_size)
     total_steps = None if loop.epochs is None else loop.epochs * steps_per_epoch
     opt, sched = _optimiser(model, loop, lr_schedule, total_steps)
@@ -159,34 +173,36 @@ def fit(model: nn.Module, data: Batch, loss_fn: LossFn, loop: Loop, device: torc
     bar = tqdm(total=total_steps, desc=desc, disable=not progress)
     t0 = time.perf_counter()
 
-    def out_of_time() -> bool:
-        return loop.seconds is not None and time.perf_counter() - t0 >= loop.seconds
+    def out_of_time() -> bool:  # the ranks agree, so that they stop at the same step
+        return loop.seconds is not None and distributed.any_rank(time.perf_counter() - t0 >= loop.seconds)
 
     for _ in itertools.count() if loop.epochs is None else range(loop.epochs):
         if out_of_time():
             break
         order = torch.randperm(n, generator=gen)
         for start in range(0, n, loop.batch_size):
-            batch = tuple(t[order[start:start + loop.batch_size]].to(device) for t in data)
-            loss, terms = loss_fn(*batch)
+            rows = step.share(order[start:start + loop.batch_size])
+            batch = tuple(t[rows].to(device) for t in data)
+            loss, terms = step.loss(*batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             if sched is not None:
                 sched.step()
             curves.steps += 1
-            curves.examples += batch[0].shape[0]
-            running.add(terms)
+            curves.examples += step.n_global
+            running.add(step.terms(terms))
             if on_step is not None:
                 on_step(curves.steps, batch, gen)
             if curves.steps % eval_every == 0 or curves.steps == total_steps:
-                evals = evaluate() if evaluate is not None else {}
+                evals = distributed.from_rank0(evaluate) if evaluate is not None else {}
                 curves.record(curves.steps, steps_per_epoch, running.means(), evals)
                 bar.set_postfix({name: f"{value:.4g}" for name, value in evals.items()})
             bar.update(1)
             if out_of_time():
                 break
     bar.close()
+    step.close()
     curves.seconds = time.perf_counter() - t0
     model.eval()
     return curves
@@ -278,6 +294,9 @@ class DeadCodeRestarts:
     """An ``on_step`` hook: every ``every`` steps, restart the codes no encoder output used since the
     previous check, drawing from the batch's encoder outputs with the loop's generator.
 
+    In a torch.distributed group the code counts are summed over the ranks and the encoder
+    outputs ``(B, D, h, w)`` of the whole global batch are gathered in rank order, so every rank
+    makes the same draw from the same generator and moves the same codes to the same vectors.
     ``count`` is the number of codes moved so far.
     """
 
@@ -287,7 +306,9 @@ class DeadCodeRestarts:
     def __call__(self, step: int, batch: Batch, gen: torch.Generator) -> None:
         if step % self.every == 0:
             with torch.no_grad():
-                self.count += self.model.quantizer.restart_dead_codes(self.model.encode(batch[0]), gen)
+                z_e = distributed.gather_rows(self.model.encode(batch[0]))
+                distributed.sum_(self.model.quantizer.window_counts)
+                self.count += self.model.quantizer.restart_dead_codes(z_e, gen)
 
 
 @torch.no_grad()
