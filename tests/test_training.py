@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from vqtto.data import ImageSet
-from vqtto.training import (Loop, PriorTrainConfig, TrainConfig, cosine_decay, evaluate, fit, train_prior,
+from vqtto.training import (Loop, PriorTrainConfig, TrainConfig, cosine_decay, fit, train_prior, vqvae_metrics,
                             train_vqvae)
 from vqtto.vqvae import VQVAE, VQVAEConfig
 
@@ -31,7 +31,7 @@ def _vqvae(seed=0):
 
 def test_training_lowers_test_loss_and_records_history(tiny_vqvae):
     train, test = _toy(256), _toy(64)
-    before = evaluate(tiny_vqvae, test.images, CPU)["recon"]
+    before = vqvae_metrics(tiny_vqvae, test.images, CPU)["recon"]
     hist = train_vqvae(tiny_vqvae, train, test, TrainConfig(epochs=3, batch_size=32, restart_every=4,
                                                              evals_per_epoch=2), CPU, progress=False)
     assert hist.test_recon[-1] < before

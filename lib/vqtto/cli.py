@@ -277,7 +277,7 @@ def _training_work(args, kind: str, build: Callable[[torch.device, bool], tuple[
 
 def _train_on_folder(config: dict, imgs: torch.Tensor, device: torch.device, progress: bool):
     """Train (or load from the cache) a VQ-VAE of ``config`` on a folder's images; evaluated on them too."""
-    from .training import TrainConfig, evaluate, train_vqvae
+    from .training import TrainConfig, train_vqvae, vqvae_metrics
     from .vqvae import VQVAE, VQVAEConfig
 
     cfg = TrainConfig(**config["train"])
@@ -287,7 +287,7 @@ def _train_on_folder(config: dict, imgs: torch.Tensor, device: torch.device, pro
         torch.manual_seed(cfg.seed)
         model = VQVAE(VQVAEConfig(**config["model"]))
         hist = train_vqvae(model, data, data, cfg, device, progress=progress)
-        return state_payload(model, hist, evaluate(model, imgs[: cfg.test_limit], device))
+        return state_payload(model, hist, vqvae_metrics(model, imgs[: cfg.test_limit], device))
 
     return trained_vqvae(config, artifacts.load_or_build("vqvae", config, build), device)
 

@@ -22,7 +22,7 @@ from .device import pick_device
 from .pixelcnn import GatedPixelCNN, PixelCNNConfig
 from .pixelcnn import evaluate as prior_metrics
 from .profiles import apply_overrides, prior_preset, vqvae_preset
-from .training import History, PriorHistory, PriorTrainConfig, TrainConfig, evaluate, train_prior, train_vqvae
+from .training import History, PriorHistory, PriorTrainConfig, TrainConfig, train_prior, train_vqvae, vqvae_metrics
 from .vqvae import VQVAE, VQVAEConfig
 
 
@@ -96,7 +96,7 @@ def vqvae(dataset: str = "fashion-mnist", k: int = 512, profile: str = "quick", 
         train = data_mod.load(dataset, "train", limit=train_cfg.train_limit)
         test = data_mod.load(dataset, "test", limit=train_cfg.test_limit)
         hist = train_vqvae(model, train, test, train_cfg, device, progress=progress)
-        return _payload(model, hist, evaluate(model, test.images, device))
+        return _payload(model, hist, vqvae_metrics(model, test.images, device))
 
     model, payload = _cached("vqvae", config, build, lambda: VQVAE(VQVAEConfig(**config["model"])), device)
     return TrainedVQVAE(model=model, history=History(**payload["history"]), test=payload["test"], config=config)

@@ -312,7 +312,7 @@ class DeadCodeRestarts:
 
 
 @torch.no_grad()
-def evaluate(model: VQVAE, images: torch.Tensor, device: torch.device, batch_size: int = 500) -> dict[str, float]:
+def vqvae_metrics(model: VQVAE, images: torch.Tensor, device: torch.device, batch_size: int = 500) -> dict[str, float]:
     """Test losses of ``model`` on ``images`` ``(N, C, H, W)``.
 
     Returns ``recon`` (pixel MSE), ``quant`` (codebook + beta * commitment, the quantisation
@@ -345,7 +345,7 @@ def train_vqvae(model: VQVAE, train: ImageSet, test: ImageSet, cfg: TrainConfig,
     restarts = DeadCodeRestarts(model, cfg.restart_every) if cfg.dead_code_restart else None
 
     def on_test() -> dict[str, float]:
-        return {**evaluate(model, x_test, device), "restarted": restarts.count if restarts else 0}
+        return {**vqvae_metrics(model, x_test, device), "restarted": restarts.count if restarts else 0}
 
     c = fit(model, (train.images[: cfg.train_limit],), vqvae_loss(model), cfg.loop(), device, on_step=restarts,
             evaluate=on_test, progress=progress, desc=f"VQ-VAE k={model.cfg.k}")

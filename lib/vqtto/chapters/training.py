@@ -9,7 +9,7 @@ import torch
 
 from .. import data, paper
 from ..data import DATASETS
-from ..training import evaluate as vqvae_metrics
+from ..training import vqvae_metrics
 from ..params import Param, at_least, chapter_schema, each, nonempty, one_of
 from ..report import ChapterResult
 
