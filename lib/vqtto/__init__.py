@@ -27,6 +27,9 @@ The library under the book. Modules, one concept each:
 - ``paper``        the reference paper's numbers, each with its section
 - ``plots``, ``widgets``  figures (one name and colour per method) and explorers
 - ``report``, ``results``  tables, typed chapter results, and the results page
+- ``images``       the user's image files and masks, read and checked, written atomically
+- ``distributed``  torchrun process groups: sharded training batches and sharded searches
+- ``cli``          the ``vqtto`` command: train, prior, search, book
 - ``book``         the papermill runner and the site build; ``bench`` the speed benchmarks
 """
 
