@@ -425,3 +425,23 @@ def test_chapter_skips_data_sets_that_are_not_on_the_machine(monkeypatch):
     assert sets["fashion-mnist"].z.shape == (3, 2, 7, 7) and sets["fashion-mnist"].reference.shape == (3,)
     with pytest.raises(DataUnavailable, match="none of the data sets"):
         chapter.pair_sets(["cifar10"], 4, "smoke", 3, 0, cpu)
+
+
+def test_algorithm1_with_adam_matches_a_hand_written_adam_loop(tiny_vqvae):
+    torch.manual_seed(3)
+    x = torch.rand(3, 1, 28, 28)
+    targets = torch.rand(3, 1, 28, 28)
+    with torch.no_grad():
+        z0 = tiny_vqvae.encode(x)
+    tr = search.gradient_descent(tiny_vqvae, z0, search.mse_to(targets), alpha=0.05, tol=0.0, max_steps=7,
+                                 optimizer="adam")
+    z = z0.clone().requires_grad_(True)
+    opt = torch.optim.Adam([z], lr=0.05)
+    for _ in range(7):
+        opt.zero_grad()
+        ((tiny_vqvae.decode(z) - targets) ** 2).flatten(1).mean(1).sum().backward()
+        opt.step()
+    assert torch.allclose(tr.final_latents, z.detach(), atol=1e-5)
+    assert all(len(c) == 8 for c in tr.continuous_losses) and tr.stop_reason == ["budget"] * 3
+    with pytest.raises(ValueError, match=r"optimizer must be one of \['sgd', 'adam'\]"):
+        search.gradient_descent(tiny_vqvae, z0, search.mse_to(targets), optimizer="lbfgs")

@@ -1,4 +1,4 @@
-"""Benchmarks: ``python -m vqtto.bench search`` and ``python -m vqtto.bench vqvae``.
+"""Benchmarks: ``python -m vqtto.bench search``, ``python -m vqtto.bench vqvae`` and ``python -m vqtto.bench distributed``.
 
 ``vqvae`` trains, one after the other on the same data and for the same wall-clock budget, the
 book's quick-profile VQ-VAE and a wide VQ-VAE of the paper's kind (256 channels, two residual
@@ -9,7 +9,14 @@ within the budget, and the decoder's forward+backward time over 200 code grids.
 (Algorithm 2, all pairs in one batch) against a loop that runs the same function on one pair at a
 time, and the wall time of the whole Table 1 run (pairs, encoding, search, statistics) with the
 quick-profile Fashion-MNIST k=512 model. It also counts the decoder calls the analytic repeat
-count saves against decoding at every raw step, as the paper's pseudocode does.
+count saves against decoding at every raw step, as the paper's pseudocode does. Then (unless
+``--no-samplers``) it runs each of chapter 3's samplers batched and one pair at a time, side by
+side with the same code, budget and seeds, and prints the ratio of pairs per second and the
+median and 90th-percentile time per pair to reach R <= 1 in the batched run.
+
+``distributed`` runs, side by side, data-parallel VQ-VAE training (images/s) and a sharded
+Algorithm 2 search (pairs/s) on 1 and 2 local processes (CPU with gloo, and the GPUs with nccl
+when there are any), through :mod:`vqtto.distributed` as ``torchrun`` would run them.
 """
 
 from __future__ import annotations
@@ -76,6 +83,38 @@ def bench_search(args) -> None:
           f"std {n.std():.2f}, min {int(n.min())}, max {int(n.max())}, loops {trace.fraction('loop'):.0%}, "
           f"stalled {trace.fraction('stalled'):.0%}")
     print(f"Table 1 wall time (pairs + encode + search + statistics): {t_table1:.2f} s (target < 60 s)")
+    if args.samplers:
+        bench_samplers(model, args, device)
+
+
+#: The samplers of chapter 3 the benchmark times, with the settings it runs them at.
+SAMPLERS = {"alg2-restarts": {"noise": 0.5}, "relaxed": {}, "gwg": {"temperature": 0.02},
+            "dmala": {"temperature": 0.02}, "pas-sa": {"temperature": 0.02}, "screened-sa": {"temperature": 0.02}}
+
+
+def bench_samplers(model, args, device) -> None:
+    """Each sampler batched against one pair at a time (same code, same seeds), and its time to R <= 1."""
+    from . import stats
+    from .chapters import reaching_target as ch3
+
+    pp = pairs.test_pairs(args.dataset, args.sampler_pairs, args.seed)
+    pb = ch3.problem(model, pp, device)
+    n_loop = min(args.sampler_loop_pairs, args.sampler_pairs)
+    print(f"samplers at {args.budget:g} decoder-call equivalents per pair, {args.chains} chains; batched over "
+          f"{args.sampler_pairs} pairs vs one pair at a time over the first {n_loop}:")
+    seeds = search.chains.pair_seeds(args.seed, args.sampler_pairs)  # pair i draws the same numbers either way
+    for name, setting in SAMPLERS.items():
+        tr = ch3.run(name, pb, args.budget, setting, args.chains, seed=seeds)
+        t0 = time.perf_counter()
+        for i in range(n_loop):
+            ch3.run(name, pb.subset(slice(i, i + 1)), args.budget, setting, args.chains, seed=[seeds[i]])
+        loop_rate = n_loop / (time.perf_counter() - t0)
+        ttt = ch3.time_to_target(tr, pb.reference)
+        r = tr.best_losses / pb.reference
+        print(f"  {name:14s} batched {len(tr) / tr.seconds:7.1f} pairs/s, one at a time {loop_rate:6.1f} pairs/s: "
+              f"{len(tr) / tr.seconds / loop_rate:5.1f}x (target >= 10x) | R <= 1 on {stats.share(r <= 1):.0%}, median R "
+              f"{stats.median(r):.2f} | time to R <= 1 per pair (batched): median {ch3.time_quantile(ttt, 0.5):.3g} s, "
+              f"90% {ch3.time_quantile(ttt, 0.9):.3g} s (inf: not reached)")
 
 
 def _train_for(model, train, test, seconds: float, batch_size: int, lr: float, device) -> dict:
@@ -84,12 +123,12 @@ def _train_for(model, train, test, seconds: float, batch_size: int, lr: float, d
     The loop is the book's (:func:`vqtto.training.fit`) with the quick preset's dead-code restart
     every 50 steps, for both models, and no evaluation until the budget is spent.
     """
-    from .training import DeadCodeRestarts, Loop, evaluate, fit, vqvae_loss
+    from .training import DeadCodeRestarts, Loop, fit, vqvae_loss, vqvae_metrics
 
     loop = Loop(batch_size=batch_size, lr=lr, seed=0, epochs=None, seconds=seconds)
     run = fit(model, (train.images,), vqvae_loss(model), loop, device, on_step=DeadCodeRestarts(model, 50),
               progress=False)
-    mse = evaluate(model, test.images, device)["recon"]
+    mse = vqvae_metrics(model, test.images, device)["recon"]
     return {"images/s": run.examples / run.seconds, "images seen": run.examples, "seconds": run.seconds, "test MSE": mse}
 
 
@@ -138,6 +177,103 @@ def bench_vqvae(args) -> None:
           f"(reference quality to reach: {args.reference_mse})")
 
 
+# --- distributed ---------------------------------------------------------------------------------
+
+def _rank_device(kind: str) -> torch.device:
+    """This rank's device: ``cuda:LOCAL_RANK`` for ``"cuda"``, else the CPU."""
+    from . import distributed
+
+    return torch.device("cuda", distributed.world().local_rank) if kind == "cuda" else torch.device("cpu")
+
+
+def _timed(work) -> tuple[object, float]:
+    """``work()`` and its wall time, measured between two barriers (so the slowest rank counts)."""
+    from . import distributed
+
+    distributed.barrier()
+    t0 = time.perf_counter()
+    out = work()
+    distributed.barrier()
+    return out, time.perf_counter() - t0
+
+
+def train_throughput(n_images: int, epochs: int, batch_size: int, kind: str) -> float:
+    """One rank's part of data-parallel training of the quick-preset VQ-VAE (k=512) on the first
+    ``n_images`` Fashion-MNIST images, ``batch_size`` the global batch; returns images/s."""
+    from . import data
+    from .profiles import vqvae_preset
+    from .training import DeadCodeRestarts, Loop, fit, vqvae_loss
+    from .vqvae import VQVAE, VQVAEConfig
+
+    device = _rank_device(kind)
+    images = data.load("fashion-mnist", "train", limit=n_images).images
+    torch.manual_seed(0)
+    model = VQVAE(VQVAEConfig(k=512, **vqvae_preset("quick")["model"]))
+    loop = Loop(batch_size=batch_size, lr=2e-3, seed=0, epochs=epochs)
+    curves, seconds = _timed(lambda: fit(model, (images,), vqvae_loss(model), loop, device,
+                                         on_step=DeadCodeRestarts(model, 50), progress=False))
+    return curves.examples / seconds
+
+
+def search_throughput(n_pairs: int, max_unique: int, kind: str) -> tuple[float, bool]:
+    """One rank's share of Algorithm 2 on ``n_pairs`` test pairs, sharded; returns pairs/s and whether
+    the cached quick model was searched (else a random one of its architecture)."""
+    from . import artifacts, distributed
+    from .profiles import vqvae_preset
+    from .vqvae import VQVAE, VQVAEConfig
+
+    device = _rank_device(kind)
+    cached = artifacts.path_for("vqvae", models.vqvae_config("fashion-mnist", 512, "quick")).exists()
+    if cached:
+        model = models.vqvae("fashion-mnist", k=512, profile="quick", device=device, progress=False).model
+    else:
+        torch.manual_seed(0)
+        model = VQVAE(VQVAEConfig(k=512, **vqvae_preset("quick")["model"])).to(device).eval()
+    pp = pairs.test_pairs("fashion-mnist", n_pairs, 0)
+    loss = search.mse_to(pp.targets.to(device))
+
+    def run(rows: torch.Tensor) -> search.SearchTrace:
+        with torch.no_grad():
+            z = model.encode(pp.sources[rows].to(device))
+        return search.straight_through(model, z, loss.rows(rows.to(device)), max_unique=max_unique)
+
+    _, seconds = _timed(lambda: distributed.sharded(run, n_pairs))
+    return n_pairs / seconds, cached
+
+
+def bench_distributed(args) -> None:
+    import os
+
+    from . import distributed
+
+    cores = os.cpu_count() or 1
+    # (device, processes, torch threads per process): one process with one thread and with every core,
+    # two processes sharing the cores, as torchrun shares them
+    setups = sorted({("cpu", 1, 1), ("cpu", 1, cores), ("cpu", 2, max(1, cores // 2))})
+    if torch.cuda.is_available():
+        setups += [("cuda", n, max(1, cores // n)) for n in sorted({1, min(2, torch.cuda.device_count())})]
+    print(f"{cores} CPU cores; training: quick-preset VQ-VAE k=512, {args.train_images} Fashion-MNIST images x "
+          f"{args.epochs} epoch(s), global batch {args.batch_size}; search: Algorithm 2 on {args.pairs} test pairs, "
+          f"max_unique {args.max_unique}")
+    print(f"{'device':6s} {'processes':>9s} {'threads each':>12s} {'train images/s':>15s} {'search pairs/s':>15s}")
+    searched = "the book's quick Fashion-MNIST k=512 VQ-VAE"
+    for kind, size, threads in setups:
+        common = {"threads": threads, "device": kind, "timeout": args.timeout}
+        train = distributed.spawn(train_throughput, size, args.train_images, args.epochs, args.batch_size, kind,
+                                  **common)[0]
+        found, cached = distributed.spawn(search_throughput, size, args.pairs, args.max_unique, kind, **common)[0]
+        if not cached:
+            searched = "a random VQ-VAE of the quick architecture (the quick model is not in the cache)"
+        print(f"{kind:6s} {size:9d} {threads:12d} {train:15.1f} {found:15.2f}")
+    print(f"searched: {searched}")
+    print(f"On {cores} CPU cores two processes will not be faster than one: they have no more compute than one "
+          f"process with all {cores} cores, split it ({max(1, cores // 2)} thread(s) each) and add gradient "
+          "all-reduces and gathers. Numbers on a machine shared with other work are noisy (there the threads of one "
+          "process wait on each other, which can make one process look slower than two). The point here is that the "
+          "distributed path runs and gives the same results (tests/test_distributed.py); the speed comes with one "
+          "process per GPU, or per machine (README: 'Running at scale').")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vqtto.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -152,13 +288,28 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--lam", type=int, default=100)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--device", default="auto")
+    s.add_argument("--samplers", action=argparse.BooleanOptionalAction, default=True,
+                   help="also time chapter 3's samplers, batched vs one pair at a time, and their time to R <= 1")
+    s.add_argument("--budget", type=float, default=600.0, help="samplers: decoder-call equivalents per pair")
+    s.add_argument("--chains", type=int, default=2, help="samplers: chains per pair")
+    s.add_argument("--sampler-pairs", type=int, default=64, help="samplers: pairs in the batched run")
+    s.add_argument("--sampler-loop-pairs", type=int, default=8, help="samplers: pairs run one at a time")
     v = sub.add_parser("vqvae", help="training speed and quality of the book's VQ-VAE against a wide one of the paper's kind")
     v.add_argument("--seconds", type=float, default=108.0, help="training budget per model (default: a fifth of 9 minutes)")
     v.add_argument("--test-images", type=int, default=10000)
     v.add_argument("--reference-mse", type=float, default=0.0162,
                    help="test MSE a public VQ-VAE of the paper's kind reached after one 9-minute epoch on 2 CPU cores")
     v.add_argument("--device", default="auto")
+    d = sub.add_parser("distributed", help="training images/s and search pairs/s on 1 and 2 processes (CPU, and GPUs)")
+    d.add_argument("--train-images", type=int, default=4096)
+    d.add_argument("--epochs", type=int, default=1)
+    d.add_argument("--batch-size", type=int, default=128, help="global batch (split across the processes)")
+    d.add_argument("--pairs", type=int, default=64)
+    d.add_argument("--max-unique", type=int, default=100)
+    d.add_argument("--timeout", type=float, default=600.0, help="seconds each group may take")
     args = parser.parse_args(argv)
+    if args.what == "distributed":
+        bench_distributed(args)
     if args.what == "search":
         bench_search(args)
     elif args.what == "vqvae":

@@ -23,6 +23,24 @@ Modules, one concept each:
 - :mod:`~vqtto.search.relaxed`: :func:`relaxed_straight_through` (``"relaxed"``, ours).
 - :mod:`~vqtto.search.yardsticks`: :func:`quantized_losses`, :func:`reference_losses` (the loss
   of the target's own code) and :func:`relative_losses`.
+- :mod:`~vqtto.search.first_order`: :func:`first_order_table` (the predicted loss change of every
+  single-position move, from one backward pass), :func:`linearisation_check`, :func:`best_moves`,
+  :func:`apply_moves`.
+- :mod:`~vqtto.search.chains`: :class:`ChainSearch`, B pairs x C chains as one batch under
+  :func:`drive`, with per-pair random streams and budgets in decoder-call equivalents.
+- :mod:`~vqtto.search.samplers`: :func:`gibbs_with_gradients` (``"gwg"``) and
+  :func:`discrete_langevin` (``"dmala"``, ``"dula"``).
+- :mod:`~vqtto.search.anneal`: :func:`path_annealing` (``"pas-sa"``) and
+  :func:`screened_annealing` (``"screened-sa"``).
+- :mod:`~vqtto.search.polish`: :func:`screened_polish` (``"polish"``).
+- :mod:`~vqtto.search.restarts`: :func:`restarted_straight_through` (``"alg2-restarts"``).
+- :mod:`~vqtto.search.subproblems`: :func:`enumerate_subproblem` (exact optima with m free
+  positions), :func:`free_positions`, :func:`free_mask`, :func:`optimum_rate`.
+- :mod:`~vqtto.search.certificate`: :func:`radius1_certificate`.
+
+Costs: every search counts decoder-call equivalents (:data:`FORWARD` = 1 per image decoded,
+:data:`FORWARD_BACKWARD` = 3 per image decoded with its gradient) in
+:attr:`SearchTrace.decoder_equivalents`, and per grid in :attr:`SearchTrace.costs`.
 """
 
 from ..constraints import LossFn, PairLoss, downscale, downscaled_mse_to, masked_mse_to, mse_to
@@ -32,17 +50,33 @@ from .driver import (BUDGET, MOVED, RETRY, REVISITS, STALLED, Evaluate, Evaluato
 from .greedy import greedy_coordinate
 from .relaxed import relaxed_straight_through
 from .straight import MASKS, mask_gradient, straight_through
-from .trace import METHODS, STOP_REASONS, SearchTrace
+from .trace import FORWARD, FORWARD_BACKWARD, METHODS, STOP_REASONS, SearchTrace
 from .voronoi import nearest_exact, position_steps, steps_to_change
 from .yardsticks import quantized_losses, reference_losses, relative_losses
+from .first_order import apply_moves, best_moves, first_order_table, linearisation_check
+from .chains import ChainSearch, PairRandom, merge_chains, movable_mask, sample_categorical
+from .samplers import DISTANCES, discrete_langevin, gibbs_with_gradients
+from .anneal import path_annealing, screened_annealing
+from .polish import screened_polish
+from .restarts import restarted_straight_through
+from .subproblems import MAX_GRIDS, Subproblem, enumerate_subproblem, free_mask, free_positions, optimum_rate
+from .certificate import Certificate, radius1_certificate
 
 __all__ = [
     # losses (from vqtto.constraints)
     "LossFn", "PairLoss", "downscale", "downscaled_mse_to", "masked_mse_to", "mse_to",
     # the searches
     "gradient_descent", "straight_through", "mask_gradient", "MASKS", "greedy_coordinate", "relaxed_straight_through",
+    # the samplers on the first-order table, and the baseline with restarts
+    "gibbs_with_gradients", "discrete_langevin", "DISTANCES", "path_annealing", "screened_annealing",
+    "screened_polish", "restarted_straight_through",
+    "first_order_table", "linearisation_check", "best_moves", "apply_moves",
+    "ChainSearch", "PairRandom", "merge_chains", "movable_mask", "sample_categorical",
+    # exact references
+    "MAX_GRIDS", "Subproblem", "enumerate_subproblem", "free_mask", "free_positions", "optimum_rate",
+    "Certificate", "radius1_certificate",
     # what they return
-    "METHODS", "STOP_REASONS", "SearchTrace",
+    "METHODS", "STOP_REASONS", "SearchTrace", "FORWARD", "FORWARD_BACKWARD",
     # geometry
     "nearest_exact", "position_steps", "steps_to_change",
     # yardsticks

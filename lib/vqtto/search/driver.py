@@ -12,12 +12,13 @@ proposer's own budget is spent).
 from __future__ import annotations
 
 import math
+import time
 from typing import Callable
 
 import torch
 
 from ..constraints import LossFn
-from .trace import SearchTrace
+from .trace import FORWARD, FORWARD_BACKWARD, SearchTrace
 
 __all__ = ["BUDGET", "Evaluate", "Evaluator", "MOVED", "Proposer", "RETRY", "REVISITS", "Recorder", "STALLED",
            "check_positive", "check_start", "drive", "pair_losses"]
@@ -82,11 +83,28 @@ def pair_losses(loss: LossFn, images: torch.Tensor, rows: torch.Tensor, n_pairs:
 
 
 class Evaluator:
-    """Decodes grids (or latents) of a subset of the pairs and scores them; ``decoded`` counts the images."""
+    """Decodes grids (or latents) of a subset of the pairs and scores them, and counts the cost.
+
+    ``decoded`` counts the images decoded, ``equivalents`` the decoder-call equivalents in all
+    (:data:`~vqtto.search.trace.FORWARD` per image scored, ``FORWARD_BACKWARD`` per image whose
+    gradient was taken), and ``spent`` ``(n_pairs,)`` float64 (CPU) the equivalents per pair row.
+    """
 
     def __init__(self, model, loss: LossFn, n_pairs: int, chunk: int = 4096) -> None:
         self.model, self.loss, self.n_pairs, self.chunk = model, loss, n_pairs, chunk
         self.decoded = 0
+        self.equivalents = 0
+        self.spent = torch.zeros(n_pairs, dtype=torch.float64)
+
+    def charge(self, rows: torch.Tensor, per_row: float) -> None:
+        """Add ``per_row`` decoder-call equivalents to each of ``rows`` ``(n,)`` (repeats add up)."""
+        r = rows.detach().cpu()
+        self.equivalents += per_row * r.numel()
+        self.spent.index_add_(0, r, torch.full((r.numel(),), float(per_row), dtype=torch.float64))
+
+    def clock(self, rows: torch.Tensor) -> torch.Tensor:
+        """``(n,)`` float64: the equivalents spent so far by each of ``rows`` (for :func:`drive`)."""
+        return self.spent[rows.detach().cpu()]
 
     def loss_and_grad(self, idx: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Grids ``(n, h, w)`` of pairs ``rows`` -> losses ``(n,)`` and the gradient ``(n, D, h, w)`` at their codes."""
@@ -102,6 +120,7 @@ class Evaluator:
             values = pair_losses(self.loss, self.model.decode(latents), rows, self.n_pairs)
             (grad,) = torch.autograd.grad(values.sum(), latents)
         self.decoded += latents.shape[0]
+        self.charge(rows, FORWARD_BACKWARD)
         return values.detach(), grad
 
     @torch.no_grad()
@@ -126,6 +145,7 @@ class Evaluator:
                         vals[pick] = pair_losses(self.loss, images[pick], r[pick], self.n_pairs)
                 out.append(vals)
         self.decoded += n * m
+        self.charge(rows, FORWARD * m)
         return torch.cat(out).view(n, m)
 
 
@@ -149,13 +169,20 @@ class Recorder:
         self.stop = [""] * n_pairs
         self.loop_to = [-1] * n_pairs
         self.loop_steps = [0] * n_pairs
+        self.costs = [[] for _ in range(n_pairs)]
+        self.times = [[] for _ in range(n_pairs)]
+        self.t0 = time.perf_counter()
 
-    def add(self, rows: torch.Tensor, grids: torch.Tensor, raw: torch.Tensor) -> torch.Tensor:
-        """Record new grids ``(n, h, w)`` of pairs ``rows`` ``(n,)``, reached in ``raw`` ``(n,)`` steps;
+    def add(self, rows: torch.Tensor, grids: torch.Tensor, raw: torch.Tensor,
+            cost: torch.Tensor | None = None) -> torch.Tensor:
+        """Record new grids ``(n, h, w)`` of pairs ``rows`` ``(n,)``, reached in ``raw`` ``(n,)`` steps
+        (and after ``cost`` ``(n,)`` decoder-call equivalents spent by each pair, if given);
         returns ``(n,)`` bool: seen before (then not recorded again, and noted in ``loop_to``)."""
         g_cpu = grids.detach().to("cpu", copy=True)  # .cpu() would alias a CPU tensor the driver mutates
         g_np = g_cpu.numpy()
         raw_l = raw.detach().cpu().tolist()
+        cost_l = cost.detach().cpu().tolist() if cost is not None else [math.nan] * len(raw_l)
+        now = time.perf_counter() - self.t0
         revisit = []
         for j, i in enumerate(rows.tolist()):
             if self.distinct:
@@ -169,6 +196,8 @@ class Recorder:
             revisit.append(False)
             self.grids[i].append(g_cpu[j])
             self.raw[i].append(int(raw_l[j]))
+            self.costs[i].append(float(cost_l[j]))
+            self.times[i].append(now)
         return torch.tensor(revisit, dtype=torch.bool, device=rows.device)
 
     def set_losses(self, rows: torch.Tensor, values: torch.Tensor) -> None:
@@ -187,7 +216,9 @@ class Recorder:
             grids=[torch.stack(g) for g in self.grids],
             losses=[torch.tensor(l, dtype=torch.float32) for l in self.losses],
             raw_steps=[torch.tensor(r, dtype=torch.long) for r in self.raw],
-            stop_reason=list(self.stop), loop_to=list(self.loop_to), loop_steps=list(self.loop_steps), **extra)
+            stop_reason=list(self.stop), loop_to=list(self.loop_to), loop_steps=list(self.loop_steps),
+            costs=[torch.tensor(c, dtype=torch.float64) for c in self.costs],
+            times=[torch.tensor(t, dtype=torch.float64) for t in self.times], **extra)
 
 
 # --- the loop ------------------------------------------------------------------------------------
@@ -201,7 +232,7 @@ Evaluate = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tens
 
 def drive(model, z_start: torch.Tensor, propose: Proposer, evaluate: Evaluate, *, max_unique: float,
           max_rounds: float, on_revisit: str = "stop", progress: bool = False, desc: str = "search",
-          start: torch.Tensor | None = None) -> Recorder:
+          start: torch.Tensor | None = None, clock: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Recorder:
     """Run a proposer on all B pairs until each stops; returns the filled :class:`Recorder`.
 
     Each round evaluates every active pair once, ``evaluate(idx[rows], rows)`` (usually
@@ -218,6 +249,8 @@ def drive(model, z_start: torch.Tensor, propose: Proposer, evaluate: Evaluate, *
         on_revisit: one of :data:`REVISITS`: ``"stop"`` ends a pair at a grid seen before (a loop),
             ``"skip"`` goes on without recording it, ``"record"`` records every grid proposed.
         start: ``(B, h, w)`` int64 start grids instead of ``model.nearest(z_start)``.
+        clock: ``clock(rows (n,)) -> (n,)`` the decoder-call equivalents each pair has spent
+            (:meth:`Evaluator.clock`); recorded with every grid as :attr:`SearchTrace.costs`.
     """
     if on_revisit not in REVISITS:
         raise ValueError(f"on_revisit must be one of {list(REVISITS)}, got {on_revisit!r}")
@@ -228,7 +261,7 @@ def drive(model, z_start: torch.Tensor, propose: Proposer, evaluate: Evaluate, *
             start = model.nearest(z_start)
     idx = start.clone()
     all_rows = torch.arange(n_pairs, device=idx.device)
-    rec.add(all_rows, idx, torch.zeros(n_pairs, dtype=torch.long))
+    rec.add(all_rows, idx, torch.zeros(n_pairs, dtype=torch.long), None if clock is None else clock(all_rows))
     active = torch.ones(n_pairs, dtype=torch.bool, device=idx.device)
     pending = torch.zeros(n_pairs, dtype=torch.long, device=idx.device)  # rounds since the last new grid
     bar = _progress(progress, n_pairs, desc)
@@ -261,7 +294,7 @@ def drive(model, z_start: torch.Tensor, propose: Proposer, evaluate: Evaluate, *
         pending[rows] = 0
         if rows.numel() == 0:
             continue
-        revisit = rec.add(rows, new_idx, raw)
+        revisit = rec.add(rows, new_idx, raw, None if clock is None else clock(rows))
         idx[rows] = new_idx
         if on_revisit == "stop":
             stop(rows[revisit], "loop")

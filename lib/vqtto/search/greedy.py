@@ -15,6 +15,7 @@ import torch
 
 from ..constraints import LossFn
 from .driver import MOVED, RETRY, STALLED, Evaluator, check_positive, check_start, drive
+from .first_order import first_order_table
 from .trace import SearchTrace
 
 __all__ = ["greedy_coordinate"]
@@ -42,9 +43,8 @@ class _Greedy:
         hw = h * w
         cb = self.model.codebook.detach()
         k = cb.shape[0]
-        g = grads.permute(0, 2, 3, 1).reshape(n, hw, dim)
         flat_idx = idx.reshape(n, hw)
-        gain = g @ cb.t() - (g * cb[flat_idx]).sum(-1, keepdim=True)  # predicted loss change (n, hw, k)
+        gain = first_order_table(cb, grads, idx)  # predicted loss change (n, hw, k)
         gain.scatter_(2, flat_idx[..., None], math.inf)
         new_idx = idx.clone()
         status = torch.full((n,), MOVED, dtype=torch.long, device=idx.device)
@@ -119,7 +119,7 @@ def greedy_coordinate(model, z_start: torch.Tensor, loss: LossFn, *, positions: 
     h, w = z_start.shape[-2:]
     max_levels = int(math.log2(max(h * w, model.codebook.shape[0]))) + 2
     rec = drive(model, z_start, proposer, ev.loss_and_grad, max_unique=max_unique, max_rounds=max_unique * max_levels,
-                on_revisit="skip", progress=progress, desc="greedy")
+                on_revisit="skip", progress=progress, desc="greedy", clock=ev.clock)
     return rec.trace(method="greedy", params={"positions": positions, "candidates": candidates,
                                                 "max_width": max_width, "max_unique": max_unique},
-                     decoded_images=ev.decoded, seconds=time.perf_counter() - t0)
+                     decoded_images=ev.decoded, seconds=time.perf_counter() - t0, decoder_equivalents=ev.equivalents)

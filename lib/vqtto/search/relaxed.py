@@ -39,6 +39,30 @@ class _RelaxedStraightThrough:
         self.m1 = torch.zeros_like(self.logits)
         self.m2 = torch.zeros_like(self.logits)
         self.t = torch.zeros(n, device=self.logits.device)
+        self.schedule = None
+
+    def set_schedule(self, max_steps: int, tau_end: float | None, noise: float, noise_until: float, pull: float,
+                     seed: int) -> None:
+        """Annealed temperature, Gumbel noise on the logits and a pull towards the start codes (all optional)."""
+        self.schedule = (max_steps, tau_end, noise, noise_until, pull)
+        self.start_codes = self.logits.argmax(-1)
+        self.round = torch.zeros(self.logits.shape[0], device=self.logits.device)
+        self.gen = torch.Generator(device=self.logits.device).manual_seed(seed)
+
+    def scheduled(self, rows, lg, gp):
+        """This round's temperature ``(n, 1, 1)``, the noisy logits, and ``dL/dp`` with the pull added."""
+        max_steps, tau_end, noise, noise_until, pull = self.schedule
+        frac = (self.round[rows] / max_steps).clamp(0, 1)[:, None, None]
+        self.round[rows] += 1
+        tau = self.tau * (tau_end / self.tau) ** frac if tau_end is not None else torch.full_like(frac, self.tau)
+        if noise > 0:
+            u = torch.rand(lg.shape, generator=self.gen, device=lg.device).clamp_(1e-12, 1 - 1e-7)
+            lg = lg + noise * (1 - frac / noise_until).clamp(min=0) * -(-u.log()).log()
+        p = torch.softmax(lg / tau, -1)
+        if pull > 0:  # a penalty pull * mean|dL/dp| * (1 - p[start code]): its dL/dp, up to a constant
+            away = 1 - torch.nn.functional.one_hot(self.start_codes[rows], gp.shape[-1]).to(gp.dtype)
+            gp = gp + pull * gp.abs().mean((1, 2), keepdim=True) * away
+        return tau, lg, p, gp
 
     def start(self, shape) -> torch.Tensor:
         """``shape`` = ``(B, h, w)`` -> the start grids, the argmax of the initial logits."""
@@ -52,8 +76,14 @@ class _RelaxedStraightThrough:
         gp = g @ self.cb.t()                                              # dL/dp (n, hw, k)
         lg, m1, m2, t = ((self.logits, self.m1, self.m2, self.t) if everyone else
                          (self.logits[rows], self.m1[rows], self.m2[rows], self.t[rows]))
-        p = torch.softmax(lg / self.tau, -1)
-        grad = gp.sub_((p * gp).sum(-1, keepdim=True)).mul_(p).div_(self.tau)
+        if self.schedule is None:
+            p = torch.softmax(lg / self.tau, -1)
+            grad = gp.sub_((p * gp).sum(-1, keepdim=True)).mul_(p).div_(self.tau)
+            noisy = None
+        else:
+            tau, noisy, p, gp = self.scheduled(rows, lg, gp)
+            grad = gp.sub_((p * gp).sum(-1, keepdim=True)).mul_(p).div_(tau)
+            noisy = noisy - lg  # the noise added to the logits this round (also to their argmax)
         flat_idx = idx.reshape(n, h * w)
         steps = torch.zeros(n, dtype=torch.long, device=idx.device)
         sel = torch.arange(n, device=idx.device)
@@ -70,7 +100,7 @@ class _RelaxedStraightThrough:
             if not whole:
                 lg[sel], m1[sel], m2[sel] = lg_s, m1_s, m2_s
             steps[sel] += 1
-            arg = lg_s.argmax(-1)
+            arg = lg_s.argmax(-1) if noisy is None else (lg_s + noisy[sel]).argmax(-1)
             new[sel] = arg
             sel = sel[(arg == flat_idx[sel]).all(1)]                      # argmax unchanged: repeat
         if not everyone:
@@ -82,7 +112,9 @@ class _RelaxedStraightThrough:
 
 def relaxed_straight_through(model, z_start: torch.Tensor, loss: LossFn, *, lr: float = 0.1, tau: float = 1.0,
                              init_scale: float = 3.0, lam: int = 100, max_steps: int = 200,
-                             max_unique: int = 500, progress: bool = False) -> SearchTrace:
+                             max_unique: int = 500, tau_end: float | None = None, noise: float = 0.0,
+                             noise_until: float = 1.0, pull: float = 0.0, seed: int = 0,
+                             progress: bool = False) -> SearchTrace:
     """Our improved search: straight-through gradients on per-position code logits, with Adam.
 
     Algorithm 2 moves a point in latent space and reads off its nearest codes; here every
@@ -106,22 +138,42 @@ def relaxed_straight_through(model, z_start: torch.Tensor, loss: LossFn, *, lr: 
         lam: most repeats of one gradient, >= 1.
         max_steps: decoder rounds per pair, >= 1.
         max_unique: most distinct grids per pair, >= 1.
+        tau_end: anneal the temperature geometrically from ``tau`` to ``tau_end`` (> 0) over
+            ``max_steps`` rounds (None: constant ``tau``).
+        noise: scale of Gumbel noise added to the logits (softmax and argmax), >= 0; it decays
+            linearly to 0 at the fraction ``noise_until`` (in (0, 1]) of the run. token-opt's
+            schedule (arXiv 2506.08257) is ``noise_until=2/3`` with ``pull > 0``.
+        pull: strength of a pull towards the start codes, >= 0 (in units of the mean |dL/dp|).
+        seed: seed of the noise.
 
     Returns:
-        :class:`SearchTrace` with method ``"relaxed"``.
+        :class:`SearchTrace` with method ``"relaxed"`` (``"relaxed-annealed"`` with any of
+        tau_end, noise or pull).
     """
     for name, value in (("lr", lr), ("tau", tau), ("init_scale", init_scale)):
         check_positive(name, value)
     check_positive("lam", lam, integer=True, minimum=1)
     check_positive("max_steps", max_steps, integer=True, minimum=1)
     check_positive("max_unique", max_unique, integer=True, minimum=1)
+    if tau_end is not None:
+        check_positive("tau_end", tau_end)
+    check_positive("noise", noise, minimum=0.0)
+    check_positive("pull", pull, minimum=0.0)
+    check_positive("noise_until", noise_until)
+    if noise_until > 1:
+        raise ValueError(f"noise_until must be in (0, 1], got {noise_until!r}")
     check_start(model, z_start)
     t0 = time.perf_counter()
     ev = Evaluator(model, loss, z_start.shape[0])
     proposer = _RelaxedStraightThrough(model, z_start, float(lr), float(tau), float(init_scale), lam)
+    scheduled = tau_end is not None or noise > 0 or pull > 0
+    if scheduled:
+        proposer.set_schedule(max_steps, tau_end, float(noise), float(noise_until), float(pull), seed)
     start = proposer.start((z_start.shape[0],) + tuple(z_start.shape[-2:]))
     rec = drive(model, z_start, proposer, ev.loss_and_grad, max_unique=max_unique, max_rounds=max_steps,
-                on_revisit="skip", progress=progress, desc="relaxed", start=start)
-    return rec.trace(method="relaxed", params={"lr": lr, "tau": tau, "init_scale": init_scale, "lam": lam,
-                                               "max_steps": max_steps, "max_unique": max_unique},
-                     decoded_images=ev.decoded, seconds=time.perf_counter() - t0)
+                on_revisit="skip", progress=progress, desc="relaxed", start=start, clock=ev.clock)
+    params = {"lr": lr, "tau": tau, "init_scale": init_scale, "lam": lam, "max_steps": max_steps, "max_unique": max_unique}
+    if scheduled:
+        params.update(tau_end=tau_end, noise=noise, noise_until=noise_until, pull=pull, seed=seed)
+    return rec.trace(method="relaxed-annealed" if scheduled else "relaxed", params=params,
+                     decoded_images=ev.decoded, seconds=time.perf_counter() - t0, decoder_equivalents=ev.equivalents)

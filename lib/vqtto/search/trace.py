@@ -12,15 +12,22 @@ from dataclasses import dataclass, field
 
 import torch
 
-__all__ = ["METHODS", "STOP_REASONS", "SearchTrace"]
+__all__ = ["FORWARD", "FORWARD_BACKWARD", "METHODS", "STOP_REASONS", "SearchTrace"]
+
+#: Decoder-call equivalents of decoding one image (forward), and of decoding it and taking the
+#: gradient of its loss with respect to the codes (forward + backward).
+FORWARD, FORWARD_BACKWARD = 1, 3
 
 STOP_REASONS = ("loop", "stalled", "budget")
 
 #: The ``method`` label of each search: Algorithm 1 (:func:`~vqtto.search.gradient_descent`),
 #: Algorithms 2 and 3 and the top-m variant (:func:`~vqtto.search.straight_through`; its label
 #: carries m, e.g. ``"top3"``), :func:`~vqtto.search.greedy_coordinate` and
-#: :func:`~vqtto.search.relaxed_straight_through`.
-METHODS = ("alg1", "alg2", "alg3", "top", "greedy", "relaxed")
+#: :func:`~vqtto.search.relaxed_straight_through`, and the samplers on the first-order table
+#: (:mod:`~vqtto.search.samplers`, :mod:`~vqtto.search.anneal`, :mod:`~vqtto.search.polish`,
+#: :mod:`~vqtto.search.restarts`).
+METHODS = ("alg1", "alg2", "alg3", "top", "greedy", "relaxed", "relaxed-annealed", "alg2-adaptive", "alg2-tabu", "gwg", "dmala", "dula", "dmala-codebook",
+           "dula-codebook", "pas-sa", "screened-sa", "polish", "alg2-restarts")
 
 
 @dataclass
@@ -42,6 +49,13 @@ class SearchTrace:
         method: which search, one of :data:`METHODS` (``"top{m}"`` for the top-m variant).
         params: the search's parameters.
         decoded_images: images decoded in total (with or without gradient), all pairs together.
+        decoder_equivalents: the cost in decoder-call equivalents, all pairs together: a forward
+            pass of one image counts 1, a forward and backward pass 3 (:data:`FORWARD`,
+            :data:`FORWARD_BACKWARD`); None where the search did not count it.
+        costs: per pair ``(T_i,)`` float64, the decoder-call equivalents that pair had spent when
+            each grid was recorded (0 for the start; NaN where the search did not count them).
+        times: per pair ``(T_i,)`` float64, seconds since the search started when each grid was
+            recorded (the wall time of the whole batch, not of the pair alone).
         seconds: wall time of the search.
         final_latents: ``(B, D, h, w)`` continuous latents at the end (Algorithms 1 to 3).
         continuous_losses: Algorithm 1 only: per pair, the loss of the continuous latent at
@@ -60,6 +74,9 @@ class SearchTrace:
     seconds: float = 0.0
     final_latents: torch.Tensor | None = None
     continuous_losses: list[torch.Tensor] | None = None
+    decoder_equivalents: float | None = None
+    costs: list[torch.Tensor] | None = None
+    times: list[torch.Tensor] | None = None
 
     def __len__(self) -> int:
         return len(self.grids)

@@ -1,0 +1,425 @@
+"""Chapter 3, searching that reaches the target: the field's discrete optimisers on one table.
+
+The searches live in :mod:`vqtto.search`; this module holds the chapter's parameters, which
+method runs with which settings (tuned on validation pairs), success-against-cost curves, the
+exact-optimum and certificate tables, and the chapter's typed result with its verdicts.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, ClassVar, Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from .. import search, stats
+from ..data import DATASETS
+from ..params import Param, at_least, chapter_schema, each, greater_than, nonempty, one_of
+from ..plots import method_color, method_label
+from ..report import ChapterResult
+
+#: The methods of the chapter, each at a budget of decoder-call equivalents per pair.
+METHOD_IDS = ("alg2-restarts", "alg2-tabu", "relaxed", "relaxed-annealed", "gwg", "dmala", "dmala-codebook", "pas-sa",
+              "screened-sa")
+#: Those that take a mask of movable positions (the exact sub-problems).
+MASKABLE = ("gwg", "dmala", "dmala-codebook", "pas-sa", "screened-sa")
+
+PARAMS = chapter_schema({
+    "dataset": Param(str, "data set of the searched VQ-VAE", one_of(*DATASETS), default="fashion-mnist"),
+    "k": Param(int, "codebook size of the main model (the paper's 512)", at_least(2), default=512),
+    "k_small": Param(int, "also run the best method and the baseline on this codebook (None: skip)", at_least(2),
+                     nullable=True, default=40),
+    "pair_draw": Param(int, "pairs drawn with pair_seed as chapter 2 draws them (its n_pairs); the first n_pairs are searched",
+                       at_least(1), default=200),
+    "n_pairs": Param(int, "reported source-target pairs (paper: 200)", at_least(1), default=48),
+    "pair_seed": Param(int, "seed of the reported pairs (chapter 2's)", at_least(0), default=0),
+    "val_pairs": Param(int, "validation pairs every setting is tuned on (never the reported ones)", at_least(1), default=12),
+    "val_seed": Param(int, "seed of the validation pairs (must differ from pair_seed)", at_least(0), default=1),
+    "methods": Param(list, "methods compared (ids of vqtto.plots.METHODS)", nonempty(each(one_of(*METHOD_IDS), str)),
+                     default=list(METHOD_IDS)),
+    "budgets": Param(list, "decoder-call equivalents per pair at which methods are compared (floats, the last is the run's)",
+                     nonempty(each(greater_than(0), float)), default=[100.0, 300.0, 1000.0]),
+    "chains": Param(int, "chains per pair of the samplers", at_least(1), default=2),
+    "temperatures": Param(list, "sampler temperatures tried on the validation pairs (units of the start loss)",
+                          nonempty(each(greater_than(0), float)), default=[0.002, 0.02]),
+    "relaxed_noises": Param(list, "Gumbel noise scales tried for the annealed relaxed search (floats, at least 0)",
+                            nonempty(each(at_least(0), float)), default=[0.5, 2.0]),
+    "restart_noise": Param(float, "noise of Algorithm 2's restarts (units of the latents' std)", at_least(0), default=0.5),
+    "polish_m": Param(int, "candidates decoded per round by the final screened polish", at_least(1), default=64),
+    "polish_rounds": Param(int, "most rounds of the final polish", at_least(1), default=20),
+    "sub_k": Param(int, "codebook size of the exact sub-problems", at_least(2), default=40),
+    "sub_m": Param(list, "free positions per sub-problem (k**m grids are enumerated per pair)", nonempty(each(at_least(1), int)),
+                   default=[2]),
+    "sub_pairs": Param(int, "pairs given exact sub-problems", at_least(1), default=16),
+    "sub_budget": Param(float, "decoder-call equivalents per pair of each method on a sub-problem", greater_than(0), default=150.0),
+    "cert_pairs": Param(int, "pairs whose best grid gets the radius-1 certificate (0: skip)", at_least(0), default=2),
+})
+
+
+@dataclass(frozen=True)
+class Display:
+    """What the chapter draws, per profile: display only."""
+
+    n_show: int      # traversals drawn (the first pairs, as chapter 2's Figure 4)
+    max_cols: int    # most reconstructions per traversal row
+    n_moves: int     # random moves per pair in the figure of the first-order table
+
+
+DISPLAY = {
+    "smoke": Display(n_show=2, max_cols=6, n_moves=16),
+    "quick": Display(n_show=4, max_cols=12, n_moves=64),
+    "full": Display(n_show=4, max_cols=12, n_moves=256),
+}
+
+
+# --- the pairs -----------------------------------------------------------------------------------
+
+@dataclass
+class Problem:
+    """A model and pairs ready to search: ``z`` ``(B, D, h, w)``, ``targets``, ``loss``, ``reference`` ``(B,)`` (CPU)."""
+
+    model: object
+    sources: torch.Tensor
+    targets: torch.Tensor
+    z: torch.Tensor
+    loss: object
+    reference: torch.Tensor
+    ids: list
+
+    def subset(self, sl: slice) -> "Problem":
+        targets = self.targets[sl]
+        return Problem(self.model, self.sources[sl], targets, self.z[sl], search.mse_to(targets), self.reference[sl],
+                       self.ids[sl])
+
+
+def problem(model, pp, device) -> Problem:
+    """Encode the sources of ``pp`` (a :class:`vqtto.pairs.Pairs`) and compute each target's yardstick."""
+    with torch.no_grad():
+        z = model.encode(pp.sources.to(device))
+    targets = pp.targets.to(device)
+    ids = list(zip(pp.source_ids.tolist(), pp.target_ids.tolist()))
+    return Problem(model, pp.sources.to(device), targets, z, search.mse_to(targets),
+                   search.reference_losses(model, targets).cpu(), ids)
+
+
+def reported_and_validation(dataset: str, pair_draw: int, n_pairs: int, pair_seed: int, val_pairs: int, val_seed: int):
+    """The reported pairs (the first ``n_pairs`` of chapter 2's draw) and the validation pairs.
+
+    Raises ValueError when the seeds coincide or a validation pair is also a reported pair.
+    """
+    from .. import pairs
+
+    if val_seed == pair_seed:
+        raise ValueError(f"val_seed must differ from pair_seed={pair_seed}: settings are never tuned on reported pairs")
+    rep = pairs.test_pairs(dataset, max(pair_draw, n_pairs), pair_seed)
+    rep = pairs.Pairs(rep.sources[:n_pairs], rep.targets[:n_pairs], rep.source_ids[:n_pairs], rep.target_ids[:n_pairs])
+    val = pairs.test_pairs(dataset, val_pairs, val_seed)
+    shared = set(zip(rep.source_ids.tolist(), rep.target_ids.tolist())) & set(zip(val.source_ids.tolist(), val.target_ids.tolist()))
+    if shared:
+        raise ValueError(f"validation pairs {sorted(shared)} are also reported pairs: choose another val_seed")
+    return rep, val
+
+
+# --- the methods ---------------------------------------------------------------------------------
+
+def run(method: str, pb: Problem, budget: float, setting: Mapping, chains: int, seed: int = 0, start=None,
+        movable=None) -> search.SearchTrace:
+    """Run ``method`` (one of :data:`METHOD_IDS`) on ``pb`` with ``budget`` equivalents per pair and ``setting``."""
+    rounds = max(1, int(budget // search.FORWARD_BACKWARD))
+    common = dict(chains=chains, budget=budget, seed=seed, start=start, movable=movable)
+    if method == "alg2-restarts":
+        return search.restarted_straight_through(pb.model, pb.z, pb.loss, budget=budget, seed=seed, **setting)
+    if method == "alg2-tabu":
+        return search.straight_through(pb.model, pb.z, pb.loss, tabu=True, max_unique=rounds, max_rounds=rounds)
+    if method == "relaxed":
+        return search.relaxed_straight_through(pb.model, pb.z, pb.loss, max_steps=rounds, max_unique=rounds)
+    if method == "relaxed-annealed":
+        return search.relaxed_straight_through(pb.model, pb.z, pb.loss, max_steps=rounds, max_unique=rounds, seed=seed,
+                                               tau_end=0.1, noise_until=2 / 3, pull=0.05, **setting)
+    if method == "gwg":
+        return search.gibbs_with_gradients(pb.model, pb.z, pb.loss, anneal=True, **setting, **common)
+    if method in ("dmala", "dmala-codebook"):
+        dist = "codebook" if method.endswith("codebook") else "onehot"
+        return search.discrete_langevin(pb.model, pb.z, pb.loss, dist=dist, anneal=True, **setting, **common)
+    if method == "pas-sa":
+        return search.path_annealing(pb.model, pb.z, pb.loss, **setting, **common)
+    if method == "screened-sa":
+        return search.screened_annealing(pb.model, pb.z, pb.loss, m=16, **setting, **common)
+    raise ValueError(f"method must be one of {list(METHOD_IDS)}, got {method!r}")
+
+
+def candidate_settings(method: str, temperatures: Sequence[float], relaxed_noises: Sequence[float],
+                       restart_noise: float) -> list[dict]:
+    """The settings tried for ``method`` on the validation pairs."""
+    if method in MASKABLE:
+        return [{"temperature": float(t)} for t in temperatures]
+    if method == "relaxed-annealed":
+        return [{"noise": float(s)} for s in relaxed_noises]
+    if method == "alg2-restarts":
+        return [{"noise": restart_noise}]
+    return [{}]
+
+
+def tune(methods: Sequence[str], val: Problem, budget: float, chains: int, grids: Mapping[str, list[dict]]):
+    """Each method's setting with the largest share at R <= 1 (then lowest median R) on the validation
+    pairs; ``(settings, rows)``. A method with a single candidate setting is not run."""
+    settings, rows = {}, []
+    for m in methods:
+        if len(grids[m]) == 1:  # nothing to choose: no validation run
+            settings[m] = grids[m][0]
+            rows.append({"method": m, "setting": str(grids[m][0]) or "-", "median R (validation)": "not tuned",
+                         "share R <= 1 (validation)": "-"})
+            continue
+        scored = []
+        for s in grids[m]:
+            r = run(m, val, budget, s, chains).best_losses / val.reference
+            scored.append((stats.median(r), stats.share(r <= 1), s))
+            rows.append({"method": m, "setting": str(s) or "-", "median R (validation)": round(scored[-1][0], 3),
+                         "share R <= 1 (validation)": f"{scored[-1][1]:.0%}"})
+        settings[m] = min(scored, key=lambda x: (-x[1], x[0]))[2]
+    return settings, rows
+
+
+# --- success against cost -------------------------------------------------------------------------
+
+def best_at(trace: search.SearchTrace, budgets: Sequence[float]) -> torch.Tensor:
+    """``(B, len(budgets))``: each pair's best loss among the grids found within each budget."""
+    out = torch.empty(len(trace), len(budgets), dtype=torch.float64)
+    for i, (l, c) in enumerate(zip(trace.losses, trace.costs)):
+        for j, b in enumerate(budgets):
+            ok = c <= b + 1e-9
+            out[i, j] = float(l[ok].min()) if bool(ok.any()) else float(l[0])
+    return out
+
+
+def curve_points(trace: search.SearchTrace, reference: torch.Tensor, n_points: int = 40) -> tuple[np.ndarray, np.ndarray]:
+    """Share of pairs at R <= 1 against decoder-call equivalents per pair (``n_points`` log-spaced)."""
+    top = max(float(c.max()) for c in trace.costs)
+    xs = np.unique(np.geomspace(3, max(4.0, top), n_points))
+    r = best_at(trace, xs.tolist()) / reference.double()[:, None]
+    return xs, (r <= 1).double().mean(0).numpy()
+
+
+def time_to_target(trace: search.SearchTrace, reference: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` amortised seconds per pair until R <= 1 (batch wall time / B; inf where never)."""
+    out = torch.full((len(trace),), math.inf, dtype=torch.float64)
+    for i, (l, t) in enumerate(zip(trace.losses, trace.times)):
+        hit = (l.double() <= reference[i].double()).nonzero()
+        if hit.numel():
+            out[i] = float(t[hit[0, 0]]) / len(trace)
+    return out
+
+
+def time_quantile(ttt: torch.Tensor, q: float) -> float:
+    """The ``q`` quantile of times that may be inf (never reached): inf when it falls among those."""
+    x = stats.quantile(torch.where(torch.isfinite(ttt), ttt, torch.full_like(ttt, 1e12)), q)
+    return math.inf if x > 1e11 else x
+
+
+def summary_rows(traces: Mapping[str, search.SearchTrace], reference: torch.Tensor, budgets: Sequence[float]) -> list[dict]:
+    """One row per method: share at R <= 1 per budget, median R with a 95% interval, cost and time."""
+    rows = []
+    for name, tr in traces.items():
+        r = tr.best_losses.double() / reference.double()
+        lo, hi = stats.bootstrap_interval(r)
+        row = {"method": method_label(name)}
+        for b, s in zip(budgets, ((best_at(tr, budgets) / reference.double()[:, None]) <= 1).double().mean(0).tolist()):
+            row[f"R <= 1 at {b:g}"] = f"{s:.0%}"
+        ttt = time_to_target(tr, reference)
+        row.update({"median R": round(stats.median(r), 3), "95% interval": f"{lo:.3f}-{hi:.3f}",
+                    "ended in a loop": f"{tr.fraction('loop'):.0%}",
+                    "equivalents per pair": round(tr.decoder_equivalents / len(tr), 1),
+                    "seconds per pair": round(tr.seconds / len(tr), 3),
+                    "time to R <= 1, median / 90% (s per pair)": f"{time_quantile(ttt, 0.5):.3g} / {time_quantile(ttt, 0.9):.3g}"})
+        rows.append(row)
+    return rows
+
+
+def success_figure(traces: Mapping[str, search.SearchTrace], reference: torch.Tensor, budgets: Sequence[float], title: str):
+    """The chapter's main figure: share of pairs at R <= 1 against decoder-call equivalents per pair."""
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    for name, tr in traces.items():
+        xs, ys = curve_points(tr, reference)
+        ax.step(xs, ys, where="post", color=method_color(name), lw=2.2 if name == "alg2-restarts" else 1.6,
+                ls="--" if name == "alg2-restarts" else "-", label=method_label(name))
+    for b in budgets:
+        ax.axvline(b, color="k", lw=0.6, ls=":")
+    ax.set_xscale("log")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("decoder-call equivalents per pair (forward 1, forward + backward 3; log scale)")
+    ax.set_ylabel("share of pairs with R <= 1")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def best_method(traces: Mapping[str, search.SearchTrace], reference: torch.Tensor) -> str:
+    """The method with the largest share at R <= 1 (then the lowest median R) at the run's budget."""
+    def key(name):
+        r = traces[name].best_losses.double() / reference.double()
+        return (-stats.share(r <= 1), stats.median(r))
+    return min(traces, key=key)
+
+
+# --- the first-order table ---------------------------------------------------------------------
+
+def table_figure(check: Mapping[str, torch.Tensor], title: str):
+    """Predicted (table) against true loss change of random single moves, and how the table ranks them."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    p, t = check["predicted"].flatten().numpy(), check["true"].flatten().numpy()
+    axes[0].scatter(p, t, s=6, alpha=0.4)
+    lim = [min(p.min(), t.min()), max(p.max(), t.max())]
+    axes[0].plot(lim, lim, "k:", lw=0.8)
+    axes[0].set_xlabel("predicted change D[p, j]")
+    axes[0].set_ylabel("true change of the loss")
+    better = t < 0
+    rank = check["rank"].flatten().numpy()
+    bins = np.unique(np.geomspace(1, max(2, rank.max() + 1), 20).round())
+    axes[1].hist([rank[better] + 1, rank[~better] + 1], bins=bins, label=["truly better", "truly worse"], stacked=True)
+    axes[1].set_xscale("log")
+    axes[1].set_xlabel("rank of the move in the table (1 = most promising; log scale)")
+    axes[1].set_ylabel("random moves")
+    axes[1].legend(fontsize=8)
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+# --- exact references ----------------------------------------------------------------------------
+
+@dataclass
+class ExactRow:
+    """One method on the sub-problems with m free positions: how often it found the exact optimum."""
+
+    m: int
+    k: int
+    method: str
+    found: float
+    median_gap: float
+    pairs: int
+    grids_per_pair: int
+
+
+def exact_rows(model, pb: Problem, m: int, methods: Sequence[str], settings: Mapping[str, dict], budget: float,
+               chains: int, seed: int = 0) -> tuple[list[ExactRow], float]:
+    """Enumerate each pair's sub-problem (own code fixed but m positions) and score each method on it."""
+    with torch.no_grad():
+        own = model.nearest(model.encode(pb.targets))
+        src = model.nearest(pb.z)
+    h, w = own.shape[1:]
+    pos = search.free_positions(len(pb.targets), h, w, m, seed=seed)
+    sub = search.enumerate_subproblem(model, pb.loss, own, pos.to(own.device))
+    mask = search.free_mask(pos, h, w).to(own.device)
+    start = torch.where(mask, src, own)
+    rows = []
+    for name in methods:
+        tr = run(name, pb, budget, settings.get(name, {}), chains, seed, start=start, movable=mask)
+        out = search.optimum_rate(tr.best_losses, sub)
+        rows.append(ExactRow(m=m, k=model.codebook.shape[0], method=name, found=out["found"],
+                             median_gap=out["median gap"], pairs=len(pb.targets), grids_per_pair=sub.n_grids))
+    return rows, sub.seconds
+
+
+def exact_table(rows: Sequence[ExactRow]) -> list[dict]:
+    return [{"k": r.k, "free positions m": r.m, "grids per pair": f"{r.grids_per_pair:,}", "method": method_label(r.method),
+             "found the exact optimum": f"{r.found:.0%}", "median gap when missed": f"{r.median_gap:.2%}",
+             "pairs": r.pairs} for r in rows]
+
+
+def certificate_rows(cert: search.Certificate, method: str) -> list[dict]:
+    return [{"method": method_label(method), "pair": i, "neighbours decoded": cert.neighbours,
+             "1-move local optimum": bool(cert.local_optimum[i]), "better neighbours": int(cert.better_neighbours[i]),
+             "best neighbour improves the loss by": f"{max(0.0, float(cert.improvement[i])):.2%}"}
+            for i in range(len(cert.loss))]
+
+
+# --- the result ----------------------------------------------------------------------------------
+
+@dataclass
+class MethodSummary:
+    """One method on the reported pairs at the run's budget."""
+
+    method: str
+    median_r: float
+    share_r_le_1: float
+    share_at_budgets: list[float]
+    equivalents_per_pair: float
+    seconds_per_pair: float
+    setting: dict = field(default_factory=dict)
+
+
+@dataclass
+class ReachingTargetResult(ChapterResult):
+    """What chapter 3 measured: success against cost per method, exact optima, the certificate.
+
+    Attributes:
+        summaries: per method, on the reported pairs of the main model (k).
+        small: per method, on the k_small model (empty when skipped).
+        best: the best method's id (largest share at R <= 1, then lowest median R).
+        polished: median R and share R <= 1 of the best method's grids after the screened polish.
+        exact: the exact-optimum rows of the sub-problems.
+        certified_share: share of certified best grids that are 1-move local optima (None: skipped).
+        meets_targets: the issue's targets (97% / median 0.6 within 1,000 equivalents at k=512) reached.
+        verdict: the chapter's sentence.
+    """
+
+    CHAPTER: ClassVar[str] = "reaching_target"
+    dataset: str
+    k: int
+    k_small: int | None
+    n_pairs: int
+    budgets: list[float]
+    summaries: list[MethodSummary]
+    small: list[MethodSummary]
+    best: str
+    polished: dict
+    exact: list[ExactRow]
+    certified_share: float | None
+    meets_targets: bool
+    verdict: str
+
+
+def summaries(traces: Mapping[str, search.SearchTrace], reference: torch.Tensor, budgets: Sequence[float],
+              settings: Mapping[str, dict]) -> list[MethodSummary]:
+    out = []
+    for name, tr in traces.items():
+        r = tr.best_losses.double() / reference.double()
+        at = ((best_at(tr, budgets) / reference.double()[:, None]) <= 1).double().mean(0).tolist()
+        out.append(MethodSummary(method=name, median_r=stats.median(r), share_r_le_1=stats.share(r <= 1),
+                                 share_at_budgets=at, equivalents_per_pair=tr.decoder_equivalents / len(tr),
+                                 seconds_per_pair=tr.seconds / len(tr), setting=dict(settings.get(name, {}))))
+    return out
+
+
+def verdict(main: Sequence[MethodSummary], best: str, polished: dict, exact: Sequence[ExactRow], k: int,
+            budget: float) -> tuple[bool, str]:
+    """Whether the issue's targets were met, and a sentence from the numbers."""
+    s = {m.method: m for m in main}
+    b, base = s[best], s.get("alg2-restarts")
+    share_best = max(b.share_r_le_1, polished["share"])
+    med_best = min(b.median_r, polished["median"])
+    meets = share_best >= 0.97 and med_best <= 0.6 and budget <= 1000 and k >= 512
+    text = (f"At {budget:g} decoder-call equivalents per pair the best method is {method_label(best)}: "
+            f"{b.share_r_le_1:.0%} of the pairs reach R <= 1 (median R {b.median_r:.2f}); after the screened polish "
+            f"{polished['share']:.0%} (median {polished['median']:.2f}, {polished['equivalents']:.0f} more equivalents per pair). ")
+    if base is not None:
+        text += (f"Algorithm 2 with random restarts, at the same cost, reaches R <= 1 on {base.share_r_le_1:.0%} "
+                 f"(median R {base.median_r:.2f}). ")
+    samplers = [m for m in main if m.method in MASKABLE]
+    if samplers:
+        top = max(samplers, key=lambda m: (m.share_r_le_1, -m.median_r))
+        text += (f"The best of the gradient samplers on the first-order table, {method_label(top.method)}, reaches "
+                 f"{top.share_r_le_1:.0%} (median R {top.median_r:.2f}). ")
+    if exact:
+        ex = max(exact, key=lambda r: r.found)
+        text += f"On the exact sub-problems the best rate of finding the optimum is {ex.found:.0%} ({method_label(ex.method)}, m={ex.m}). "
+    text += ("The issue's targets (97% at R <= 1, median R <= 0.6 within 1,000 equivalents at k=512) are met."
+             if meets else "The issue's targets (97% at R <= 1, median R <= 0.6 within 1,000 equivalents at k=512) are not met here.")
+    return meets, text

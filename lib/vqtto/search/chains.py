@@ -1,0 +1,264 @@
+"""Several chains per pair as one batch: the engine every gradient sampler runs on.
+
+B pairs with C chains each are one batch of ``n = B * C`` chains (chain ``c`` of pair ``i`` is
+row ``i * C + c``; the loss rows are repeated). Each chain keeps its own grid ``(n, h, w)``, its
+loss and gradient, and its best grid; a sampler supplies one ``step`` (propose, score, accept),
+and :class:`ChainSearch` runs it under :func:`~vqtto.search.driver.drive` with a budget in
+decoder-call equivalents per pair. The driver records, per chain, only the grids that improve on
+the chain's best; :func:`merge_chains` turns them into one :class:`SearchTrace` per pair, the
+best-so-far path over all its chains with the cost at which each grid was found.
+
+Randomness comes from one generator per pair (:class:`PairRandom`), so a pair draws the same
+numbers batched or searched alone.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Sequence
+
+import torch
+
+from ..constraints import LossFn
+from .driver import BUDGET, MOVED, RETRY, Evaluator, check_positive, check_start, drive
+from .first_order import first_order_table
+from .trace import SearchTrace
+
+__all__ = ["ChainSearch", "PairRandom", "best_paths", "movable_mask", "check_choice", "check_nonnegative", "merge_chains", "pair_seeds",
+           "repeat_loss", "sample_categorical"]
+
+
+def check_choice(name: str, value, allowed: Sequence) -> None:
+    """Raise ValueError unless ``value`` is one of ``allowed``."""
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
+
+
+def check_nonnegative(name: str, value) -> None:
+    """Raise ValueError unless ``value`` is a finite number >= 0 (temperatures, noise scales)."""
+    check_positive(name, value, minimum=0.0)
+
+
+def pair_seeds(seed: int | Sequence[int], n_pairs: int) -> list[int]:
+    """One seed per pair: ``seed`` itself per pair if a list, else ``seed * 1_000_003 + i``."""
+    if isinstance(seed, (list, tuple)):
+        if len(seed) != n_pairs or not all(isinstance(s, int) and s >= 0 for s in seed):
+            raise ValueError(f"seed must be an int >= 0 or a list of {n_pairs} ints >= 0 (one per pair), got {seed!r}")
+        return list(seed)
+    check_positive("seed", seed, integer=True, minimum=0)
+    return [seed * 1_000_003 + i for i in range(n_pairs)]
+
+
+class PairRandom:
+    """One generator per pair on ``device``; every draw is ``(C, *shape)`` per pair, then picked per chain."""
+
+    def __init__(self, seeds: Sequence[int], chains: int, device: torch.device) -> None:
+        self.chains, self.device = chains, device
+        self.gens = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
+
+    def uniform(self, rows: torch.Tensor, *shape: int) -> torch.Tensor:
+        """Uniforms in (0, 1) ``(n, *shape)`` for chain rows ``rows`` ``(n,)`` (sorted ascending)."""
+        pairs = (rows // self.chains).cpu()
+        out = []
+        for i in pairs.unique_consecutive().tolist():
+            draw = torch.rand((self.chains,) + shape, generator=self.gens[i], device=self.device)
+            mine = rows[pairs.to(rows.device) == i] - i * self.chains
+            out.append(draw[mine])
+        return torch.cat(out).clamp_(1e-12, 1 - 1e-7)
+
+
+def sample_categorical(logits: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Inverse-CDF draws from ``softmax(logits)`` ``(..., K)``: ``u`` ``(...)`` gives one index per
+    row, ``u`` ``(..., m)`` gives m independent indices per row (with replacement)."""
+    cdf = torch.softmax(logits, -1).cumsum(-1)
+    single = u.dim() == logits.dim() - 1
+    vals = (u.unsqueeze(-1) if single else u) * cdf[..., -1:]
+    pick = torch.searchsorted(cdf, vals.contiguous()).clamp_(max=logits.shape[-1] - 1)
+    return pick.squeeze(-1) if single else pick
+
+
+def repeat_loss(loss: LossFn, rows: torch.Tensor):
+    """``loss`` restricted to ``rows`` (repeats allowed); refuses a loss that cannot be restricted."""
+    if not hasattr(loss, "rows"):
+        raise ValueError("several chains per pair need a loss with .rows() (a vqtto.constraints.PairLoss, "
+                         "e.g. search.mse_to(targets)); a plain callable cannot score repeated rows")
+    return loss.rows(rows)
+
+
+class ChainSearch:
+    """The proposer :func:`drive` runs for a sampler: budget, per-chain state, best-so-far records.
+
+    Subclasses implement :meth:`step` ``(rows)``, which moves the chains ``rows`` (updating
+    ``idx``, ``value`` and ``grad`` there) and charges its decoder calls to ``ev``; ``step_cost``
+    is the most it may charge per chain and step (a chain whose next step would exceed its share
+    ``budget / chains`` stops with ``"budget"``).
+
+    Attributes:
+        idx ``(n, h, w)``, value ``(n,)``, grad ``(n, D, h, w)``: each chain's grid, loss, gradient.
+        best_idx, best_value: each chain's best grid and loss so far.
+        scale ``(n,)``: the loss of the start grid, the unit of every temperature.
+        movable ``(n, h*w)`` bool: positions a chain may change.
+    """
+
+    step_cost: float = 3.0
+
+    def __init__(self, model, z_start: torch.Tensor, loss: LossFn, *, chains: int, budget: float,
+                 seed, start: torch.Tensor | None, movable: torch.Tensor | None) -> None:
+        check_start(model, z_start)
+        check_positive("chains", chains, integer=True, minimum=1)
+        check_positive("budget", budget)
+        b, _, h, w = z_start.shape
+        self.model, self.n_pairs, self.chains = model, b, chains
+        self.seeds = pair_seeds(seed, b)
+        dev = z_start.device
+        self.pair_of = torch.arange(b, device=dev).repeat_interleave(chains)
+        n = b * chains
+        self.ev = Evaluator(model, repeat_loss(loss, self.pair_of), n)
+        self.chain_budget = float(budget) / chains
+        if start is None:
+            with torch.no_grad():
+                start = model.nearest(z_start)
+        if start.shape != (b, h, w):
+            raise ValueError(f"start must be (B, h, w) = {(b, h, w)}, got {tuple(start.shape)}")
+        self.movable = movable_mask(movable, b, h, w, dev)[self.pair_of]
+        self.rand = PairRandom(self.seeds, chains, dev)
+        self.cb = model.codebook.detach()
+        self.idx = start.to(dev)[self.pair_of].clone()
+        self.steps = torch.zeros(n, dtype=torch.long, device=dev)
+
+    # --- what the samplers share ---------------------------------------------------------------
+
+    def table(self, rows: torch.Tensor, idx: torch.Tensor | None = None, grad: torch.Tensor | None = None) -> torch.Tensor:
+        """First-order table ``(n, h*w, k)`` of chains ``rows``; +inf at the current code and frozen positions."""
+        idx = self.idx[rows] if idx is None else idx
+        grad = self.grad[rows] if grad is None else grad
+        d = first_order_table(self.cb, grad, idx)
+        d.scatter_(2, idx.flatten(1)[..., None], math.inf)
+        return d.masked_fill_(~self.movable[rows][..., None], math.inf)
+
+    def progress(self, rows: torch.Tensor) -> torch.Tensor:
+        """``(n,)`` in [0, 1]: the share of its budget each chain has spent."""
+        spent = self.ev.spent[rows.cpu()].to(rows.device, torch.float32)
+        return (spent / self.chain_budget).clamp(0, 1)
+
+    def accept(self, rows, new_idx, new_value, new_grad, log_ratio) -> torch.Tensor:
+        """Metropolis-Hastings: accept where ``log u < log_ratio``; update the accepted chains; ``(n,)`` bool."""
+        ok = self.rand.uniform(rows).log() < log_ratio
+        self.set_state(rows[ok], new_idx[ok], new_value[ok], new_grad[ok])
+        self.accepted[rows[ok]] += 1
+        return ok
+
+    def set_state(self, rows, idx, value, grad) -> None:
+        self.idx[rows], self.value[rows], self.grad[rows] = idx, value, grad
+
+    def temperature(self, rows: torch.Tensor, t0: float, anneal: bool) -> torch.Tensor:
+        """``(n,)`` the temperature of chains ``rows``: ``t0`` times the start loss, annealed linearly
+        to 0 over the budget if ``anneal`` (floored at 1e-6 of the start loss)."""
+        frac = 1 - self.progress(rows) if anneal else torch.ones(rows.numel(), device=rows.device)
+        return (t0 * frac).clamp_min(1e-6) * self.scale[rows]
+
+    def step(self, rows: torch.Tensor) -> None:
+        raise NotImplementedError
+
+    # --- the driver's side -----------------------------------------------------------------------
+
+    @torch.no_grad()
+    def __call__(self, rows, idx, values, grads):
+        n = rows.numel()
+        status = torch.full((n,), RETRY, dtype=torch.long, device=rows.device)
+        spent = self.ev.spent[rows.cpu()].to(rows.device)
+        over = spent + self.step_cost > self.chain_budget + 1e-9
+        status[over] = BUDGET
+        go = rows[~over]
+        if go.numel():
+            self.step(go)
+            self.steps[go] += 1
+        better = (self.value[rows] < self.best_value[rows]) & ~over
+        self.best_value[rows[better]] = self.value[rows[better]]
+        self.best_idx[rows[better]] = self.idx[rows[better]]
+        status[better] = MOVED
+        return self.best_idx[rows], torch.ones(n, dtype=torch.long, device=rows.device), status
+
+    def evaluate(self, idx: torch.Tensor, rows: torch.Tensor):
+        """What :func:`drive` records as the loss of a chain's latest record: its best loss (free)."""
+        return self.best_value[rows], self.best_value.new_zeros(rows.numel(), 0)
+
+    def pair_clock(self, rows: torch.Tensor) -> torch.Tensor:
+        """``(n,)`` the equivalents spent by all chains of each row's pair together."""
+        per_pair = self.ev.spent.view(self.n_pairs, self.chains).sum(1)
+        return per_pair[(rows // self.chains).cpu()]
+
+    def run(self, method: str, params: dict, progress: bool = False) -> SearchTrace:
+        """Score the start grids, run the chains to their budget, merge them per pair."""
+        t0 = time.perf_counter()
+        n = self.idx.shape[0]
+        rows = torch.arange(n, device=self.idx.device)
+        first = rows[::self.chains]  # the chains of a pair start on one grid: score it once per pair
+        value, grad = self.ev.loss_and_grad(self.idx[first], first)
+        self.value, self.grad = value.repeat_interleave(self.chains), grad.repeat_interleave(self.chains, 0)
+        self.scale = self.value.detach().clamp_min(1e-12)
+        self.best_value, self.best_idx = self.value.clone(), self.idx.clone()
+        self.accepted = torch.zeros(n, dtype=torch.long, device=self.idx.device)
+        dummy = self.idx.new_zeros((n, 0, 1, 1), dtype=torch.float32)
+        rec = drive(self.model, dummy, self, self.evaluate, max_unique=math.inf, max_rounds=math.inf,
+                    on_revisit="skip", progress=progress, desc=method, start=self.idx.clone(), clock=self.pair_clock)
+        per_chain = rec.trace()
+        rate = float(self.accepted.sum()) / max(1, int(self.steps.sum()))
+        return merge_chains(per_chain, self.n_pairs, self.chains, method=method,
+                            params={**params, "acceptance_rate": rate}, decoded_images=self.ev.decoded,
+                            decoder_equivalents=self.ev.equivalents, seconds=time.perf_counter() - t0)
+
+
+def movable_mask(movable: torch.Tensor | None, b: int, h: int, w: int, device) -> torch.Tensor:
+    """``(B, h*w)`` bool from ``movable`` ``(B, h, w)``, ``(h, w)`` or None (all positions free)."""
+    if movable is None:
+        return torch.ones(b, h * w, dtype=torch.bool, device=device)
+    if movable.dtype != torch.bool or movable.shape not in ((b, h, w), (h, w)):
+        raise ValueError(f"movable must be a bool mask (B, h, w) or (h, w) = {(h, w)}, got {movable.dtype} "
+                         f"{tuple(movable.shape)}")
+    m = movable.to(device).expand(b, h, w).reshape(b, h * w)
+    if not bool(m.any(1).all()):
+        raise ValueError("movable must leave at least one position free in every pair")
+    return m
+
+
+def merge_chains(trace: SearchTrace, n_pairs: int, chains: int, *, cost_factor: float = 1.0, **fields) -> SearchTrace:
+    """Per pair, the best-so-far path over its chains (see :func:`best_paths`).
+
+    ``trace`` holds ``n_pairs * chains`` chains (chain c of pair i is row ``i * chains + c``); its
+    ``costs`` are multiplied by ``cost_factor`` to give the pair's cost. ``fields`` fill the
+    other :class:`SearchTrace` fields (method, params, decoded_images, ...).
+    """
+    parts = [[(trace.grids[r], trace.losses[r], trace.costs[r] * cost_factor, trace.times[r])
+              for r in range(i * chains, (i + 1) * chains)] for i in range(n_pairs)]
+    stalled = [all(trace.stop_reason[r] == "stalled" for r in range(i * chains, (i + 1) * chains)) for i in range(n_pairs)]
+    fields["params"] = {**fields.get("params", {}), "chains": chains}
+    return best_paths(parts, stalled, **fields)
+
+
+def best_paths(parts, stalled: Sequence[bool], **fields) -> SearchTrace:
+    """One :class:`SearchTrace` from, per pair, a list of ``(grids, losses, costs, times)`` runs.
+
+    Per pair the runs are pooled and sorted by cost; only the grids that beat every grid found
+    before them are kept (so they are distinct, with falling losses). Every pair ends with
+    ``"budget"`` unless ``stalled`` says all its runs stalled.
+    """
+    grids, losses, raw, costs, times = [], [], [], [], []
+    for runs in parts:
+        g, l, c, t = (torch.cat([r[j] for r in runs]) for j in range(4))
+        order = torch.argsort(c, stable=True)
+        g, l, c, t = g[order], l[order], c[order], t[order]
+        keep = torch.zeros(l.numel(), dtype=torch.bool)
+        best = math.inf
+        for j, v in enumerate(l.tolist()):
+            if v < best:
+                keep[j], best = True, v
+        grids.append(g[keep])
+        losses.append(l[keep])
+        costs.append(c[keep])
+        times.append(t[keep])
+        raw.append(torch.cat([torch.zeros(1, dtype=torch.long), torch.ones(int(keep.sum()) - 1, dtype=torch.long)]))
+    n = len(parts)
+    return SearchTrace(grids=grids, losses=losses, raw_steps=raw, stop_reason=["stalled" if s else "budget" for s in stalled],
+                       loop_to=[-1] * n, loop_steps=[0] * n, costs=costs, times=times, **fields)
