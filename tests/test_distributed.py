@@ -108,12 +108,8 @@ def test_two_ranks_train_identical_parameters_that_match_one_process(two_ranks, 
     assert recon0 == pytest.approx(recon, rel=1e-4) and nats0 == pytest.approx(nats, rel=1e-4)
 
 
-BATCH_DEPENDENT = pytest.mark.xfail(strict=True, reason=(
-    "relaxed_straight_through scales its initial logits by the spread of the distances over the whole "
-    "batch (search/relaxed.py: dist.std()), so a pair's start depends on the other pairs of its shard"))
 
-
-@pytest.mark.parametrize("name", [n if n != "relaxed" else pytest.param(n, marks=BATCH_DEPENDENT) for n in SEARCHES])
+@pytest.mark.parametrize("name", list(SEARCHES))
 def test_sharded_search_equals_the_unsharded_run(two_ranks, one_process, name):
     assert two_ranks[1]["traces"][name] is None, "only rank 0 gets the joined trace"
     sharded, whole = two_ranks[0]["traces"][name], one_process["traces"][name]

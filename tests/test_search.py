@@ -445,3 +445,14 @@ def test_algorithm1_with_adam_matches_a_hand_written_adam_loop(tiny_vqvae):
     assert all(len(c) == 8 for c in tr.continuous_losses) and tr.stop_reason == ["budget"] * 3
     with pytest.raises(ValueError, match=r"optimizer must be one of \['sgd', 'adam'\]"):
         search.gradient_descent(tiny_vqvae, z0, search.mse_to(targets), optimizer="lbfgs")
+
+
+def test_relaxed_search_of_a_pair_does_not_depend_on_the_other_pairs_in_its_batch(tiny_vqvae):
+    torch.manual_seed(5)
+    x, targets = torch.rand(4, 1, 28, 28), torch.rand(4, 1, 28, 28)
+    with torch.no_grad():
+        z = tiny_vqvae.encode(x)
+    batched = search.relaxed_straight_through(tiny_vqvae, z, search.mse_to(targets), max_steps=6)
+    alone = search.relaxed_straight_through(tiny_vqvae, z[2:3], search.mse_to(targets[2:3]), max_steps=6)
+    assert torch.equal(batched.grids[2], alone.grids[0])
+    assert torch.allclose(batched.losses[2], alone.losses[0])

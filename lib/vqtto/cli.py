@@ -553,9 +553,9 @@ def _run_search(args, source: VQVAESource, inputs: SearchInputs, settings: dict)
         z = _encode(model, inputs.sources[rows], device)
         return fn(model, z, loss.rows(rows.to(device)), progress=progress, **fixed, **settings)
 
-    if world.size > 1 and world.main and args.method == "relaxed":
-        print("note: the relaxed search scales its start by the spread over its batch of pairs (and draws its noise "
-              "over the batch), so its results depend on how the pairs are split across processes", file=sys.stderr)
+    if world.size > 1 and world.main and args.method == "relaxed" and settings.get("noise", 0) > 0:
+        print("note: the relaxed search draws its Gumbel noise for the whole batch of pairs, so with noise > 0 its "
+              "results depend on how the pairs are split across processes", file=sys.stderr)
     t0 = time.perf_counter()
     trace = distributed.sharded(run, len(inputs.sources))
     wall = time.perf_counter() - t0

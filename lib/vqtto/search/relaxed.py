@@ -35,7 +35,10 @@ class _RelaxedStraightThrough:
         n, dim, h, w = z_start.shape
         e = z_start.detach().float().permute(0, 2, 3, 1).reshape(n, h * w, dim)
         dist = e.pow(2).sum(-1, keepdim=True) - 2 * e @ self.cb.t() + self.cb.pow(2).sum(1)
-        self.logits = -init_scale * dist / dist.std().clamp_min(1e-12)  # argmax = nearest code
+        # argmax = nearest code; each pair is scaled by its own spread, so its start does not depend on
+        # which other pairs share the batch (or the shard of a distributed run)
+        spread = dist.flatten(1).std(1).clamp_min(1e-12)[:, None, None]
+        self.logits = -init_scale * dist / spread
         self.m1 = torch.zeros_like(self.logits)
         self.m2 = torch.zeros_like(self.logits)
         self.t = torch.zeros(n, device=self.logits.device)
