@@ -7,6 +7,7 @@ import pytest
 
 from vqtto import report, results
 from vqtto.chapters.gradient_search import MethodMedian
+from vqtto.chapters.reaching_target import MethodSummary
 
 
 def _fake(cls, **fields):
@@ -57,6 +58,9 @@ def fake_results(profile="quick"):
                             divergence_fraction={str(c): {"paper": 1.0} for c in range(1, 5)},
                             diverged_configurations=[1, 2, 3, 4], unstable_in_every_configuration=True),
         "simplex_flow": sf,
+        "reaching_target": _fake(types["reaching_target"], profile=profile, n_pairs=8, k=512, best="relaxed",
+                                 summaries=[_fake(MethodSummary, method="relaxed", median_r=0.77, share_r_le_1=0.83),
+                                            _fake(MethodSummary, method="gwg", median_r=5.2, share_r_le_1=0.0)]),
         "hardness": _fake(types["hardness"], profile=profile, verdict="the claim holds, by a reduction", reduction_holds=True),
     }
 
@@ -73,9 +77,11 @@ def test_rows_read_the_chapters_verdicts_and_numbers(tmp_path):
     assert gap["verdict"].startswith("agrees") and "+0.0010" in gap["ours"]
     assert next(r for c, r in rows.items() if "unstable in all four" in c)["verdict"] == "agrees"
     best = next(r for c, r in rows.items() if c.startswith("best search"))
-    assert best["verdict"].endswith("relaxed, best grid (ch. 2)")
+    assert best["verdict"].endswith("relaxed (ch. 3, equal budget)")
     assert "alg1" not in best["ours"], "Algorithm 1's continuous latent is no grid"
     assert next(r for c, r in rows.items() if "NP-hard" in c)["verdict"] == "the claim holds, by a reduction"
+    relaxed = next(r for c, r in rows.items() if c.endswith("relaxed straight-through search"))
+    assert relaxed["verdict"] == "best method of the chapter" and "83% of 8 pairs" in relaxed["ours"]
 
 
 def test_verdicts_follow_the_recorded_decision_not_a_second_rule():
