@@ -2,9 +2,11 @@
 
 import math
 
+import normflows as nf
 import pytest
 import torch
 from torch import nn
+from torch.distributions.relaxed_categorical import ExpRelaxedCategorical
 
 from vqtto import flows
 from vqtto.constraints import mse_to
@@ -58,23 +60,56 @@ def test_simplex_flow_samples_are_on_the_simplex_and_paper_flow_samples_are_not(
 
 def test_paper_flow_divergence_is_recorded_not_raised():
     gs = GumbelSoftmax(zipf_probs(4), tau=0.1)
-    run = flows.train_reverse_kld(flows.paper_flow(gs, n_blocks=2, hidden=8), steps=20, batch=64)
+    run = flows.train_reverse_kld(flows.paper_flow(gs, n_blocks=2, hidden=8, literal=True), steps=20, batch=64)
     assert run.diverged and run.diverged_at == 0 and run.reason == "non-finite loss"
-    assert run.final_kl is None and run.losses == []
+    assert run.final_kl is None and run.losses == [] and run.nan_origin == "target log-density"
 
 
-class _InfiniteGradient(nn.Module):
+class _InfiniteGradientLayer(nf.flows.Flow):
     def __init__(self):
         super().__init__()
         self.p = nn.Parameter(torch.tensor(1.0))
 
-    def reverse_kld(self, num_samples=1):
-        return torch.sqrt(self.p - self.p.detach())  # value 0, gradient +inf
+    def forward(self, z):
+        return z + torch.sqrt(self.p - self.p.detach()), torch.zeros(z.shape[0])  # value z, gradient +inf
 
 
 def test_non_finite_gradient_is_recorded_with_its_step():
-    run = flows.train_reverse_kld(_InfiniteGradient(), steps=5, batch=1)
-    assert run.diverged_at == 0 and run.reason == "non-finite gradient"
+    gs = GumbelSoftmax(zipf_probs(3), tau=1.0)
+    flow = nf.NormalizingFlow(nf.distributions.DiagGaussian(3, trainable=False), [_InfiniteGradientLayer()],
+                              flows.LogOrthantTarget(gs))
+    run = flows.train_reverse_kld(flow, steps=5, batch=1)
+    assert run.diverged_at == 0 and run.reason == "non-finite gradient" and run.nan_origin == "gradient"
+
+
+def test_reverse_kl_against_the_formula_is_invariant_to_rescaling():
+    """k=4, tau=0.1, N(5, I) samples: the same estimate for scale factors 1, 0.5, 0.1 and 0.01."""
+    values = flows.scaled_reverse_kl(flows.toy_target(4, 0.1), 5.0, [1.0, 0.5, 0.1, 0.01], n=4096, seed=0)
+    assert all(math.isfinite(v) for v in values.values())
+    assert max(values.values()) - min(values.values()) < 1e-9
+
+
+def test_log_orthant_target_is_the_formula_pulled_back_through_exp_and_flat_along_the_diagonal():
+    gs = GumbelSoftmax(torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=torch.float64), tau=0.3)
+    target = flows.LogOrthantTarget(gs)
+    x = torch.randn(6, 4, dtype=torch.float64)
+    assert torch.allclose(target.log_prob(x), gs.formula_anywhere(x.exp()) + x.sum(1), atol=1e-9)
+    torch_ref = ExpRelaxedCategorical(torch.tensor(0.3, dtype=torch.float64), probs=gs.probs,
+                                                           validate_args=False)
+    assert torch.allclose(target.log_prob(x), torch_ref.log_prob(x), atol=1e-9)
+    assert torch.allclose(target.log_prob(x + 7.5), target.log_prob(x), atol=1e-9)
+
+
+def test_training_records_the_log_scale_and_the_layer_where_the_first_nan_appears():
+    runs = flows.run_toy_experiment([2], [4], ["paper", "simplex"], 1, steps=30, batch=64, n_blocks=16, hidden=32,
+                                    lr_adam=1e-3, lr_sgd=1e-3, progress=False)
+    paper, simplex = flows.select_runs(runs, kind="paper")[0], flows.select_runs(runs, kind="simplex")[0]
+    assert paper.diverged and paper.nan_origin.startswith("coupling block") and paper.nan_origin.endswith("of 16")
+    assert len(paper.log_scale) == len(paper.losses) == len(paper.max_abs) == paper.diverged_at
+    q10, q50, q90 = paper.log_scale[-1]
+    assert q10 <= q50 <= q90 and q90 - q10 > paper.log_scale[0][2] - paper.log_scale[0][0]  # the spread widened
+    assert not simplex.diverged and simplex.nan_origin is None
+    assert max(abs(v) for q in simplex.log_scale for v in q) < 1e-4  # samples on the simplex: log-scale 0
 
 
 def test_simplex_flow_training_lowers_the_reverse_kl():
@@ -231,15 +266,45 @@ def test_a_diverging_grid_flow_is_recorded_said_and_searched_through_without_cra
     flow, run = flows.fit_grid_flow(probs, 0.3, n_blocks=1, hidden=8, steps=10, batch=8, lr=1e12, seed=0)
     assert run.diverged and run.final_kl is None
     fit = simplex_flow.grid_flow_fit(run, 10)
-    sentence = simplex_flow.grid_fit_sentence(fit, 40, (2, 2))
+    sentence = simplex_flow.grid_fit_sentence(fit, {"flow": 0.5, "sampling": 0.1}, 40, (2, 2))
     assert "diverged" in sentence and f"step {run.diverged_at}" in sentence
     grids = flows.flow_argmax_grids(flow, 16, (2, 2))
     assert grids.shape == (16, 2, 2)
-    rows = [{"method": simplex_flow.row_label(row), "relative loss, median": 1.0,
-             "log-lik. under per-position categorical (nats/grid)": -5.0}
-            for row in ("alg2", "pulse", "pulse-untrained", "own-code")]
-    verdict = simplex_flow.pulse_verdict(rows, fit)
-    assert "diverged" in verdict and not simplex_flow.search_findings(rows, fit).prior_fitted
+    values = _values({row: 1.0 for row in ("alg2", "pulse", "pulse-untrained", simplex_flow.START, "own-code")})
+    verdict = simplex_flow.pulse_verdict(values, fit)
+    assert "diverged" in verdict and not simplex_flow.search_findings(values, fit).prior_fitted
+
+
+def _values(scale: dict, n: int = 8, pixelcnn: bool = False) -> dict:
+    """Per-pair values for the search rows: relative loss ``scale[row] * (1 + small per-pair noise)``."""
+    from vqtto.chapters import simplex_flow
+
+    noise = 1 + 0.01 * torch.arange(n, dtype=torch.float64)
+    out = {}
+    for row, sc in scale.items():
+        out[row] = {simplex_flow.RELATIVE: sc * noise, simplex_flow.CATEGORICAL: -10.0 * sc * noise}
+        if pixelcnn:
+            out[row][simplex_flow.PIXELCNN] = -20.0 * sc * noise
+    return out
+
+
+def test_search_findings_decide_from_paired_intervals():
+    from vqtto.chapters import simplex_flow
+
+    fit = simplex_flow.GridFlowFit(steps=3, diverged=False, diverged_at=None, reason=None, first_loss=9.0,
+                                   final_kl=4.0, seconds=0.1)
+    values = _values({"alg2": 1.0, "pulse": 2.0, "pulse-untrained": 1.5, simplex_flow.START: 4.0, "own-code": 1.0},
+                     pixelcnn=True)
+    found = simplex_flow.search_findings(values, fit)
+    assert found.loss_above_control and not found.loss_below_control and found.loss_difference.excludes_zero
+    assert found.prior_gain.median < 0 and not found.more_plausible_than_control  # trained codes less plausible
+    assert found.pixelcnn_below_alg2 and found.pixelcnn_vs_alg2.high < 0
+    verdict = simplex_flow.pulse_verdict(values, fit)
+    assert "lies above zero" in verdict and "loses to the untrained control" in verdict
+    same = _values({"alg2": 1.0, "pulse": 1.0, "pulse-untrained": 1.0, simplex_flow.START: 4.0, "own-code": 1.0})
+    assert "includes zero" in simplex_flow.pulse_verdict(same, fit)
+    assert simplex_flow.fit_is_close({"flow": 0.05, "sampling": 0.033})
+    assert "a loose fit" in simplex_flow.grid_fit_sentence(fit, {"flow": 0.195, "sampling": 0.033}, 100, (7, 7))
 
 
 # --- chapters 4 and 5: schemas, the reverse-KL figure, the typed results --------------------------
@@ -261,9 +326,13 @@ def test_reverse_kl_figure_draws_no_mark_in_the_data_area_for_a_run_diverged_at_
     empty, later = fig.axes[:2]
     assert not empty.lines and not empty.collections
     assert any("diverged at step 0 in 1 of 1 run" in t.get_text() for t in empty.texts)
-    assert len(later.lines) == 2  # the curve, and a cross at its last finite loss
-    x, y = later.lines[1].get_data()
-    assert list(x) == [3] and list(y) == [2.0]
+    data = [ln.get_data() for ln in later.lines]
+    assert any(list(x) == [3] and list(y) == [2.0] for x, y in data)  # a cross at the last finite loss
+    assert any(list(x) == [3, 3] for x, _ in data)  # a vertical line over the panel at the step of the NaN
+    assert any(t.get_text() == "NaN" for t in later.texts) and "DIVERGED: 1 of 1" in later.get_title()
+    runs[1].log_scale = [[0.0, 1.0, 2.0], [0.0, 1.5, 3.0], [-1.0, 2.0, 5.0]]
+    fig = paper_flow.log_scale_figure(runs, P)
+    assert fig.axes[1].collections and not fig.axes[0].collections
 
 
 @pytest.mark.parametrize("name", ["configurations", "ks", "kinds"])
@@ -298,9 +367,15 @@ def test_chapter_results_are_recorded_and_read_back_with_their_verdicts(tmp_path
     P = SimpleNamespace(profile="smoke", configurations=[1, 2], ks=[3], seeds=1, steps=3, n_blocks=1,
                         kinds=["simplex"], n_pairs=2)
     paper_runs = [_run(1, "paper", [], diverged_at=0), _run(2, "paper", [4.0, 3.0, 2.0], final=1.5)]
-    result = paper_flow.paper_flow_result(P, paper_runs, [], seconds=1.0)
+    paper_runs[1].log_scale = [[0.0, 1.0, 2.0], [0.0, 1.5, 3.0], [-1.0, 2.0, 5.0]]
+    paper_runs[0].nan_origin = "coupling block 2 of 2"
+    result = paper_flow.paper_flow_result(P, paper_runs, [], {1.0: 3.0, 0.1: 3.0}, seconds=1.0)
     assert result.diverged_configurations == [1] and result.finished_configurations == [2]
     assert not result.unstable_in_every_configuration and "not fitted" in result.verdict
+    assert result.scale_invariant and result.scale_invariance == {"1": 3.0, "0.1": 3.0}
+    assert result.spread_grew_everywhere and not result.pulled_towards_zero and result.nan_first_in_coupling_blocks
+    assert result.log_scale_measurements["1"] is None and result.log_scale_measurements["2"]["spread_end"] == 6.0
+    assert result.nan_origins == {"1": {"coupling block 2 of 2": 1}, "2": {}}
     assert result.final_kl_paper == {"1/k=3": None, "2/k=3": 1.5}
     report.record(result, tmp_path)
     assert report.load_result(paper_flow.PaperFlowResult, "smoke", tmp_path) == result
@@ -312,11 +387,13 @@ def test_chapter_results_are_recorded_and_read_back_with_their_verdicts(tmp_path
     grids = torch.zeros(2, 1, 1, dtype=torch.long)
     found = {row: (ref * scale, grids) for row, scale in
              (("alg2", 1.0), ("pulse", 2.0), ("pulse-untrained", 3.0), (simplex_flow.START, 4.0), ("own-code", 1.0))}
-    rows = simplex_flow.pulse_table_rows(found, ref, {"per-position categorical": lambda idx: torch.full((2,), -3.0)})
-    result = simplex_flow.simplex_flow_result(P, simplex_runs, fit, {"flow": 0.2, "sampling": 0.1}, found, ref, rows, 2.0)
+    values = simplex_flow.per_pair_values(found, ref, {simplex_flow.CATEGORICAL: lambda idx: torch.full((2,), -3.0)})
+    result = simplex_flow.simplex_flow_result(P, simplex_runs, fit, {"flow": 0.2, "sampling": 0.1}, values, (1, 1), 2,
+                                              2.0)
+    assert result.tv_ratio == 2.0 and result.kl_per_position == 4.0 and result.prior_fit_close
     assert result.simplex_diverged_configurations == [] and result.untempered_diverged_configurations is None
     assert result.pulse_relative_loss_median == 2.0 and result.start_relative_loss_median == 4.0
-    assert "did not diverge" in result.toy_verdict and result.search_findings.loss_above_control is False
+    assert "did not diverge" in result.toy_verdict and result.search_findings.loss_below_control is True
     report.record(result, tmp_path)
     assert report.load_result(simplex_flow.SimplexFlowResult, "smoke", tmp_path) == result
 

@@ -4,9 +4,13 @@ Three models, one trainer:
 
 * :func:`paper_flow` - the paper's model, built from normflows' own classes: a diagonal Gaussian
   base in R^k, affine coupling blocks with MLP conditioners (each followed by a swap of the two
-  halves), and a target whose ``log_prob`` is the Gumbel-softmax formula (:class:`FormulaTarget`).
-  The flow's samples lie anywhere in R^k, the target's density only on the simplex: see
-  :meth:`vqtto.gumbel.GumbelSoftmax.formula_anywhere` for what the formula returns elsewhere.
+  halves), and the Gumbel-softmax formula as target. The flow's samples lie anywhere in R^k, the
+  target's density only on the simplex. The paper does not say how its target read a point of R^k;
+  two readings are built: as the point ``y`` itself (:class:`FormulaTarget`, NaN wherever a
+  coordinate is negative) or as log-coordinates ``x = log y`` (:class:`LogOrthantTarget`, torch's
+  ``ExpRelaxedCategorical`` density, finite everywhere). Both extend the formula off the simplex to
+  a density that is invariant to rescaling ``y`` and integrates to infinity
+  (:func:`scaled_reverse_kl` checks the invariance).
 * :func:`simplex_flow` - the same coupling blocks in R^(k-1), followed by :class:`LogSoftmaxZero`,
   a bijection of R^(k-1) onto the open simplex (softmax of the logits ``(u, 0)``) with its exact
   log-determinant. Its samples are points of the simplex by construction, given by their
@@ -17,8 +21,9 @@ Three models, one trainer:
   (:func:`fit_code_categorical` fits the categorical they relax, :func:`fit_grid_flow` the flow).
 
 :func:`train_reverse_kld` fits any of them by reverse KL and records divergence (a non-finite loss
-or gradient ends the run, logged with its step) instead of raising; :func:`run_toy_experiment`
-runs the paper's toy experiment (its four :data:`CONFIGURATIONS`) with it. :func:`pulse_search`
+or gradient ends the run, logged with its step and the layer where the first non-finite value
+appeared) instead of raising, and along the run the log-scale of its samples (:func:`log_scale`);
+:func:`run_toy_experiment` runs the paper's toy experiment (its four :data:`CONFIGURATIONS`) with it. :func:`pulse_search`
 is the reduction to PULSE that the paper proposes: Gaussian ``z`` on a sphere -> flow -> relaxed
 one-hot vectors per position -> mixture of code vectors -> decoder, optimised for a loss on the image.
 """
@@ -27,6 +32,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -59,6 +65,29 @@ class FormulaTarget(nf.distributions.Target):
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         return self.gs.formula_anywhere(z)
+
+
+class LogOrthantTarget(nf.distributions.Target):
+    """The paper's target read in log-coordinates: a point ``x`` of R^k stands for ``y = exp(x)``.
+
+    ``log_prob(x) = formula(exp x) + sum_i x_i`` (the formula pulled back through the bijection
+    ``exp``), written without leaving log space:
+    ``lgamma(k) + (k-1) log tau + sum_i (log pi_i - tau x_i) - k logsumexp_i(log pi_i - tau x_i)``.
+    This is ``torch.distributions.relaxed_categorical.ExpRelaxedCategorical.log_prob``, finite at
+    every ``x``. On the simplex (``logsumexp(x) = 0``) it is the Gumbel-softmax density of ``log y``;
+    off it, it is constant along the diagonal ``x + s 1`` (a rescaling ``y -> e^s y``), so it integrates to
+    infinity over R^k, as the formula does over the orthant.
+    """
+
+    def __init__(self, gs: GumbelSoftmax) -> None:
+        super().__init__()
+        self.gs = gs
+        self.n_dims = gs.k
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.gs.log_pi.to(x) - self.gs.tau * x
+        const = math.lgamma(self.gs.k) + (self.gs.k - 1) * math.log(self.gs.tau)
+        return const + a.sum(-1) - self.gs.k * torch.logsumexp(a, -1)
 
 
 class LogSimplexTarget(nf.distributions.Target):
@@ -141,10 +170,17 @@ def _check_flow_args(k: int, n_blocks: int, hidden: int) -> None:
         raise ValueError(f"hidden (MLP width) must be >= 1, got {hidden!r}")
 
 
-def paper_flow(gs: GumbelSoftmax, n_blocks: int = 16, hidden: int = 64, base_mean: float = 0.0) -> nf.NormalizingFlow:
-    """The paper's flow: Gaussian in R^k -> coupling blocks -> R^k, target :class:`FormulaTarget`."""
+def paper_flow(gs: GumbelSoftmax, n_blocks: int = 16, hidden: int = 64, base_mean: float = 0.0,
+               literal: bool = False) -> nf.NormalizingFlow:
+    """The paper's flow: Gaussian in R^k -> ``n_blocks`` coupling blocks -> R^k.
+
+    The target is the Gumbel-softmax formula read in log-coordinates (:class:`LogOrthantTarget`),
+    or with ``literal=True`` at the point itself (:class:`FormulaTarget`). The couplings start as
+    the identity (zero last layers, normflows' ``init_zeros``), so the first samples are the base's.
+    """
     _check_flow_args(gs.k, n_blocks, hidden)
-    return nf.NormalizingFlow(_base(gs.k, base_mean), _coupling_stack(gs.k, n_blocks, hidden), FormulaTarget(gs))
+    target = FormulaTarget(gs) if literal else LogOrthantTarget(gs)
+    return nf.NormalizingFlow(_base(gs.k, base_mean), _coupling_stack(gs.k, n_blocks, hidden), target)
 
 
 def simplex_flow(gs: GumbelSoftmax, n_blocks: int = 16, hidden: int = 64, base_mean: float = 0.0) -> nf.NormalizingFlow:
@@ -186,6 +222,11 @@ class FlowRun:
         final_kl: reverse KL estimated on ``n_eval`` fresh samples after training (None if diverged).
         seconds: wall time of the run.
         meta: what the caller wants to keep beside it (configuration, seed, k, kind).
+        log_scale: per completed step, the 10%, 50% and 90% quantiles over the batch of
+            :func:`log_scale` of the samples (0 on the simplex; ``s`` for a point ``e^s`` times one of it).
+        max_abs: per completed step, the largest absolute coordinate of the batch's samples.
+        nan_origin: where the first non-finite value of the diverging step appeared (a layer of the
+            flow, ``"target log-density"`` or ``"gradient"``; None when not diverged).
     """
 
     losses: list[float]
@@ -194,6 +235,9 @@ class FlowRun:
     final_kl: float | None
     seconds: float
     meta: dict = field(default_factory=dict)
+    log_scale: list[list[float]] = field(default_factory=list)
+    max_abs: list[float] = field(default_factory=list)
+    nan_origin: str | None = None
 
     @property
     def diverged(self) -> bool:
@@ -209,6 +253,49 @@ def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
     raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
 
 
+def log_scale(x: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` log-scale of samples given in log-coordinates ``(B, ..., k)``: ``log sum_i y_i``, averaged
+    over any positions. 0 on the simplex; ``s`` for ``e^s`` times a point of the simplex."""
+    lse = torch.logsumexp(x.detach(), -1)
+    return lse.reshape(lse.shape[0], -1).mean(1)
+
+
+def _layer_name(layer: nn.Module, index: int, layers: nn.ModuleList) -> str:
+    """``"coupling block 3 of 16"``, ``"softmax bijection"``, ...: how a layer is named in a divergence."""
+    if isinstance(layer, nf.flows.AffineCouplingBlock):
+        blocks = [i for i, m in enumerate(layers) if isinstance(m, nf.flows.AffineCouplingBlock)]
+        return f"coupling block {blocks.index(index) + 1} of {len(blocks)}"
+    return "softmax bijection" if isinstance(layer, LogSoftmaxZero) else type(layer).__name__
+
+
+def reverse_kld_parts(flow: nn.Module, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Callable[[], str]]:
+    """``n`` samples of ``flow``, their log density, the target's log density there, and where a non-finite value began.
+
+    The reverse-KL estimate is ``log_q.mean() - log_p.mean()``, as normflows' ``reverse_kld`` computes
+    it (same random draws, same values). For a normflows flow the layers are applied one by one and
+    a finiteness flag kept per layer (as tensors: nothing is synchronised unless asked); the returned
+    function names the first layer whose output or running log density was not finite, else the
+    target, and is meant to be called only once the loss was found non-finite.
+    """
+    if isinstance(flow, GridSimplexFlow):
+        x, log_q = flow.sample(n)
+        log_p = flow.target.log_prob(x)
+        return x, log_q, log_p, lambda: "flow" if not bool(torch.isfinite(x).all()) else "target log-density"
+    x, log_q = flow.q0(n)
+    finite = []
+    for layer in flow.flows:
+        x, log_det = layer(x)
+        log_q = log_q - log_det
+        finite.append(torch.isfinite(x).all() & torch.isfinite(log_q).all())
+    log_p = flow.p.log_prob(x)
+
+    def origin() -> str:
+        bad = [i for i, ok in enumerate(finite) if not bool(ok)]
+        return _layer_name(flow.flows[bad[0]], bad[0], flow.flows) if bad else "target log-density"
+
+    return x, log_q, log_p, origin
+
+
 def train_reverse_kld(
     flow: nn.Module,
     steps: int,
@@ -221,45 +308,67 @@ def train_reverse_kld(
     progress: bool = False,
     meta: dict | None = None,
 ) -> FlowRun:
-    """Minimise ``flow.reverse_kld(batch)`` for ``steps`` steps; never raises on divergence.
+    """Minimise the reverse-KL estimate of :func:`reverse_kld_parts` for ``steps`` steps; never raises on divergence.
 
     A step whose loss is NaN/inf, or whose gradient has a NaN/inf entry, ends the run: its index is
-    stored in :attr:`FlowRun.diverged_at` and no optimiser step is taken with it. ``clip`` (when
-    not None) rescales a finite gradient to norm at most ``clip`` before the step; the check for
-    non-finite gradients comes first, so clipping never hides a divergence.
+    stored in :attr:`FlowRun.diverged_at`, where the first non-finite value appeared in
+    :attr:`FlowRun.nan_origin`, and no optimiser step is taken with it. Every completed step also
+    records the quantiles of the batch's :func:`log_scale` and its largest coordinate. ``clip``
+    (when not None) rescales a finite gradient to norm at most ``clip`` before the step; the check
+    for non-finite gradients comes first, so clipping never hides a divergence.
     """
     if steps < 1 or batch < 1:
         raise ValueError(f"steps and batch must be >= 1, got steps={steps!r}, batch={batch!r}")
     torch.manual_seed(seed)
     params = [p for p in flow.parameters() if p.requires_grad]
     opt = make_optimizer(optimizer, params, lr)
-    losses: list[float] = []
-    diverged_at, reason = None, None
+    run = FlowRun([], None, None, None, 0.0, dict(meta or {}))
+    probs = torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64)
     start = time.perf_counter()
     for step in tqdm(range(steps), disable=not progress, desc="reverse KL", leave=False):
-        loss = flow.reverse_kld(batch)
+        x, log_q, log_p, origin = reverse_kld_parts(flow, batch)
+        loss = log_q.mean() - log_p.mean()
         if not torch.isfinite(loss):
-            diverged_at, reason = step, "non-finite loss"
+            run.diverged_at, run.reason, run.nan_origin = step, "non-finite loss", origin()
             break
         opt.zero_grad(set_to_none=True)
         loss.backward()
         grads = [p.grad for p in params if p.grad is not None]
         if not all(torch.isfinite(g).all() for g in grads):
-            diverged_at, reason = step, "non-finite gradient"
+            run.diverged_at, run.reason, run.nan_origin = step, "non-finite gradient", "gradient"
             break
         if clip is not None:
             torch.nn.utils.clip_grad_norm_(params, clip)
         opt.step()
-        losses.append(float(loss.detach()))
-    final = None
-    if diverged_at is None:
+        run.losses.append(float(loss.detach()))
+        run.log_scale.append(torch.quantile(log_scale(x).double(), probs.to(x.device)).tolist())
+        run.max_abs.append(float(x.detach().abs().max()))
+    if run.diverged_at is None:
         with torch.no_grad():
-            value = float(flow.reverse_kld(n_eval))
+            _, log_q, log_p, origin = reverse_kld_parts(flow, n_eval)
+            value = float(log_q.mean() - log_p.mean())
         if math.isfinite(value):
-            final = value
+            run.final_kl = value
         else:
-            diverged_at, reason = steps, "non-finite loss"
-    return FlowRun(losses, diverged_at, reason, final, time.perf_counter() - start, dict(meta or {}))
+            run.diverged_at, run.reason, run.nan_origin = steps, "non-finite loss", origin()
+    run.seconds = time.perf_counter() - start
+    return run
+
+
+def scaled_reverse_kl(gs: GumbelSoftmax, base_mean: float, scales: list[float], n: int = 4096,
+                      seed: int = 0) -> dict[float, float]:
+    """Reverse-KL estimate against the literal formula (:class:`FormulaTarget`) of ``c x``, ``x ~ N(base_mean, I_k)``.
+
+    For each scale ``c`` the same ``n`` draws (float64) are rescaled; ``log q_c(c x) = log q(x) - k log c``
+    is the density of the rescaled Gaussian. Because the formula is homogeneous of degree ``-k`` on the
+    orthant, the estimate is the same for every ``c`` (up to rounding): rescaling is a free direction
+    of the loss. Returns ``{c: estimate}``.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    eps = torch.randn(n, gs.k, generator=gen, dtype=torch.float64)
+    log_q = -0.5 * (eps.pow(2).sum(1) + gs.k * math.log(2 * math.pi))
+    return {c: float((log_q - gs.k * math.log(c) - gs.formula_anywhere(c * (base_mean + eps))).mean())
+            for c in scales}
 
 
 # --- what the paper's target sees -------------------------------------------------------------
@@ -268,18 +377,38 @@ def train_reverse_kld(
 def where_samples_fall(flow: nf.NormalizingFlow, n: int = 4096, atol: float = 1e-3) -> dict[str, float]:
     """Fractions of ``n`` flow samples (in R^k) by what the simplex formula returns there.
 
-    Returns ``nan`` (some coordinate < 0: log of a negative number), ``off_simplex_finite``
-    (all > 0, sum not within ``atol`` of 1: finite but meaningless) and ``on_simplex``.
+    Returns ``nan`` (some coordinate < 0: the literal reading takes the log of a negative number),
+    ``off_simplex_finite`` (all > 0, sum not within ``atol`` of 1: finite, off the simplex),
+    ``on_simplex``, and ``log_reading_finite`` (the samples read as log-coordinates,
+    :class:`LogOrthantTarget`, where the density is finite).
     """
     x, _ = flow.sample(n)
     negative = (x < 0).any(1)
     on = (~negative) & ((x.sum(1) - 1).abs() <= atol)
+    gs = flow.p.gs
     return {"nan": float(negative.float().mean()),
             "off_simplex_finite": float(((~negative) & ~on).float().mean()),
-            "on_simplex": float(on.float().mean())}
+            "on_simplex": float(on.float().mean()),
+            "log_reading_finite": float(torch.isfinite(LogOrthantTarget(gs).log_prob(x)).float().mean())}
 
 
 # --- the paper's toy experiment ----------------------------------------------------------------
+
+@contextmanager
+def one_thread():
+    """Run the block with one CPU thread, then restore the thread count.
+
+    The flows here work on small tensors: on 2 busy cores, two threads spend their time waiting on
+    each other (a toy run or a code-grid flow step is 20x slower with 2 threads than with 1).
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 
 @dataclass(frozen=True)
 class Configuration:
@@ -319,6 +448,7 @@ def run_toy_experiment(configurations: list[int], ks: list[int], kinds: list[str
 
     Each run seeds torch with its seed before building its flow and trains with the learning rate of
     its configuration's optimiser, so a run's result does not depend on which other runs are made.
+    The runs use one CPU thread (:func:`one_thread`).
     Each :class:`FlowRun` carries ``configuration``, ``k``, ``kind`` and ``seed`` in its ``meta``.
     """
     unknown = [c for c in configurations if c not in CONFIGURATIONS] + [kd for kd in kinds if kd not in FLOW_KINDS]
@@ -327,13 +457,14 @@ def run_toy_experiment(configurations: list[int], ks: list[int], kinds: list[str
                          f"got {unknown}")
     jobs = [(c, k, kind, s) for c in configurations for k in ks for kind in kinds for s in range(seeds)]
     runs = []
-    for c, k, kind, seed in tqdm(jobs, desc="toy flows", disable=not progress):
-        cfg = CONFIGURATIONS[c]
-        torch.manual_seed(seed)
-        flow = build_flow(kind, toy_target(k, cfg.tau, zipf_s), n_blocks, hidden, cfg.base_mean).to(device)
-        lr = lr_adam if cfg.optimizer == "adam" else lr_sgd
-        runs.append(train_reverse_kld(flow, steps, batch, cfg.optimizer, lr, seed=seed,
-                                      meta={"configuration": c, "k": k, "kind": kind, "seed": seed}))
+    with one_thread():
+        for c, k, kind, seed in tqdm(jobs, desc="toy flows", disable=not progress):
+            cfg = CONFIGURATIONS[c]
+            torch.manual_seed(seed)
+            flow = build_flow(kind, toy_target(k, cfg.tau, zipf_s), n_blocks, hidden, cfg.base_mean).to(device)
+            lr = lr_adam if cfg.optimizer == "adam" else lr_sgd
+            runs.append(train_reverse_kld(flow, steps, batch, cfg.optimizer, lr, seed=seed,
+                                          meta={"configuration": c, "k": k, "kind": kind, "seed": seed}))
     return runs
 
 
@@ -405,8 +536,8 @@ class GridSimplexFlow(nn.Module):
         """Reverse KL estimate to :attr:`target` (set it first), as normflows defines it."""
         if self.target is None:
             raise ValueError("set GridSimplexFlow.target (a LogSimplexTarget over (P, k)) before training")
-        log_y, log_q = self.sample(num_samples)
-        return (log_q - self.target.log_prob(log_y)).mean()
+        _, log_q, log_p, _ = reverse_kld_parts(self, num_samples)
+        return log_q.mean() - log_p.mean()
 
 
 def fit_code_categorical(indices: torch.Tensor, k: int, pseudocount: float = 0.5) -> torch.Tensor:
@@ -468,12 +599,13 @@ def fit_grid_flow(probs: torch.Tensor, tau: float, *, n_blocks: int, hidden: int
     of the per-position categorical ``probs`` ``(P, k)``.
 
     Divergence is recorded in the returned :class:`FlowRun`, never raised; the flow then keeps the
-    weights of its last finite step.
+    weights of its last finite step. Trains with one CPU thread (:func:`one_thread`).
     """
     positions, k = probs.shape
     flow = seeded_grid_flow(positions, k, tau, n_blocks=n_blocks, hidden=hidden, seed=seed, device=device)
     flow.target = LogSimplexTarget(GumbelSoftmax(probs, tau).to(device))
-    run = train_reverse_kld(flow, steps, batch, "adam", lr, seed=seed, progress=progress)
+    with one_thread():
+        run = train_reverse_kld(flow, steps, batch, "adam", lr, seed=seed, progress=progress)
     return flow, run
 
 
@@ -542,6 +674,7 @@ def pulse_search(
 
     The flow is left as it was found, also when the search raises: its temperature and each
     parameter's ``requires_grad`` flag are restored (the parameters are frozen during the search).
+    The search runs with one CPU thread (:func:`one_thread`).
 
     Args:
         model: a VQ-VAE (latent-decoder protocol: ``codebook``, ``decode``, ``decode_indices``).
@@ -571,7 +704,8 @@ def pulse_search(
     try:
         for p in flow.parameters():
             p.requires_grad_(False)
-        return _pulse_steps(model, flow, loss_fn, codebook, batch, grid, steps, lr, seed, tau_schedule, progress)
+        with one_thread():
+            return _pulse_steps(model, flow, loss_fn, codebook, batch, grid, steps, lr, seed, tau_schedule, progress)
     finally:
         flow.to_simplex.tau = trained_tau
         for p, flag in zip(flow.parameters(), flags):

@@ -41,7 +41,8 @@ TOY_PARAMS = {
     "seeds": Param(int, "seeds per configuration, k and flow", at_least(1), default=3),
     "steps": Param(int, "reverse-KL steps per toy run", at_least(1), default=400),
     "batch": Param(int, "samples per reverse-KL estimate", at_least(1), default=256),
-    "n_blocks": Param(int, f"affine coupling blocks per flow (paper: {paper.FLOW_BLOCKS.value})", at_least(1), default=4),
+    "n_blocks": Param(int, f"affine coupling blocks per flow (paper: {paper.FLOW_BLOCKS.value})", at_least(1),
+                      default=paper.FLOW_BLOCKS.value),
     "hidden": Param(int, "width of the MLP conditioners", at_least(1), default=32),
     "lr_adam": Param(float, "learning rate with Adam (the paper gives none)", greater_than(0.0), default=0.001),
     "lr_sgd": Param(float, "learning rate with SGD-Nesterov, momentum 0.9 (the paper gives none)", greater_than(0.0),
@@ -49,6 +50,9 @@ TOY_PARAMS = {
 }
 
 PARAMS = chapter_schema(TOY_PARAMS)
+
+# The check of the issue: k=4, tau=0.1, samples of N(5, I), rescaled by these factors.
+INVARIANCE_CHECK = dict(k=4, tau=0.1, base_mean=5.0, scales=(1.0, 0.5, 0.1, 0.01))
 
 # The only flow this chapter trains.
 PAPER_KINDS = ("paper",)
@@ -64,7 +68,7 @@ def run_toy(P, kinds, device: torch.device, progress: bool = True) -> list[flows
 
 
 def initial_support_rows(P, device: torch.device) -> list[dict]:
-    """Where the untrained paper flow's samples fall, per configuration and k."""
+    """Where the untrained paper flow's samples fall, per configuration and k, and what each reading of the target gives there."""
     rows = []
     for c in P.configurations:
         cfg = flows.CONFIGURATIONS[c]
@@ -72,9 +76,11 @@ def initial_support_rows(P, device: torch.device) -> list[dict]:
             torch.manual_seed(0)
             flow = flows.paper_flow(flows.toy_target(k, cfg.tau, P.zipf_s), P.n_blocks, P.hidden, cfg.base_mean)
             fall = flows.where_samples_fall(flow.to(device), 4096)
-            rows.append({"configuration": cfg.label(c), "k": k, "some coordinate < 0 (log p = NaN)": fall["nan"],
-                         "all > 0, sum ≠ 1 (finite, meaningless)": fall["off_simplex_finite"],
-                         "on the simplex": fall["on_simplex"]})
+            rows.append({"configuration": cfg.label(c), "k": k,
+                         "some coordinate < 0 (literal reading: NaN)": fall["nan"],
+                         "all > 0, sum ≠ 1 (literal: finite, off the simplex)": fall["off_simplex_finite"],
+                         "on the simplex": fall["on_simplex"],
+                         "log-coordinate reading: finite": fall["log_reading_finite"]})
     return rows
 
 
@@ -88,12 +94,13 @@ def divergence_rows(runs: list[flows.FlowRun], P, kinds) -> list[dict]:
                 div = [r for r in group if r.diverged]
                 finals = [r.final_kl for r in group if not r.diverged]
                 final = stats.median(finals) if finals else "-"
-                if finals and kind == "paper":  # a finite loss against the formula off the simplex
+                if finals and kind == "paper":  # a finite loss against an improper density
                     final = f"{final:.4g} (not a KL)"
                 rows.append({
                     "configuration": flows.CONFIGURATIONS[c].label(c), "k": k, "flow": kind,
                     "diverged": f"{len(div)}/{len(group)}",
                     "at steps": ", ".join(str(r.diverged_at) for r in div) or "-",
+                    "first non-finite value in": "; ".join(sorted({r.nan_origin for r in div})) or "-",
                     "final reverse KL (median of the rest)": final,
                 })
     return rows
@@ -166,11 +173,19 @@ def formula_scaling_figure(k: int, tau: float, zipf_s: float, n: int = 8, seed: 
     return fig
 
 
+def _mark_divergence(ax, run: flows.FlowRun, style: dict, y) -> None:
+    """A diverged run: a cross at ``(step, y)``, a dashed vertical line over the whole panel at its step, and 'NaN' above."""
+    ax.plot([run.diverged_at], [y], "x", color=style["color"], ms=9, mew=2.5)
+    ax.axvline(run.diverged_at, color=style["color"], ls="--", lw=0.8, alpha=0.7)
+    ax.annotate("NaN", (run.diverged_at, 1.0), xycoords=("data", "axes fraction"), ha="center", va="bottom",
+                fontsize=7, color=style["color"], fontweight="bold")
+
+
 def _draw_run(ax, run: flows.FlowRun, style: dict) -> None:
-    """One run's losses against steps; a run that diverged later ends in a cross at its last finite loss."""
+    """One run's losses against steps; a run that diverged later is marked by :func:`_mark_divergence`."""
     ax.plot(np.arange(len(run.losses)), run.losses, color=style["color"], ls=style["ls"], lw=1, alpha=0.8)
     if run.diverged:
-        ax.plot([run.diverged_at], [run.losses[-1]], "x", color=style["color"], ms=8, mew=2)
+        _mark_divergence(ax, run, style, run.losses[-1])
 
 
 def _note_step0_divergences(ax, notes: list[tuple[str, int, int]], empty: bool) -> None:
@@ -186,21 +201,31 @@ def _note_step0_divergences(ax, notes: list[tuple[str, int, int]], empty: bool) 
                 bbox=dict(boxstyle="round", fc="white", ec=style["color"], alpha=0.9))
 
 
+def _panel_title(k: int, c: int, group: list[flows.FlowRun]) -> str:
+    """``k=4  (1) mean 0, τ=0.1, Adam`` and, below, how many of the panel's runs diverged."""
+    n_div = sum(r.diverged for r in group)
+    return (f"k={k}  " + flows.CONFIGURATIONS[c].label(c) + "\n"
+            + (f"DIVERGED: {n_div} of {len(group)} runs" if n_div else f"all {len(group)} runs finite"))
+
+
 def reverse_kl_figure(runs: list[flows.FlowRun], P, kinds, title: str):
     """The paper's Figure 6 for ``kinds``: reverse KL against steps, one panel per (k, configuration).
 
-    A run that diverged after some steps is drawn up to its last finite step and ends in a cross.
-    A run that diverged at step 0 has no finite loss: nothing of it is drawn in the data area; a
-    boxed note counts such runs per kind, and a panel where no run has a curve is greyed out.
+    A run that diverged after some steps is drawn up to its last finite step and ends in a cross, with
+    a dashed vertical line over the whole panel at the step it diverged and 'NaN' above it; each
+    panel's title counts its diverged runs. A run that diverged at step 0 has no finite loss: nothing
+    of it is drawn in the data area; a boxed note counts such runs per kind, and a panel where no run
+    has a curve is greyed out. A grey line marks 0, below which no true KL can go.
     """
-    fig, axes = plt.subplots(len(P.ks), len(P.configurations), figsize=(3.6 * len(P.configurations), 3.0 * len(P.ks)),
+    fig, axes = plt.subplots(len(P.ks), len(P.configurations), figsize=(3.6 * len(P.configurations), 3.2 * len(P.ks)),
                              squeeze=False, sharex=True)
     for i, k in enumerate(P.ks):
         for j, c in enumerate(P.configurations):
             ax = axes[i, j]
-            notes, drawn = [], 0
+            notes, drawn, panel = [], 0, []
             for kind in kinds:
                 group = flows.select_runs(runs, configuration=c, k=k, kind=kind)
+                panel += group
                 for r in group:
                     if r.losses:
                         _draw_run(ax, r, KIND_STYLE[kind])
@@ -208,19 +233,24 @@ def reverse_kl_figure(runs: list[flows.FlowRun], P, kinds, title: str):
                 at_start = sum(1 for r in group if not r.losses)
                 if at_start:
                     notes.append((kind, at_start, len(group)))
+            if drawn:
+                ax.axhline(0.0, color="grey", lw=0.8)
             ax.set_xlim(0, P.steps)
             ax.xaxis.set_major_locator(MaxNLocator(4, integer=True))
             ax.set_yscale("symlog", linthresh=1.0)
             ax.grid(alpha=0.3)
             _note_step0_divergences(ax, notes, empty=drawn == 0)
-            ax.set_title(f"k={k}  " + flows.CONFIGURATIONS[c].label(c), fontsize=8)
+            ax.set_title(_panel_title(k, c, panel), fontsize=8, pad=12,
+                         color="#b00000" if any(r.diverged for r in panel) else "black")
             if i == len(P.ks) - 1:
                 ax.set_xlabel("training step")
             if j == 0:
                 ax.set_ylabel("reverse-KL estimate (nats)")
     handles = [plt.Line2D([], [], color=KIND_STYLE[kd]["color"], ls=KIND_STYLE[kd]["ls"], label=KIND_STYLE[kd]["label"])
                for kd in kinds]
-    handles.append(plt.Line2D([], [], color="k", marker="x", ls="", label="diverged after its last finite loss"))
+    handles.append(plt.Line2D([], [], color="k", marker="x", ls="--", lw=0.8,
+                              label="diverged: last finite loss (×), NaN at the dashed step"))
+    handles.append(plt.Line2D([], [], color="grey", lw=0.8, label="0: a true KL never goes below"))
     handles.append(plt.Rectangle((0, 0), 1, 1, fc="#ececec", label="grey panel: every run diverged at step 0"))
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 3), fontsize=8, frameon=False)
     fig.suptitle(title)
@@ -228,21 +258,133 @@ def reverse_kl_figure(runs: list[flows.FlowRun], P, kinds, title: str):
     return fig
 
 
+def log_scale_figure(runs: list[flows.FlowRun], P, kind: str = "paper"):
+    """What the samples do while the loss falls: the log-scale ``s = log sum_i y_i`` of the batch (0 on the
+    simplex) against steps, one panel per (k, configuration), a band from its 10% to its 90% quantile
+    and a line at its median for every run; a diverged run is marked as in :func:`reverse_kl_figure`."""
+    style = KIND_STYLE[kind]
+    fig, axes = plt.subplots(len(P.ks), len(P.configurations), figsize=(3.6 * len(P.configurations), 3.0 * len(P.ks)),
+                             squeeze=False, sharex=True)
+    for i, k in enumerate(P.ks):
+        for j, c in enumerate(P.configurations):
+            ax = axes[i, j]
+            group = flows.select_runs(runs, configuration=c, k=k, kind=kind)
+            for r in group:
+                if not r.log_scale:
+                    continue
+                q = np.asarray(r.log_scale)
+                steps = np.arange(len(q))
+                ax.fill_between(steps, q[:, 0], q[:, 2], color=style["color"], alpha=0.15, lw=0)
+                ax.plot(steps, q[:, 1], color=style["color"], lw=1)
+                if r.diverged:
+                    _mark_divergence(ax, r, style, q[-1, 1])
+            ax.axhline(0.0, color="k", lw=0.8, ls=":")
+            ax.set_xlim(0, P.steps)
+            ax.xaxis.set_major_locator(MaxNLocator(4, integer=True))
+            ax.grid(alpha=0.3)
+            ax.set_title(_panel_title(k, c, group), fontsize=8, pad=12)
+            if i == len(P.ks) - 1:
+                ax.set_xlabel("training step")
+            if j == 0:
+                ax.set_ylabel("log-scale s = log Σ y_i")
+    handles = [plt.Rectangle((0, 0), 1, 1, fc=style["color"], alpha=0.3, label="10%–90% of the batch (one band per run)"),
+               plt.Line2D([], [], color=style["color"], label="median of the batch"),
+               plt.Line2D([], [], color="k", ls=":", label="s = 0: the simplex")]
+    fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.suptitle("How far along its ray each sample sits, during training (the paper's flow)")
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    return fig
+
+
+def scale_invariance_rows(values: dict[float, float]) -> list[dict]:
+    """The table of :func:`vqtto.flows.scaled_reverse_kl`: one row per scale factor."""
+    base = values[1.0] if 1.0 in values else next(iter(values.values()))
+    return [{"scale factor c": c, "reverse-KL estimate of c·x (nats)": v, "difference to c = 1": v - base}
+            for c, v in values.items()]
+
+
+def scale_measurements(runs: list[flows.FlowRun], P, kind: str = "paper") -> dict[str, dict[str, float] | None]:
+    """Per configuration, medians over its runs of ``kind`` (all k and seeds) of the batch's log-scale at the first
+    and the last finite step: ``centre_start``/``centre_end`` (its median), ``spread_start``/``spread_end`` (90% minus
+    10% quantile), and ``spread_grew`` (the share of runs whose spread ended wider). None: no run had a finite step."""
+    out: dict[str, dict[str, float] | None] = {}
+    for c in P.configurations:
+        group = [np.asarray(r.log_scale) for r in flows.select_runs(runs, configuration=c, kind=kind) if r.log_scale]
+        if not group:
+            out[str(c)] = None
+            continue
+        spread = [(q[0, 2] - q[0, 0], q[-1, 2] - q[-1, 0]) for q in group]
+        out[str(c)] = {"centre_start": stats.median([q[0, 1] for q in group]),
+                       "centre_end": stats.median([q[-1, 1] for q in group]),
+                       "spread_start": stats.median([a for a, _ in spread]),
+                       "spread_end": stats.median([b for _, b in spread]),
+                       "spread_grew": stats.share([b > a for a, b in spread])}
+    return out
+
+
+def nan_origins(runs: list[flows.FlowRun], P, kind: str = "paper") -> dict[str, dict[str, int]]:
+    """``{configuration: {where the first non-finite value appeared: number of runs}}`` over its diverged runs."""
+    out = {}
+    for c in P.configurations:
+        counts: dict[str, int] = {}
+        for r in flows.select_runs(runs, configuration=c, kind=kind):
+            if r.diverged:
+                counts[r.nan_origin] = counts.get(r.nan_origin, 0) + 1
+        out[str(c)] = counts
+    return out
+
+
 # --- verdict and result ---------------------------------------------------------------------------
 
-def instability_verdict(fractions: dict[str, dict[str, float]]) -> str:
-    """A sentence comparing the measured divergence of the paper's flow with the paper's claim."""
+def instability_verdict(fractions: dict[str, dict[str, float]], below_zero: list[int] | None = None) -> str:
+    """A sentence comparing the measured divergence of the paper's flow with the paper's claim.
+
+    ``below_zero``: the configurations in which a run that finished ended with a loss below 0.
+    """
     quote = paper.FLOW_UNSTABLE
     diverged = diverged_configurations(fractions, "paper")
     finished = finished_configurations(fractions, "paper")
     text = (f"The paper reports its flow {quote.value} (section {quote.section}). Measured here, the paper's flow "
-            f"diverged in at least one run of configurations {diverged or 'none'}")
+            f"diverged (a non-finite loss or gradient) in at least one run of configurations {diverged or 'none'}")
     if finished:
-        text += (f"; in configurations {finished} runs went to the end, but what they lowered is the density formula "
-                 "off the simplex, which is unbounded below: a run that finishes has not fitted the Gumbel-softmax "
-                 "either.")
+        text += (f"; in configurations {finished} some runs went to the end, but what they lowered is a reverse KL "
+                 "against a density that integrates to infinity, so a run that finishes has not fitted the "
+                 "Gumbel-softmax either")
+        if below_zero:
+            text += (f" (in configurations {below_zero} the final loss is below 0, which no KL divergence between two "
+                     "probability densities can be)")
+        text += "."
     else:
         text += ", every run of every configuration."
+    return text
+
+
+def mechanism_verdict(invariance: dict[float, float], measured: dict[str, dict[str, float] | None],
+                      origins: dict[str, dict[str, int]]) -> str:
+    """What the measurements say about why the loss of the paper's flow runs away, in sentences."""
+    spec, values = INVARIANCE_CHECK, list(invariance.values())
+    text = (f"Rescaling the samples leaves the loss unchanged: for k={spec['k']}, τ={spec['tau']:g} and "
+            f"N({spec['base_mean']:g}, I) samples, the scale factors {', '.join(f'{c:g}' for c in invariance)} give "
+            f"{min(values):.6g} to {max(values):.6g} nats, so nothing in the loss pulls the samples towards zero. ")
+    present = {c: m for c, m in measured.items() if m is not None}
+    if present:
+        grew = [int(c) for c, m in present.items() if m["spread_grew"] > 0.5]
+        fell = [int(c) for c, m in present.items() if m["centre_end"] < m["centre_start"]]
+        text += ("During training the spread of the samples' log-scale (10% to 90% of the batch, median over runs, "
+                 "first to last finite step) went "
+                 + ", ".join(f"({c}) {m['spread_start']:.2g} → {m['spread_end']:.2g}" for c, m in present.items())
+                 + f"; it widened in most runs of configurations {grew or 'none'}. The median log-scale went "
+                 + ", ".join(f"({c}) {m['centre_start']:.2g} → {m['centre_end']:.2g}" for c, m in present.items())
+                 + (f": it fell (samples shrinking) in configurations {fell} only. " if fell else
+                    ": it fell in none (the samples grew rather than shrank). "))
+    places: dict[str, int] = {}
+    for counts in origins.values():
+        for where, n in counts.items():
+            key = "the output of a coupling block" if where.startswith("coupling block") else where
+            places[key] = places.get(key, 0) + n
+    if places:
+        text += ("In the runs that diverged, the first non-finite value appeared in "
+                 + ", ".join(f"{where} ({n} runs)" for where, n in places.items()) + ".")
     return text
 
 
@@ -274,17 +416,26 @@ def toy_result_fields(P, runs: list[flows.FlowRun], kinds) -> dict:
 
 @dataclass
 class PaperFlowResult(ToyExperimentResult):
-    """What chapter 4 measured, and its verdict on the paper's 'unstable in all four configurations'.
+    """What chapter 4 measured, and its verdicts on the paper's 'unstable in all four configurations' and on why.
 
     Attributes:
         divergence_fraction: (inherited) here for the one kind ``"paper"``.
         final_kl_paper: ``{"<configuration>/k=<k>": median final loss of the runs that finished}`` (None: none
-            did); a loss against the formula off the simplex, not a KL.
+            did); a loss against a density that integrates to infinity, not a KL.
         initial_support: where the untrained flow's samples fall (the chapter's first table).
         diverged_configurations: configurations with at least one diverged run.
         finished_configurations: configurations with at least one run that went to the end.
+        below_zero_configurations: configurations with a finished run whose final loss is below 0.
         unstable_in_every_configuration: every configuration run had a diverged run (the paper's claim).
-        verdict: the sentence comparing the measurement with the paper.
+        scale_invariance: ``{str(c): reverse-KL estimate}`` of :func:`vqtto.flows.scaled_reverse_kl` for
+            :data:`INVARIANCE_CHECK` (k=4, τ=0.1, N(5, I) rescaled by c).
+        scale_invariant: those estimates agree to within 1e-6 nats (rescaling is a free direction of the loss).
+        log_scale_measurements: :func:`scale_measurements` per configuration (None: no finite step).
+        spread_grew_everywhere: in every configuration with a finite step, most runs ended with a wider spread.
+        pulled_towards_zero: in every such configuration the median log-scale fell (the samples shrank).
+        nan_origins: :func:`nan_origins`, where each diverged run's first non-finite value appeared.
+        nan_first_in_coupling_blocks: every diverged run's first non-finite value appeared in a coupling block.
+        verdict: the sentence comparing the measurement with the paper; mechanism_verdict: why, from the measurements.
     """
 
     CHAPTER: ClassVar[str] = "paper_flow"
@@ -292,18 +443,46 @@ class PaperFlowResult(ToyExperimentResult):
     initial_support: list[dict]
     diverged_configurations: list[int]
     finished_configurations: list[int]
+    below_zero_configurations: list[int]
     unstable_in_every_configuration: bool
+    scale_invariance: dict[str, float]
+    scale_invariant: bool
+    log_scale_measurements: dict[str, dict[str, float] | None]
+    spread_grew_everywhere: bool
+    pulled_towards_zero: bool
+    nan_origins: dict[str, dict[str, int]]
+    nan_first_in_coupling_blocks: bool
     verdict: str
+    mechanism_verdict: str
     seconds: float
 
 
-def paper_flow_result(P, runs: list[flows.FlowRun], support_rows: list[dict], seconds: float) -> PaperFlowResult:
-    """The chapter's :class:`PaperFlowResult`, verdict included, from its toy runs and support table."""
+def invariance_check() -> dict[float, float]:
+    """:func:`vqtto.flows.scaled_reverse_kl` at :data:`INVARIANCE_CHECK`."""
+    spec = INVARIANCE_CHECK
+    return flows.scaled_reverse_kl(flows.toy_target(spec["k"], spec["tau"]), spec["base_mean"], list(spec["scales"]))
+
+
+def paper_flow_result(P, runs: list[flows.FlowRun], support_rows: list[dict], invariance: dict[float, float],
+                      seconds: float) -> PaperFlowResult:
+    """The chapter's :class:`PaperFlowResult`, verdicts included, from its toy runs, support table and invariance check."""
     fields = toy_result_fields(P, runs, PAPER_KINDS)
     fractions = fields["divergence_fraction"]
     diverged = diverged_configurations(fractions, "paper")
+    below_zero = sorted({r.meta["configuration"] for r in runs if r.final_kl is not None and r.final_kl < 0})
+    measured = scale_measurements(runs, P)
+    present = [m for m in measured.values() if m is not None]
+    origins = nan_origins(runs, P)
+    values = list(invariance.values())
     return PaperFlowResult(
         **fields, final_kl_paper=final_kls(runs, P, "paper"), initial_support=support_rows,
         diverged_configurations=diverged, finished_configurations=finished_configurations(fractions, "paper"),
-        unstable_in_every_configuration=len(diverged) == len(P.configurations),
-        verdict=instability_verdict(fractions), seconds=seconds)
+        below_zero_configurations=below_zero, unstable_in_every_configuration=len(diverged) == len(P.configurations),
+        scale_invariance={f"{c:g}": v for c, v in invariance.items()},
+        scale_invariant=max(values) - min(values) < 1e-6, log_scale_measurements=measured,
+        spread_grew_everywhere=bool(present) and all(m["spread_grew"] > 0.5 for m in present),
+        pulled_towards_zero=bool(present) and all(m["centre_end"] < m["centre_start"] for m in present),
+        nan_origins=origins,
+        nan_first_in_coupling_blocks=all(w.startswith("coupling block") for o in origins.values() for w in o),
+        verdict=instability_verdict(fractions, below_zero), mechanism_verdict=mechanism_verdict(invariance, measured, origins),
+        seconds=seconds)

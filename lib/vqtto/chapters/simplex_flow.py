@@ -67,10 +67,14 @@ PARAMS = chapter_schema({
 
 # --- the toy targets ------------------------------------------------------------------------------
 
-def simplex_toy_verdict(fractions: dict[str, dict[str, float]]) -> str:
-    """A sentence on the divergence of the flows onto the simplex, beside the paper's 'unstable in all four'."""
+def simplex_toy_verdict(fractions: dict[str, dict[str, float]], n_blocks: int) -> str:
+    """A sentence on the divergence of the flows onto the simplex (``n_blocks`` coupling blocks), beside the
+    paper's 'unstable in all four'."""
     quote = paper.FLOW_UNSTABLE
-    text = f"The paper reports its flow in R^k {quote.value} (section {quote.section}; chapter 4 shows why)."
+    text = (f"The paper reports its flow in R^k {quote.value} (section {quote.section}; chapter 4 shows why). "
+            f"Here the flows onto the simplex have {n_blocks} coupling blocks"
+            + (f", the paper has {paper.FLOW_BLOCKS.value}: depth is not held equal." if n_blocks != paper.FLOW_BLOCKS.value
+               else ", as the paper's.") )
     kinds = {kind for f in fractions.values() for kind in f}
     if "simplex" in kinds:
         ours = diverged_configurations(fractions, "simplex")
@@ -115,15 +119,29 @@ def grid_flow_fit(run: flows.FlowRun, steps: int) -> GridFlowFit:
                        first_loss=run.losses[0] if run.losses else None, final_kl=run.final_kl, seconds=run.seconds)
 
 
-def grid_fit_sentence(fit: GridFlowFit, n_grids: int, grid: tuple[int, int]) -> str:
-    """What the code-grid flow's fit did, in a sentence; a diverged fit is said to be one, and what follows from it."""
+def fit_is_close(distances: dict[str, float]) -> bool:
+    """The rule for "the flow fits the categorical": its argmax codes' total-variation distance is at most twice
+    that of a fresh categorical sample of the same size (sampling noise)."""
+    return distances["flow"] <= 2 * distances["sampling"]
+
+
+def grid_fit_sentence(fit: GridFlowFit, distances: dict[str, float], n_grids: int, grid: tuple[int, int]) -> str:
+    """How well the code-grid flow fits its relaxed prior, in numbers; a diverged fit is said to be one, and what follows."""
     head = f"Fitted to {n_grids} index grids of {grid[0]}×{grid[1]} positions, "
-    if not fit.diverged:
-        return head + (f"the code-grid flow's reverse KL went from {fit.first_loss:.1f} to {fit.final_kl:.1f} nats "
-                       f"in {fit.steps} steps ({fit.seconds:.1f} s).")
-    return head + (f"the code-grid flow **diverged** at step {fit.diverged_at} of {fit.steps} ({fit.reason}). It keeps "
-                   "the weights of its last finite step, which fit nothing: the chapter goes on with them, and every "
-                   "number below that goes through the trained flow describes that broken flow, not a fitted prior.")
+    if fit.diverged:
+        return head + (f"the code-grid flow **diverged** at step {fit.diverged_at} of {fit.steps} ({fit.reason}). It "
+                       "keeps the weights of its last finite step, which fit nothing: the chapter goes on with them, and "
+                       "every number below that goes through the trained flow describes that broken flow, not a fitted "
+                       "prior.")
+    positions = grid[0] * grid[1]
+    ratio = distances["flow"] / distances["sampling"]
+    return head + (f"the code-grid flow's reverse KL went from {fit.first_loss:.1f} to {fit.final_kl:.1f} nats per grid "
+                   f"in {fit.steps} steps ({fit.seconds:.1f} s), {fit.final_kl / positions:.2f} nats per position left. "
+                   f"Its argmax codes are at a mean total-variation distance of {distances['flow']:.3f} per position from "
+                   f"the categorical it relaxes, against {distances['sampling']:.3f} for a fresh categorical sample of the "
+                   f"same size (sampling noise), {ratio:.1f} times as far: "
+                   + ("a close fit." if fit_is_close(distances) else
+                      "a loose fit, which follows the per-position code frequencies only roughly."))
 
 
 def categorical_fit_distances(probs: torch.Tensor, flow_grids: torch.Tensor, grid: tuple[int, int],
@@ -174,117 +192,190 @@ def pulse_searches(model, grid_flow: flows.GridSimplexFlow, targets: torch.Tenso
     return pulse, flows.pulse_search(model, blank, loss, len(targets), grid, **options)
 
 
-def pulse_table_rows(found: Mapping[str, tuple[torch.Tensor, torch.Tensor]], ref: torch.Tensor,
-                     priors: Mapping[str, Callable[[torch.Tensor], torch.Tensor]]) -> list[dict]:
-    """One row per entry of ``found`` (row id -> (losses ``(B,)``, index grids ``(B, h, w)``)): relative final
-    loss (median, mean), pairs within 1.1× the own code, and the mean log-likelihood under each prior.
+RELATIVE = "relative loss"
 
-    Args:
-        ref: ``(B,)`` the loss of each target's own code (:func:`vqtto.search.reference_losses`).
-        priors: prior name -> index grids ``(B, h, w)`` -> ``(B,)`` log-likelihood (nats per grid).
-    """
-    rows = []
+
+def per_pair_values(found: Mapping[str, tuple[torch.Tensor, torch.Tensor]], ref: torch.Tensor,
+                    priors: Mapping[str, Callable[[torch.Tensor], torch.Tensor]]) -> dict[str, dict[str, torch.Tensor]]:
+    """``{row: {quantity: (B,) per-pair values}}`` for every entry of ``found`` (row id -> (losses ``(B,)``, index
+    grids ``(B, h, w)``)): :data:`RELATIVE` (final loss / the loss of the target's own code ``ref``) and, per prior
+    name, the log-likelihood of the grid found (nats per grid; ``priors`` maps grids to ``(B,)`` values)."""
+    out = {}
     for row, (losses, indices) in found.items():
-        rel = losses.cpu() / ref.cpu()
-        entry = {"method": row_label(row), "relative loss, median": stats.median(rel),
-                 "relative loss, mean": float(rel.mean()),
-                 "pairs at most 1.1× own code": f"{int((rel <= 1.1).sum())}/{len(rel)}"}
+        values = {RELATIVE: (losses.cpu() / ref.cpu()).double()}
         for prior, log_likelihood in priors.items():
-            entry[f"log-lik. under {prior} (nats/grid)"] = float(log_likelihood(indices).float().mean())
+            values[prior] = log_likelihood(indices).detach().cpu().double()
+        out[row] = values
+    return out
+
+
+@dataclass
+class MedianInterval:
+    """A median over pairs with its 95% percentile-bootstrap interval (:func:`vqtto.stats.bootstrap_interval`)."""
+
+    median: float
+    low: float
+    high: float
+
+    @property
+    def excludes_zero(self) -> bool:
+        return self.low > 0 or self.high < 0
+
+    def text(self, fmt: str = ".3g") -> str:
+        """``0.784 [0.70, 0.86]``."""
+        return f"{self.median:{fmt}} [{self.low:{fmt}}, {self.high:{fmt}}]"
+
+
+def median_interval(values: torch.Tensor) -> MedianInterval:
+    """The :class:`MedianInterval` of ``values`` ``(B,)``."""
+    return MedianInterval(stats.median(values), *stats.bootstrap_interval(values))
+
+
+def pulse_table_rows(values: Mapping[str, Mapping[str, torch.Tensor]]) -> list[dict]:
+    """One row per row id of :func:`per_pair_values`: the median relative loss with its 95% bootstrap interval,
+    the pairs within 1.1× the own code, and the median log-likelihood under each prior with its interval."""
+    rows = []
+    for row, quantities in values.items():
+        rel = quantities[RELATIVE]
+        entry = {"method": row_label(row), "relative loss, median [95% CI]": median_interval(rel).text(),
+                 "pairs at most 1.1× own code": f"{int((rel <= 1.1).sum())}/{len(rel)}"}
+        for prior, ll in quantities.items():
+            if prior != RELATIVE:
+                entry[f"log-lik. under {prior}, median [95% CI] (nats/grid)"] = median_interval(ll).text(".1f")
         rows.append(entry)
     return rows
 
 
 @dataclass
 class SearchFindings:
-    """What the search table shows, decided once; the search verdict is written from these.
+    """What the searches show, decided once from the per-pair values; the search verdict is written from these.
+
+    Every ``*_difference`` is the median over pairs of a per-pair difference with its 95% bootstrap interval
+    (:class:`MedianInterval`); a difference "shows" something only where its interval excludes zero.
 
     Attributes:
         prior_fitted: the code-grid flow did not diverge (otherwise nothing below is about a fitted prior).
-        prior_gain_nats: mean log-likelihood under the per-position categorical of the codes found through
-            the trained flow minus that of the codes found through the untrained one (nats per grid).
-        more_plausible_than_control: ``prior_gain_nats > 1``.
-        as_plausible_as_own_code: the trained flow's codes score within 10% of the targets' own codes.
-        loss_above_control: the trained flow's median relative loss is above the control's.
-        pixelcnn_below_own_code: under the PixelCNN the trained flow's codes score more than 10% below the
-            targets' own codes (None: the PixelCNN was not used).
+        relative_loss: row id -> median relative loss with its interval (trained, control, Algorithm 2, start).
+        loss_difference: relative loss through the trained flow minus through the untrained one (control).
+        loss_above_control: ``loss_difference``'s interval lies above zero (the trained prior costs loss).
+        loss_below_control: it lies below zero (the trained prior buys loss).
+        prior_gain: log-likelihood under the per-position categorical, trained minus control (nats per grid).
+        prior_gain_nats: ``prior_gain.median``.
+        more_plausible_than_control: ``prior_gain``'s interval lies above zero.
+        as_plausible_as_own_code: the trained flow's codes' median categorical log-likelihood is within 10% of the
+            targets' own codes'.
+        pixelcnn: row id -> median PixelCNN log-likelihood with its interval (None: the PixelCNN was not used).
+        pixelcnn_vs_alg2: PixelCNN log-likelihood, trained flow minus Algorithm 2 (None: not used).
+        pixelcnn_below_alg2: that interval lies below zero (None: not used).
+        pixelcnn_below_own_code: the trained flow's median PixelCNN log-likelihood is more than 10% below the
+            targets' own codes' (None: not used).
     """
 
     prior_fitted: bool
+    relative_loss: dict[str, MedianInterval]
+    loss_difference: MedianInterval
+    loss_above_control: bool
+    loss_below_control: bool
+    prior_gain: MedianInterval
     prior_gain_nats: float
     more_plausible_than_control: bool
     as_plausible_as_own_code: bool
-    loss_above_control: bool
+    pixelcnn: dict[str, MedianInterval] | None
+    pixelcnn_vs_alg2: MedianInterval | None
+    pixelcnn_below_alg2: bool | None
     pixelcnn_below_own_code: bool | None
 
 
-_MEDIAN = "relative loss, median"
-_CATEGORICAL = "log-lik. under per-position categorical (nats/grid)"
-_PIXELCNN = "log-lik. under PixelCNN (nats/grid)"
+CATEGORICAL = "per-position categorical"
+PIXELCNN = "PixelCNN"
+_COMPARED = ("pulse", "pulse-untrained", "alg2", START)
 
 
-def _rows_by_id(rows: list[dict]) -> dict[str, dict]:
-    by_label = {r["method"]: r for r in rows}
-    return {row: by_label[row_label(row)] for row in ("alg2", "pulse", "pulse-untrained", "own-code")}
+def search_findings(values: Mapping[str, Mapping[str, torch.Tensor]], fit: GridFlowFit) -> SearchFindings:
+    """The :class:`SearchFindings` of :func:`per_pair_values` (rows ``alg2``, ``pulse``, ``pulse-untrained``,
+    ``own-code`` and :data:`START`; priors :data:`CATEGORICAL` and, optionally, :data:`PIXELCNN`)."""
+    trained, control, alg2, own = values["pulse"], values["pulse-untrained"], values["alg2"], values["own-code"]
+    loss_diff = median_interval(trained[RELATIVE] - control[RELATIVE])
+    gain = median_interval(trained[CATEGORICAL] - control[CATEGORICAL])
+    own_cat = stats.median(own[CATEGORICAL])
+    cnn = cnn_alg2 = below_alg2 = below_own = None
+    if PIXELCNN in trained:
+        cnn = {row: median_interval(values[row][PIXELCNN]) for row in (*_COMPARED, "own-code")}
+        cnn_alg2 = median_interval(trained[PIXELCNN] - alg2[PIXELCNN])
+        below_alg2 = cnn_alg2.excludes_zero and cnn_alg2.median < 0
+        below_own = cnn["pulse"].median < cnn["own-code"].median - 0.1 * abs(cnn["own-code"].median)
+    return SearchFindings(
+        prior_fitted=not fit.diverged, relative_loss={row: median_interval(values[row][RELATIVE]) for row in _COMPARED},
+        loss_difference=loss_diff, loss_above_control=loss_diff.low > 0, loss_below_control=loss_diff.high < 0,
+        prior_gain=gain, prior_gain_nats=gain.median, more_plausible_than_control=gain.low > 0,
+        as_plausible_as_own_code=abs(stats.median(trained[CATEGORICAL]) - own_cat) <= 0.1 * abs(own_cat),
+        pixelcnn=cnn, pixelcnn_vs_alg2=cnn_alg2, pixelcnn_below_alg2=below_alg2, pixelcnn_below_own_code=below_own)
 
 
-def search_findings(rows: list[dict], fit: GridFlowFit) -> SearchFindings:
-    """The :class:`SearchFindings` of the rows of :func:`pulse_table_rows`."""
-    by = _rows_by_id(rows)
-    flow, control, own = by["pulse"], by["pulse-untrained"], by["own-code"]
-    cnn = None
-    if _PIXELCNN in flow:
-        cnn = flow[_PIXELCNN] < own[_PIXELCNN] - 0.1 * abs(own[_PIXELCNN])
-    gain = flow[_CATEGORICAL] - control[_CATEGORICAL]
-    return SearchFindings(prior_fitted=not fit.diverged, prior_gain_nats=gain, more_plausible_than_control=gain > 1.0,
-                          as_plausible_as_own_code=abs(flow[_CATEGORICAL] - own[_CATEGORICAL]) <= 0.1 * abs(own[_CATEGORICAL]),
-                          loss_above_control=control[_MEDIAN] < flow[_MEDIAN], pixelcnn_below_own_code=cnn)
-
-
-def pulse_verdict(rows: list[dict], fit: GridFlowFit) -> str:
-    """Sentences comparing the searches of the table (rows of :func:`pulse_table_rows`), from :func:`search_findings`."""
-    by, found = _rows_by_id(rows), search_findings(rows, fit)
-    flow, alg2, control, own = by["pulse"], by["alg2"], by["pulse-untrained"], by["own-code"]
-    text = (f"Median relative loss: {flow[_MEDIAN]:.3g} through the trained flow, {alg2[_MEDIAN]:.3g} for Algorithm 2, "
-            f"{control[_MEDIAN]:.3g} through the untrained flow. ")
+def pulse_verdict(values: Mapping[str, Mapping[str, torch.Tensor]], fit: GridFlowFit) -> str:
+    """Sentences comparing the searches (per-pair values of :func:`per_pair_values`), from :func:`search_findings`."""
+    found = search_findings(values, fit)
+    rel, n = found.relative_loss, len(values["pulse"][RELATIVE])
+    text = (f"Median relative loss over the {n} pairs, with 95% bootstrap intervals: {rel['pulse'].text()} through the "
+            f"trained flow, {rel['pulse-untrained'].text()} through the untrained flow (the control), "
+            f"{rel['alg2'].text()} for Algorithm 2. ")
     if not found.prior_fitted:
         return text + (f"The code-grid flow diverged at step {fit.diverged_at} ({fit.reason}), so there is no fitted "
                        "prior to search through: the rows through the trained flow measure a broken flow and are no "
                        "evidence for or against the reduction to PULSE.")
-    text += ("Log-likelihood of the codes found under the per-position categorical the flow relaxes: "
-             f"{flow[_CATEGORICAL]:.1f} nats per grid through the trained flow, {control[_CATEGORICAL]:.1f} through the "
-             f"untrained one, {own[_CATEGORICAL]:.1f} for the targets' own codes. ")
-    if found.more_plausible_than_control:
-        text += (f"The fitted prior makes the codes found more plausible than the control's, by "
-                 f"{found.prior_gain_nats:.1f} nats per grid")
-        if found.as_plausible_as_own_code:
-            text += " (about as plausible as the targets' own codes)"
-        text += (", at the price of a higher median loss than the control's." if found.loss_above_control
-                 else ", with a median loss no higher than the control's.")
-    else:
-        text += "The fitted prior does not make the codes found more plausible than the control's here."
-    if found.pixelcnn_below_own_code is not None:
-        text += (f" Under the PixelCNN, which also scores how neighbouring codes fit together, the codes found through "
-                 f"the flow score {flow[_PIXELCNN]:.1f} nats per grid, the control's {control[_PIXELCNN]:.1f}, Algorithm "
-                 f"2's {alg2[_PIXELCNN]:.1f} and the targets' own codes {own[_PIXELCNN]:.1f}"
-                 + (": a per-position prior keeps each code plausible in its place, not the grid as a whole."
-                    if found.pixelcnn_below_own_code else "."))
+    d = found.loss_difference
+    text += (f"Pair by pair, the trained flow's relative loss minus the control's is {d.text()} (median [95% CI]); "
+             + ("the interval lies above zero: searching through the trained prior ends at a worse loss than "
+                "searching through the untrained flow. " if found.loss_above_control else
+                "the interval lies below zero: the trained prior lowers the loss. " if found.loss_below_control else
+                "the interval includes zero: these pairs show no difference in loss. "))
+    g = found.prior_gain
+    text += (f"Under the per-position categorical the flow relaxes, the codes found through the trained flow score "
+             f"{g.text('.1f')} nats per grid more than the control's (median paired difference [95% CI])"
+             + (", a gain the interval shows" if found.more_plausible_than_control else
+                ", which the interval does not separate from zero")
+             + (", about as plausible as the targets' own codes. " if found.as_plausible_as_own_code else ". "))
+    if found.pixelcnn is not None:
+        c, a = found.pixelcnn, found.pixelcnn_vs_alg2
+        text += (f"Under the PixelCNN, which also scores how neighbouring codes fit together, the median "
+                 f"log-likelihoods are {c['pulse'].text('.1f')} through the trained flow, {c['pulse-untrained'].text('.1f')} "
+                 f"through the control, {c['alg2'].text('.1f')} for Algorithm 2 and {c['own-code'].median:.1f} for the "
+                 f"targets' own codes; trained flow minus Algorithm 2, pair by pair: {a.text('.1f')} nats"
+                 + (", below zero: as whole grids, the codes found through the flow are less likely than Algorithm 2's. "
+                    if found.pixelcnn_below_alg2 else ". "))
+    buys = ("more plausible codes position by position" if found.more_plausible_than_control
+            else "no measurable gain in plausibility, even position by position")
+    costs = [s for s, flag in (("a lower loss (it loses to the untrained control)", found.loss_above_control),
+                               ("grids a PixelCNN finds likely", bool(found.pixelcnn_below_alg2))) if flag]
+    text += f"What the trained prior buys here: {buys}. " + (
+        f"What it does not buy: {' nor '.join(costs)}." if costs else "It does not measurably cost loss here.")
     return text
 
 
-def relative_loss_strips(rel: Mapping[str, torch.Tensor]):
-    """Per-pair relative final losses as a jittered strip per row (row id -> ``(B,)``), black bar at the median."""
-    fig, ax = plt.subplots(figsize=(8.5, 0.9 + 0.6 * len(rel)))
-    for i, (row, values) in enumerate(rel.items()):
-        v = values.cpu().numpy()
-        jitter = np.random.default_rng(i).uniform(-0.15, 0.15, len(v))
-        ax.scatter(v, i + jitter, s=12, alpha=0.7, color=row_color(row))
-        ax.plot([stats.median(values)] * 2, [i - 0.3, i + 0.3], color="k", lw=2)
-    ax.set_yticks(range(len(rel)), [row_label(row) for row in rel])
-    ax.axvline(1.0, color="grey", ls="--", lw=1)
-    ax.set_xscale("log")
-    ax.set_xlabel("final MSE / MSE of the target's own encoder code (log scale; black bar: median)")
-    ax.set_title("Search result per pair, relative to encoding the target itself")
+def pair_strips_figure(values: Mapping[str, Mapping[str, torch.Tensor]], rows: list[str]):
+    """Per-pair values of :func:`per_pair_values` as jittered strips, one panel per quantity (relative loss, each
+    prior), one strip per row id in ``rows``; a black bar at the median and a black line over its 95% interval."""
+    quantities = list(values[rows[0]])
+    fig, axes = plt.subplots(1, len(quantities), figsize=(6.0 * len(quantities), 1.2 + 0.65 * len(rows)),
+                             squeeze=False, sharey=True)
+    for ax, quantity in zip(axes[0], quantities):
+        for i, row in enumerate(rows):
+            v = values[row][quantity].numpy()
+            jitter = np.random.default_rng(i).uniform(-0.15, 0.15, len(v))
+            ax.scatter(v, i + jitter, s=12, alpha=0.6, color=row_color(row))
+            m = median_interval(values[row][quantity])
+            ax.plot([m.low, m.high], [i, i], color="k", lw=1.5)
+            ax.plot([m.median] * 2, [i - 0.3, i + 0.3], color="k", lw=2.5)
+        if quantity == RELATIVE:
+            ax.axvline(1.0, color="grey", ls="--", lw=1)
+            ax.set_xscale("log")
+            ax.set_xlabel("final MSE / MSE of the target's own code (log scale)")
+        else:
+            ax.axvline(stats.median(values["own-code"][quantity]), color="grey", ls="--", lw=1)
+            ax.set_xlabel(f"log-likelihood under the {quantity} (nats per grid)")
+        ax.set_title(quantity if quantity == RELATIVE else f"log-likelihood, {quantity}", fontsize=9)
+    axes[0][0].set_yticks(range(len(rows)), [row_label(row) for row in rows])
+    fig.suptitle("Per pair: black bar, median; black line, its 95% bootstrap interval; dashed, the target's own code")
     fig.tight_layout()
     return fig
 
@@ -316,9 +407,13 @@ class SimplexFlowResult(ToyExperimentResult):
         grid_flow: how the code-grid flow's fit went (:class:`GridFlowFit`).
         flow_tv_distance / sampling_tv_distance: mean total-variation distance per position of the flow's
             argmax grids, and of as many fresh categorical samples, to the categorical it relaxes.
+        tv_ratio: ``flow_tv_distance / sampling_tv_distance``.
+        kl_per_position: the code-grid flow's final reverse KL per grid position (None: it diverged).
+        prior_fit_close: :func:`fit_is_close` (at most twice the sampling noise); grid_fit_verdict: the sentence.
         pulse_relative_loss_median, control_relative_loss_median, alg2_relative_loss_median,
         start_relative_loss_median: median of final loss / loss of the target's own code, through the
-            trained flow, through the untrained flow, for Algorithm 2, and of the flow sample at the start.
+            trained flow, through the untrained flow, for Algorithm 2, and of the flow sample at the start
+            (their 95% bootstrap intervals: ``search_findings.relative_loss``).
         pulse_table: the search table (rows of :func:`pulse_table_rows`).
         search_findings: what the verdict rests on (:class:`SearchFindings`); search_verdict: the sentences.
     """
@@ -333,6 +428,10 @@ class SimplexFlowResult(ToyExperimentResult):
     grid_flow: GridFlowFit
     flow_tv_distance: float
     sampling_tv_distance: float
+    tv_ratio: float
+    kl_per_position: float | None
+    prior_fit_close: bool
+    grid_fit_verdict: str
     n_pairs: int
     pulse_relative_loss_median: float
     control_relative_loss_median: float
@@ -345,12 +444,14 @@ class SimplexFlowResult(ToyExperimentResult):
 
 
 def simplex_flow_result(P, runs: list[flows.FlowRun], fit: GridFlowFit, distances: dict[str, float],
-                        found: Mapping[str, tuple[torch.Tensor, torch.Tensor]], ref: torch.Tensor,
-                        pulse_rows: list[dict], seconds: float) -> SimplexFlowResult:
-    """The chapter's :class:`SimplexFlowResult`, verdicts included."""
+                        values: Mapping[str, Mapping[str, torch.Tensor]], grid: tuple[int, int], n_grids: int,
+                        seconds: float) -> SimplexFlowResult:
+    """The chapter's :class:`SimplexFlowResult`, verdicts included, from the toy runs, the code-grid fit and the
+    per-pair values of the searches (:func:`per_pair_values`)."""
     fields = toy_result_fields(P, runs, P.kinds)
     fractions = fields["divergence_fraction"]
-    rel = {row: stats.median(losses.cpu() / ref.cpu()) for row, (losses, _) in found.items()}
+    found = search_findings(values, fit)
+    rel = found.relative_loss
 
     def diverged_in(kind: str) -> list[int] | None:
         return diverged_configurations(fractions, kind) if kind in P.kinds else None
@@ -359,9 +460,13 @@ def simplex_flow_result(P, runs: list[flows.FlowRun], fit: GridFlowFit, distance
         **fields, kinds=list(P.kinds), final_kl_simplex=final_kls(runs, P, "simplex"),
         final_kl_untempered=final_kls(runs, P, "simplex-untempered"),
         simplex_diverged_configurations=diverged_in("simplex"),
-        untempered_diverged_configurations=diverged_in("simplex-untempered"), toy_verdict=simplex_toy_verdict(fractions),
+        untempered_diverged_configurations=diverged_in("simplex-untempered"),
+        toy_verdict=simplex_toy_verdict(fractions, P.n_blocks),
         grid_flow=fit, flow_tv_distance=distances["flow"], sampling_tv_distance=distances["sampling"],
-        n_pairs=P.n_pairs, pulse_relative_loss_median=rel["pulse"], control_relative_loss_median=rel["pulse-untrained"],
-        alg2_relative_loss_median=rel["alg2"], start_relative_loss_median=rel[START], pulse_table=pulse_rows,
-        search_findings=search_findings(pulse_rows, fit), search_verdict=pulse_verdict(pulse_rows, fit),
-        seconds=seconds)
+        tv_ratio=distances["flow"] / distances["sampling"],
+        kl_per_position=None if fit.final_kl is None else fit.final_kl / (grid[0] * grid[1]),
+        prior_fit_close=fit_is_close(distances), grid_fit_verdict=grid_fit_sentence(fit, distances, n_grids, grid),
+        n_pairs=P.n_pairs, pulse_relative_loss_median=rel["pulse"].median,
+        control_relative_loss_median=rel["pulse-untrained"].median, alg2_relative_loss_median=rel["alg2"].median,
+        start_relative_loss_median=rel[START].median, pulse_table=pulse_table_rows(values), search_findings=found,
+        search_verdict=pulse_verdict(values, fit), seconds=seconds)
