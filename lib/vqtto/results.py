@@ -151,19 +151,31 @@ def flow_rows(paper_flow, simplex_flow) -> list[dict]:
         "paper": "proposed, not built",
         "ours": "our flow onto the simplex diverged in " + ", ".join(
             f"({c}) {v:.0%}" for c, v in simplex.items() if v is not None) + " of runs",
-        "verdict": ("confirmed: stable in every run" if not simplex_flow.simplex_diverged_configurations
-                    else "not confirmed"),
+        "verdict": (("confirmed: stable in every run" if not simplex_flow.simplex_diverged_configurations
+                     else "not confirmed")
+                    + ("" if simplex_flow.n_blocks == paper.FLOW_BLOCKS.value else
+                       f", with {simplex_flow.n_blocks} coupling blocks against the paper's {paper.FLOW_BLOCKS.value} "
+                       "(depth not held equal)")),
         "chapter": link("simplex_flow")}, {
         "claim (paper section)": "searching through a flow prior keeps the codes plausible (5.4, 6)",
         "paper": "proposed, not built",
         "ours": (f"median relative loss {simplex_flow.pulse_relative_loss_median:.3g} through the trained flow, "
                  f"{simplex_flow.control_relative_loss_median:.3g} through the untrained one (control), "
-                 f"{simplex_flow.alg2_relative_loss_median:.3g} for Algorithm 2"),
+                 f"{simplex_flow.alg2_relative_loss_median:.3g} for Algorithm 2; " + _fit(simplex_flow)),
         "verdict": ("the flow diverged: no evidence either way" if not fit.prior_fitted else
                     ("more plausible codes than the control" if fit.more_plausible_than_control
                      else "not more plausible than the control")
                     + ("; worse loss than the control" if fit.loss_above_control else "; loss no worse than the control")),
         "chapter": link("simplex_flow")}]
+
+
+def _fit(simplex_flow) -> str:
+    """How well the code-grid flow fits the relaxed prior, in its recorded numbers."""
+    if simplex_flow.kl_per_position is None or simplex_flow.tv_ratio is None:
+        return "the code-grid flow's fit diverged"
+    return (f"the flow's fit to the relaxed prior: {simplex_flow.kl_per_position:.2f} nats per position left, "
+            f"total-variation distance {simplex_flow.tv_ratio:.1f} times the sampling noise"
+            + (" (a close fit)" if simplex_flow.prior_fit_close else " (a loose fit)"))
 
 
 def search_medians(gs, simplex_flow, reaching=None) -> dict[str, tuple[str, float]]:
