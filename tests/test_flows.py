@@ -405,7 +405,7 @@ def test_simplex_flow_chapter_records_a_diverged_grid_flow_and_goes_on(tmp_path,
     from vqtto.chapters import simplex_flow
 
     monkeypatch.setenv("VQTTO_RESULTS", str(tmp_path / "results"))
-    book.execute("05_simplex_flow", "smoke", out_dir=tmp_path,
+    book.execute("06_simplex_flow", "smoke", out_dir=tmp_path,
                  overrides={"grid_lr": 1e12, "ks": [3], "configurations": [1], "pixelcnn_prior": False})
     result = report.load_result(simplex_flow.SimplexFlowResult, "smoke", tmp_path / "results")
     assert result.grid_flow.diverged and result.grid_flow.final_kl is None

@@ -78,7 +78,7 @@ def test_shared_parameters_are_added_once_and_not_redefined():
 
 
 @pytest.mark.parametrize("chapter,name", [("02_gradient_search", "sweep_alphas"), ("02_gradient_search", "datasets"),
-                                          ("03_prior", "temperatures")])
+                                          ("04_prior", "temperatures")])
 def test_empty_lists_that_would_leave_a_section_silently_empty_are_refused(chapter, name):
     from vqtto import book
     from vqtto.params import defaults

@@ -186,9 +186,9 @@ def search_medians(gs, simplex_flow, reaching=None) -> dict[str, tuple[str, floa
     for m in (reaching.summaries if reaching is not None else []):
         if m.method in METHODS:
             rel[f"{m.method} (ch. 3, equal budget)"] = (m.method, m.median_r)
-    rel["alg2, best grid (ch. 5 pairs)"] = ("alg2", simplex_flow.alg2_relative_loss_median)
-    rel["PULSE through the trained flow (ch. 5)"] = ("pulse", simplex_flow.pulse_relative_loss_median)
-    rel["PULSE through the untrained flow (ch. 5, control)"] = ("pulse-untrained",
+    rel["alg2, best grid (ch. 6 pairs)"] = ("alg2", simplex_flow.alg2_relative_loss_median)
+    rel["PULSE through the trained flow (ch. 6)"] = ("pulse", simplex_flow.pulse_relative_loss_median)
+    rel["PULSE through the untrained flow (ch. 6, control)"] = ("pulse-untrained",
                                                                simplex_flow.control_relative_loss_median)
     return rel
 

@@ -1,4 +1,4 @@
-"""Chapter 6, the hardness of latent search (paper, section 4.2 and appendices A.2, A.3).
+"""Chapter 7, the hardness of latent search (paper, section 4.2 and appendices A.2, A.3).
 
 The chapter's schema, its tables and figures, and its verdicts; the computations behind them are in
 :mod:`vqtto.hardness` (the reduction from MAX-CUT, fully connected decoder), :mod:`vqtto.spin_glass`

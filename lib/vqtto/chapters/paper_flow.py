@@ -1,8 +1,8 @@
-"""Chapter 4, the paper's flow and why it fails (paper section 5.4, Figure 6, appendix A.5).
+"""Chapter 5, the paper's flow and why it fails (paper section 5.4, Figure 6, appendix A.5).
 
 The chapter's parameter schema, its tables and figures, and its verdict on the paper's claim that
 the flow was unstable in all four configurations. The toy experiment itself (configurations,
-targets, training) is :mod:`vqtto.flows`; chapter 5 reuses the toy parameters, tables and the
+targets, training) is :mod:`vqtto.flows`; chapter 6 reuses the toy parameters, tables and the
 reverse-KL figure defined here for the flows onto the simplex.
 """
 
@@ -31,7 +31,7 @@ KIND_STYLE = {
                                label=method_label("simplex-flow") + ", τ not in the softmax"),
 }
 
-# The toy experiment's parameters, shared with chapter 5 (which trains other flows on the same targets).
+# The toy experiment's parameters, shared with chapter 6 (which trains other flows on the same targets).
 TOY_PARAMS = {
     "configurations": Param(list, "which of the paper's four configurations to run, e.g. [1, 2, 3, 4]",
                             nonempty(each(one_of(*flows.CONFIGURATIONS))), default=[1, 2, 3, 4]),
@@ -416,7 +416,7 @@ def toy_result_fields(P, runs: list[flows.FlowRun], kinds) -> dict:
 
 @dataclass
 class PaperFlowResult(ToyExperimentResult):
-    """What chapter 4 measured, and its verdicts on the paper's 'unstable in all four configurations' and on why.
+    """What chapter 5 measured, and its verdicts on the paper's 'unstable in all four configurations' and on why.
 
     Attributes:
         divergence_fraction: (inherited) here for the one kind ``"paper"``.

@@ -1,4 +1,4 @@
-"""Chapter 3, a PixelCNN prior over the code grids (paper section 5.3, Figures 5 and 8)."""
+"""Chapter 4, a PixelCNN prior over the code grids (paper section 5.3, Figures 5 and 8)."""
 
 from __future__ import annotations
 
@@ -265,7 +265,7 @@ def drift_verdict(d: Mapping[str, float], k: int) -> str:
 
 @dataclass
 class PriorResult(ChapterResult):
-    """What chapter 3 measured: how well the prior fits, and where Algorithm 2's grids lie under it.
+    """What chapter 4 measured: how well the prior fits, and where Algorithm 2's grids lie under it.
 
     Attributes:
         test_nats_per_position: the prior's test NLL (log_k: the uniform prior's).

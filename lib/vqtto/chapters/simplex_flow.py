@@ -1,9 +1,9 @@
-"""Chapter 5, a flow onto the simplex and searching through it (paper sections 5.4 and 6).
+"""Chapter 6, a flow onto the simplex and searching through it (paper sections 5.4 and 6).
 
 The chapter's parameter schema, its tables and figures, and its two verdicts: whether the flow
 onto the simplex trains stably on the paper's toy targets, and what the PULSE-style search
 through a code-grid flow finds compared with Algorithm 2. The flows, their training and the
-search are :mod:`vqtto.flows`; the toy parameters, tables and reverse-KL figure are chapter 4's
+search are :mod:`vqtto.flows`; the toy parameters, tables and reverse-KL figure are chapter 5's
 (:mod:`vqtto.chapters.paper_flow`), reused here for the flows onto the simplex.
 """
 
@@ -59,7 +59,7 @@ PARAMS = chapter_schema({
     "alpha": Param(float, f"Algorithm 2 step size (paper: {paper.ALPHA.value})", greater_than(0.0), default=0.1),
     "lam": Param(int, "most repeats of one Algorithm 2 step before it counts as stalled (the paper's lambda; "
                       "it gives no value)", at_least(1), default=100),
-    "pixelcnn_prior": Param(bool, "also score the codes found under the PixelCNN prior of chapter 3 (k_grid; trained "
+    "pixelcnn_prior": Param(bool, "also score the codes found under the PixelCNN prior of chapter 4 (k_grid; trained "
                                   "if not cached)", default=True),
     "seed": Param(int, "seed of the code-grid flow and the search starts", at_least(0), default=0),
 })
@@ -71,7 +71,7 @@ def simplex_toy_verdict(fractions: dict[str, dict[str, float]], n_blocks: int) -
     """A sentence on the divergence of the flows onto the simplex (``n_blocks`` coupling blocks), beside the
     paper's 'unstable in all four'."""
     quote = paper.FLOW_UNSTABLE
-    text = (f"The paper reports its flow in R^k {quote.value} (section {quote.section}; chapter 4 shows why). "
+    text = (f"The paper reports its flow in R^k {quote.value} (section {quote.section}; chapter 5 shows why). "
             f"Here the flows onto the simplex have {n_blocks} coupling blocks"
             + (f", the paper has {paper.FLOW_BLOCKS.value}: depth is not held equal." if n_blocks != paper.FLOW_BLOCKS.value
                else ", as the paper's.") )
@@ -394,7 +394,7 @@ def searched_images_figure(model, sources: torch.Tensor, targets: torch.Tensor,
 
 @dataclass
 class SimplexFlowResult(ToyExperimentResult):
-    """What chapter 5 measured: the flows onto the simplex on the toy targets, the code-grid flow, the searches.
+    """What chapter 6 measured: the flows onto the simplex on the toy targets, the code-grid flow, the searches.
 
     Attributes:
         kinds: the flows onto the simplex run on the toy targets (the kinds of the inherited
