@@ -93,3 +93,22 @@ def test_bad_arguments(kwargs, match):
     args = {"dataset": "fashion-mnist", "split": "train", **kwargs}
     with pytest.raises(ValueError, match=match):
         data.load(**args)
+
+
+class _RunsCode:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_a_cifar_batch_whose_pickle_would_run_code_is_refused(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    marker = tmp_path / "ran"
+    with open(folder / "test_batch", "wb") as fh:
+        pickle.dump({"data": _RunsCode(marker), "labels": [0]}, fh)
+    with pytest.raises(data.UnsafeFile, match=r"asks to load io\.open.*refused"):
+        data.load("cifar10", "test", root=tmp_path)
+    assert not marker.exists()

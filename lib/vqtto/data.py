@@ -153,15 +153,37 @@ def _cifar10(root: Path, split: str, limit: int | None):
     return _read_cifar_batches(folder, split, limit)
 
 
-def _read_cifar_batches(folder: Path, split: str, limit: int | None):
-    """Read CIFAR-10's python pickle batches (torchvision's download layout)."""
+class UnsafeFile(ValueError):
+    """A data file's pickle asks for something other than plain data and numpy arrays."""
+
+
+# What CIFAR-10's pickles may build: numpy arrays and their dtypes, nothing that can run code.
+_PICKLE_ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                   ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+                   ("numpy._core.multiarray", "scalar")}
+
+
+def _load_plain_pickle(fh):
+    """Unpickle ``fh`` allowing only builtin containers, numbers, strings and numpy arrays."""
     import pickle
 
+    class _Restricted(pickle.Unpickler):
+        def find_class(self, module: str, name: str):
+            if (module, name) in _PICKLE_ALLOWED:
+                return super().find_class(module, name)
+            raise UnsafeFile(f"{getattr(fh, 'name', 'the file')} asks to load {module}.{name}; only plain data "
+                             "and numpy arrays are read, so it is refused")
+
+    return _Restricted(fh, encoding="latin1").load()
+
+
+def _read_cifar_batches(folder: Path, split: str, limit: int | None):
+    """Read CIFAR-10's python pickle batches (torchvision's download layout), refusing anything but data."""
     names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
     arrays, labels = [], []
     for name in names:
         with open(folder / name, "rb") as fh:
-            batch = pickle.load(fh, encoding="latin1")
+            batch = _load_plain_pickle(fh)
         arrays.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
         labels.extend(batch["labels"])
     images = torch.from_numpy(np.concatenate(arrays)[:limit]).float().div_(255.0)
