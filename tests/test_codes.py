@@ -111,3 +111,5 @@ def test_prior_controls_blend_codes_and_compare_searches_at_equal_steps():
     assert chapter.beyond_blends(controls)
     controls[1]["median NLL gained from the start"] = 0.4
     assert not chapter.beyond_blends(controls)
+    controls[1]["positions changed"] = "50%"
+    assert "less than any such blend" in chapter.controls_sentence(controls)

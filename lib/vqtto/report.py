@@ -17,11 +17,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
-from IPython.display import Markdown
+
+def __getattr__(name: str):
+    # IPython is needed only where Markdown is shown (the notebooks), not to compute or record results.
+    if name == "Markdown":
+        from IPython.display import Markdown
+
+        return Markdown
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def markdown_table(rows: Sequence[dict[str, Any]]) -> Markdown:
-    """Rows of equal keys -> a Markdown table that renders in Jupyter and in the book."""
+def markdown_table(rows: Sequence[dict[str, Any]]):
+    """Rows of equal keys -> an IPython ``Markdown`` table that renders in Jupyter and in the book."""
+    from IPython.display import Markdown
+
     if not rows:
         return Markdown("*(no rows)*")
     cols = list(rows[0])

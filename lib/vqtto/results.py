@@ -130,7 +130,8 @@ def prior_rows(r) -> list[dict]:
         "verdict": ("not shown by this run" if not r.leaves_region else
                     "agrees, beyond what blends of two real codes lose (a correlation; the causal test needs the prior "
                     "inside the search)" if r.beyond_blends else
-                    "partly: the final grids are improbable, but blends of real codes without any search lose as much"),
+                    "partly: the final grids are less probable than real codes, but the blends of real codes that "
+                    "control for it are less probable still (see the chapter's controls)"),
         "chapter": link("prior")}]
 
 

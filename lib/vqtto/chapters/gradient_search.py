@@ -39,7 +39,7 @@ PARAMS = chapter_schema({
     "greedy_pairs": Param(int, "pairs given to the greedy coordinate search (it decodes many candidates)", at_least(0), default=32),
     "certify_pairs": Param(int, "greedy results checked against all their single-position neighbours (0: skip)", at_least(0), default=4),
     "greedy_width": Param(int, "most candidates the greedy search decodes per pair and round", at_least(16), default=64),
-    "sweep_alphas": Param(list, "step sizes compared in the effect-of-alpha section (floats)", nonempty(each(greater_than(0), float)), default=[0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0]),
+    "sweep_alphas": Param(list, "step sizes compared in the effect-of-alpha section (floats)", nonempty(each(greater_than(0), float)), default=[0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0]),
     "sweep_pairs": Param(int, "pairs used per step size in the effect-of-alpha section", at_least(1), default=50),
 })
 

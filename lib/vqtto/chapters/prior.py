@@ -193,6 +193,24 @@ def beyond_blends(controls: list[dict]) -> bool:
     return low > 0 and all(alg2[gain] > b for b in blends)
 
 
+def controls_sentence(controls: list[dict]) -> str:
+    """What the blends say about the drift of Algorithm 2's grids (rows of :func:`control_row`)."""
+    gain = "median NLL gained from the start"
+    alg2 = next(r for r in controls if r["grids"].startswith("Algorithm 2"))
+    blends = [r for r in controls if r["grids"].startswith("blend")]
+    if beyond_blends(controls):
+        return (f"Algorithm 2's final grids lose {alg2[gain]:.2f} nats per position, more than any blend of source and "
+                "target codes: the drift is not what merely mixing two real codes does.")
+    if all(alg2[gain] < b[gain] for b in blends):
+        least = min(blends, key=lambda b: b[gain])
+        return (f"Algorithm 2's final grids lose {alg2[gain]:.2f} nats per position, while a blend that changes "
+                f"{least['positions changed']} of the positions without any search loses {least[gain]:.2f}: the search "
+                "changes many codes yet keeps its grids far more probable than mixing two real codes would. It drifts "
+                "from real codes, but less than any such blend.")
+    return (f"Algorithm 2's final grids lose {alg2[gain]:.2f} nats per position, within the range of the blends of source "
+            "and target codes: the controls do not separate the search from mixing two codes.")
+
+
 def drift_at_steps(logliks: list[torch.Tensor], steps: Sequence[int], positions: int) -> list[dict]:
     """NLL per position gained after exactly ``t`` distinct grids, over the searches that got that far.
 
