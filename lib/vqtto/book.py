@@ -406,6 +406,9 @@ def build_site(stage: Path = STAGE, html: Path = BUILD / "html") -> Path:
     missing = [c for c in chapters() if not (stage / f"{c}.ipynb").exists()]
     if missing:
         raise ChapterFailed(f"chapters {missing} have not been executed; run `python -m vqtto.book run` first")
+    for old in stage.glob("*.ipynb"):  # executed copies of chapters that were renamed or removed since
+        if old.stem not in chapters():
+            old.unlink()
     stage_sources(stage)
     vendor_web_assets(stage / "_vendor" / "offline")
     out = stage.parent / f"{stage.name}-site"
