@@ -66,12 +66,13 @@ class Display:
     n_show: int      # traversals drawn (the first pairs, as chapter 2's Figure 4)
     max_cols: int    # most reconstructions per traversal row
     n_moves: int     # random moves per pair in the figure of the first-order table
+    explorer_pairs: int = 2   # pairs offered in the method explorer
 
 
 DISPLAY = {
-    "smoke": Display(n_show=2, max_cols=6, n_moves=16),
-    "quick": Display(n_show=4, max_cols=12, n_moves=64),
-    "full": Display(n_show=4, max_cols=12, n_moves=256),
+    "smoke": Display(n_show=2, max_cols=6, n_moves=16, explorer_pairs=1),
+    "quick": Display(n_show=4, max_cols=12, n_moves=64, explorer_pairs=2),
+    "full": Display(n_show=4, max_cols=12, n_moves=256, explorer_pairs=3),
 }
 
 
@@ -423,3 +424,18 @@ def verdict(main: Sequence[MethodSummary], best: str, polished: dict, exact: Seq
     text += ("The issue's targets (97% at R <= 1, median R <= 0.6 within 1,000 equivalents at k=512) are met."
              if meets else "The issue's targets (97% at R <= 1, median R <= 0.6 within 1,000 equivalents at k=512) are not met here.")
     return meets, text
+
+
+def method_explorer_panels(model, traces: Mapping[str, search.SearchTrace], sources: torch.Tensor,
+                           targets: torch.Tensor, pairs: Sequence[int], max_cols: int) -> dict:
+    """PNG traversals for the static method explorer: ``{(method, str(pair)): png}``, one per method and pair."""
+    from ..plots import search_traversal
+    from ..widgets import png_bytes
+
+    panels = {}
+    for method, trace in traces.items():
+        for i in pairs:
+            fig = search_traversal(model, trace, sources, targets, [i], max_cols=max_cols,
+                                   title=f"{method_label(method)}, pair {i}")
+            panels[(method, str(i))] = png_bytes(fig, dpi=70)
+    return panels
