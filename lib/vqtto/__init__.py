@@ -23,6 +23,7 @@ The library under the book. Modules, one concept each:
 - ``exact``        exact solvers (brute force, branch and bound) and what exhaustive search costs
 - ``spin_glass``   the planar spin glass in a field and its reduction to a convolutional decoder
 - ``reduced_searches``  the searches run on reduced instances (MAX-CUT, spin glass), scored against the optimum
+- ``progress``     progress bars, and one switch (``TQDM_DISABLE``) that silences them all
 - ``stats``        one median, quantiles and bootstrap intervals for every page
 - ``paper``        the reference paper's numbers, each with its section
 - ``plots``, ``widgets``  figures (one name and colour per method) and explorers

@@ -569,13 +569,13 @@ def _run_search(args, source: VQVAESource, inputs: SearchInputs, settings: dict)
 
 def _write_search(folder: Path, args, source: VQVAESource, inputs: SearchInputs, model, loss, trace, wall: float) -> None:
     """The found images (PNG), their codes (``codes.pt``) and ``record.json`` into ``folder``."""
-    from tqdm.auto import tqdm
+    from .progress import progress_bar
 
     best = trace.best_indices
     device = model.codebook.device
     found_loss = []
     names = []
-    for start in tqdm(range(0, len(trace), 256), desc="writing", disable=args.quiet):
+    for start in progress_bar(range(0, len(trace), 256), desc="writing", disable=args.quiet):
         rows = torch.arange(start, min(start + 256, len(trace)))
         with torch.no_grad():
             imgs = model.decode_indices(best[rows].to(device))

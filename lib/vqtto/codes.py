@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
+from .progress import progress_bar
 
 from . import artifacts
 from . import data as data_mod
@@ -54,7 +54,7 @@ def encode(model, images: torch.Tensor, device: torch.device, batch_size: int = 
     was_training = model.training
     model.eval()
     out = []
-    for start in tqdm(range(0, images.shape[0], batch_size), desc="encoding", disable=not progress):
+    for start in progress_bar(range(0, images.shape[0], batch_size), desc="encoding", disable=not progress):
         x = images[start:start + batch_size].to(device)
         out.append(model.nearest(model.encode(x)).cpu())
     model.train(was_training)

@@ -71,9 +71,9 @@ def _enumerate(n: int, score, maximise: bool, chunk: int, keep_values: bool, pro
     total = 2 ** n
     starts = range(0, total, chunk)
     if progress:
-        from tqdm.auto import tqdm
+        from .progress import progress_bar
 
-        starts = tqdm(starts, desc=f"brute force 2^{n}", leave=False)
+        starts = progress_bar(starts, desc=f"brute force 2^{n}", leave=False)
     t0 = time.perf_counter()
     best_value, best, kept = None, None, []
     for s in starts:
@@ -273,9 +273,9 @@ def time_exact_solvers(ns, edge_p: float, weighted: bool, seed: int, progress: b
     onto :func:`~vqtto.hardness.squarest_grid` ``(n)``; each comparison checks that the three agree.
     """
     if progress:
-        from tqdm.auto import tqdm
+        from .progress import progress_bar
 
-        ns = tqdm(ns, desc="brute force")
+        ns = progress_bar(ns, desc="brute force")
     out = []
     for n in ns:
         g = random_graph(n, edge_p, weighted=weighted, seed=seed + n)
@@ -375,9 +375,9 @@ def time_spin_glass_solvers(grids, seed: int, progress: bool = True) -> list[Spi
     (as a latent search would run); each row checks, from the grids themselves, that the three agree.
     """
     if progress:
-        from tqdm.auto import tqdm
+        from .progress import progress_bar
 
-        grids = tqdm(grids, desc="brute force")
+        grids = progress_bar(grids, desc="brute force")
     out = []
     for h, w in grids:
         sg = random_spin_glass((h, w), seed + h * w)

@@ -39,7 +39,7 @@ from typing import Callable
 import normflows as nf
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from .progress import progress_bar
 
 from .gumbel import GumbelSoftmax, zipf_probs
 
@@ -325,7 +325,7 @@ def train_reverse_kld(
     run = FlowRun([], None, None, None, 0.0, dict(meta or {}))
     probs = torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64)
     start = time.perf_counter()
-    for step in tqdm(range(steps), disable=not progress, desc="reverse KL", leave=False):
+    for step in progress_bar(range(steps), disable=not progress, desc="reverse KL", leave=False):
         x, log_q, log_p, origin = reverse_kld_parts(flow, batch)
         loss = log_q.mean() - log_p.mean()
         if not torch.isfinite(loss):
@@ -458,7 +458,7 @@ def run_toy_experiment(configurations: list[int], ks: list[int], kinds: list[str
     jobs = [(c, k, kind, s) for c in configurations for k in ks for kind in kinds for s in range(seeds)]
     runs = []
     with one_thread():
-        for c, k, kind, seed in tqdm(jobs, desc="toy flows", disable=not progress):
+        for c, k, kind, seed in progress_bar(jobs, desc="toy flows", disable=not progress):
             cfg = CONFIGURATIONS[c]
             torch.manual_seed(seed)
             flow = build_flow(kind, toy_target(k, cfg.tau, zipf_s), n_blocks, hidden, cfg.base_mean).to(device)
@@ -724,7 +724,7 @@ def _pulse_steps(model: nn.Module, flow: GridSimplexFlow, loss_fn: Callable[[tor
     best_losses = torch.full((batch,), float("inf"), device=device)
     best_idx = torch.zeros(batch, h, w, dtype=torch.long, device=device)
     relaxed_hist, argmax_hist = [], []
-    for step in tqdm(range(steps), disable=not progress, desc="PULSE through flow", leave=False):
+    for step in progress_bar(range(steps), disable=not progress, desc="PULSE through flow", leave=False):
         if tau_schedule is not None:
             start, end = tau_schedule
             flow.to_simplex.tau = start * (end / start) ** (step / max(1, steps - 1))

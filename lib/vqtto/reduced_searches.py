@@ -209,9 +209,9 @@ def run_on_instances(instances: list[SearchInstance], starts: int, alphas, lam: 
 
     cases = instances
     if progress:
-        from tqdm.auto import tqdm
+        from .progress import progress_bar
 
-        cases = tqdm(instances, desc="instances")
+        cases = progress_bar(instances, desc="instances")
     for c, case in enumerate(cases):
         red = case.reduction
         gen = torch.Generator().manual_seed(seed + c)

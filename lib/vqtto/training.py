@@ -28,7 +28,7 @@ from typing import Callable
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from .progress import progress_bar
 
 from . import distributed, pixelcnn
 from .data import ImageSet
@@ -170,7 +170,7 @@ def fit(model: nn.Module, data: Batch, loss_fn: LossFn, loop: Loop, device: torc
     opt, sched = _optimiser(model, loop, lr_schedule, total_steps)
     eval_every = max(1, steps_per_epoch // loop.evals_per_epoch)
     curves, running = Curves(), _Running()
-    bar = tqdm(total=total_steps, desc=desc, disable=not progress)
+    bar = progress_bar(total=total_steps, desc=desc, disable=not progress)
     t0 = time.perf_counter()
 
     def out_of_time() -> bool:  # the ranks agree, so that they stop at the same step

@@ -306,6 +306,6 @@ def drive(model, z_start: torch.Tensor, propose: Proposer, evaluate: Evaluate, *
 def _progress(progress: bool, total: int, desc: str):
     if not progress:
         return None
-    from tqdm.auto import tqdm
+    from ..progress import progress_bar
 
-    return tqdm(total=total, desc=desc, unit="pair", leave=False)
+    return progress_bar(total=total, desc=desc, unit="pair", leave=False)
