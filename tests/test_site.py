@@ -140,3 +140,14 @@ def test_alpha_slider_changes_the_traversal_in_the_static_page(site, browser):
     page.screenshot(path=str(SHOTS / "02_gradient_search-slider-moved.png"), full_page=False)
     assert not errors
     page.close()
+
+
+def test_results_page_links_reach_the_chapter_pages(site):
+    """The results table links every claim to its chapter's page (a document link, not an in-page anchor)."""
+    import re
+
+    html, _ = site
+    hrefs = set(re.findall(r'href="([^"#]+\.html)(?:#[^"]*)?"', (html / "08_results.html").read_text()))
+    chapter_links = {h for h in hrefs if any(h.endswith(f"{c}.html") for c in book.chapters())}
+    assert {f"{c}.html" for c in ("01_training", "02_gradient_search", "07_hardness")} <= chapter_links
+    assert all((html / h).exists() for h in chapter_links)
