@@ -100,7 +100,7 @@ def test_verdicts_follow_the_recorded_decision_not_a_second_rule():
 def test_the_search_verdict_names_the_best_paper_search_and_ours():
     fake = fake_results()
     text = results.search_verdict(fake["gradient_search"], fake["simplex_flow"])
-    assert text.startswith("The best of the paper's straight-through searches ends at 14 times")
+    assert text.startswith("At step size alpha = 0, the best of the paper's straight-through searches ends at 14 times")
     assert "relaxed, best grid (ch. 2), ends at 0.8 (17.5x lower)" in text
 
 
