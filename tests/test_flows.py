@@ -149,11 +149,7 @@ def test_sphere_projection_radius():
 
 
 def test_pulse_search_returns_the_best_argmax_grid_and_its_loss():
-    torch.manual_seed(0)
-    model = VQVAE(VQVAEConfig(k=5, hidden=8, embedding_dim=4)).eval()
-    targets = torch.rand(3, 1, 28, 28)
-    h, w = model.encode_indices(targets).shape[1:]
-    flow = flows.GridSimplexFlow(h * w, 5, tau=0.5, n_blocks=1, hidden=8)
+    model, targets, (h, w), flow = _search_setup(pairs=3)
     res = flows.pulse_search(model, flow, mse_to(targets), batch=3, grid=(h, w), steps=5, lr=0.1)
     assert res.best_indices.shape == (3, h, w) and res.relaxed_losses.shape == (5, 3)
     with torch.no_grad():
@@ -177,10 +173,10 @@ def test_bad_arguments_are_refused():
 
 # --- the PULSE search leaves the flow as it found it ---------------------------------------------
 
-def _search_setup():
+def _search_setup(pairs: int = 2):
     torch.manual_seed(0)
     model = VQVAE(VQVAEConfig(k=5, hidden=8, embedding_dim=4)).eval()
-    targets = torch.rand(2, 1, 28, 28)
+    targets = torch.rand(pairs, 1, 28, 28)
     h, w = model.encode_indices(targets).shape[1:]
     flow = flows.GridSimplexFlow(h * w, 5, tau=0.5, n_blocks=1, hidden=8)
     return model, targets, (h, w), flow
