@@ -376,7 +376,8 @@ def test_chapter_summaries_match_the_trace(setup):
     assert len(cols) <= 8 and 17 in cols and cols[0] == 0 and cols[-1] == 49
     assert plots._columns(5, -1, 8) == [0, 1, 2, 3, 4]
     rows = chapter.relative_rows({"a": torch.tensor([0.5, 1.0, 2.0, 4.0])})
-    assert rows[0]["median"] == 1.5 and rows[0]["reaches the target's own code (<= 1)"] == "50%"
+    assert rows[0]["median"] == 1.5 and rows[0]["reaches the target's own code (<= 1)"] == "50% [15%, 85%]"
+    assert chapter.ending_share(tr, "loop").value == tr.fraction("loop") and row["ended in a loop"].endswith("]")
 
 
 @pytest.mark.parametrize("alpha", [1e-12, 1e6])

@@ -103,10 +103,11 @@ class GradientSearchResult(ChapterResult):
 
     Attributes:
         table1: per run label (``"<dataset>, k=<k>"``), the Table 1 row (mean, std, min, max, endings).
-        loop_fraction_alg2 / stalled_fraction_alg2: how Algorithm 2's searches ended (main data set, k).
+        loop_alg2 / stalled_alg2: shares of Algorithm 2's searches (main data set, k) that ended in a
+            loop / stalled, with their 95% intervals over pairs.
         all_loop: the paper's "every search ends in a loop" is reproduced (at least 99% loops).
         medians: per series, the median relative best loss (1 = as good as the target's own code).
-        relaxed_reaches_target_code: share of pairs where the relaxed search gets to <= 1.
+        relaxed_reaches_target_code: share of pairs where the relaxed search gets to <= 1, with its interval.
         table1_verdict / alg3_verdict / best_grid_verdict: the chapter's sentences.
     """
 
@@ -118,13 +119,13 @@ class GradientSearchResult(ChapterResult):
     lam: int
     table1: dict[str, dict]
     table1_seconds: float
-    loop_fraction_alg2: float
-    stalled_fraction_alg2: float
+    loop_alg2: stats.Estimate
+    stalled_alg2: stats.Estimate
     all_loop: bool
     steps_per_change: list[dict]
     medians: list[MethodMedian]
     relaxed_vs_alg2: PairedComparison
-    relaxed_reaches_target_code: float
+    relaxed_reaches_target_code: stats.Estimate
     table1_verdict: str
     alg3_verdict: str
     best_grid_verdict: str
@@ -184,13 +185,19 @@ def pair_sets(datasets: Sequence[str], k: int, profile: str, n_pairs: int, pair_
     return sets, skipped
 
 
+def ending_share(trace: search.SearchTrace, *reasons: str) -> stats.Estimate:
+    """The share of ``trace``'s pairs whose search stopped for one of ``reasons``, with its 95% interval."""
+    return stats.share_estimate(torch.tensor([r in reasons for r in trace.stop_reason]))
+
+
 def table1_row(label: str, trace: search.SearchTrace) -> dict:
-    """Mean, std, min and max of the unique steps before the search stopped, and how it stopped."""
+    """Mean, std, min and max of the unique steps before the search stopped, and how it stopped
+    (shares with their 95% intervals over pairs)."""
     n = trace.n_unique.double()
     return {"run": label, "pairs": len(trace), "mean": round(float(n.mean()), 2),
             "std": round(float(n.std()) if len(n) > 1 else 0.0, 2), "min": int(n.min()), "max": int(n.max()),
-            "ended in a loop": f"{trace.fraction('loop'):.0%}", "stalled": f"{trace.fraction('stalled'):.0%}",
-            "budget": f"{trace.fraction('budget'):.0%}"}
+            "ended in a loop": ending_share(trace, "loop").percent(), "stalled": ending_share(trace, "stalled").percent(),
+            "budget": ending_share(trace, "budget").percent()}
 
 
 def paper_rows() -> list[dict]:
@@ -212,7 +219,7 @@ def steps_stats(trace: search.SearchTrace) -> dict:
 
 
 def relative_rows(rel: Mapping[str, torch.Tensor], notes: Mapping[str, str] | None = None) -> list[dict]:
-    """One row per method: median, mean, quartiles of loss / target's-own-code loss, share <= 1."""
+    """One row per method: median, mean, quartiles of loss / target's-own-code loss, share <= 1 (with intervals)."""
     rows = []
     for label, r in rel.items():
         r = r.double()
@@ -221,7 +228,7 @@ def relative_rows(rel: Mapping[str, torch.Tensor], notes: Mapping[str, str] | No
         rows.append({"method": label, "median": round(float(q[1]), 3), "95% CI of the median": f"[{lo:.3g}, {hi:.3g}]",
                      "25%": round(float(q[0]), 3),
                      "75%": round(float(q[2]), 3), "mean": round(float(r.mean()), 3),
-                     "reaches the target's own code (<= 1)": f"{float((r <= 1).double().mean()):.0%}",
+                     "reaches the target's own code (<= 1)": stats.share_estimate(r <= 1).percent(),
                      "note": (notes or {}).get(label, "")})
     return rows
 
@@ -278,10 +285,11 @@ def table1_verdict(trace: search.SearchTrace, dataset: str, k: int) -> str:
     """A sentence comparing our Algorithm 2 run with the paper's Table 1, from the numbers."""
     n = trace.n_unique.double()
     cyc = loop_lengths(trace)
-    returned = trace.fraction("loop") + trace.fraction("stalled")
+    returned = ending_share(trace, "loop", "stalled")
     text = (f"On {dataset} with k={k}, Algorithm 2 visits on average {n.mean():.1f} distinct grids (std {n.std():.1f}, "
-            f"min {int(n.min())}, max {int(n.max())}) before it stops; {trace.fraction('loop'):.0%} of the searches end in "
-            f"a loop, {trace.fraction('stalled'):.0%} stall and {trace.fraction('budget'):.0%} reach the budget. ")
+            f"min {int(n.min())}, max {int(n.max())}) before it stops; {ending_share(trace, 'loop').percent()} of the "
+            f"searches end in a loop, {ending_share(trace, 'stalled').percent()} stall and "
+            f"{ending_share(trace, 'budget').percent()} reach the budget (95% intervals over pairs). ")
     if cyc.numel():
         text += (f"The loops are short: {float((cyc == 2).double().mean()):.0%} of them go back to the grid visited just before "
                  f"(a cycle of 2 grids, the search stepping back and forth across one Voronoi boundary); the longest holds {int(cyc.max())}. ")
@@ -295,23 +303,34 @@ def table1_verdict(trace: search.SearchTrace, dataset: str, k: int) -> str:
     else:
         text += "Here fewer searches end in a loop than in the paper; the others stop for the reasons given."
     return text + (f" Under the paper's own stopping rule a stall is a return too (the grid the search would take "
-                   f"next is the one it holds, already in the hash set): {returned:.0%} of the searches end by returning "
+                   f"next is the one it holds, already in the hash set): {returned.percent()} of the searches end by returning "
                    "to a seen grid. That is what transfers between models and data sets; the mean number of distinct "
                    "grids does not, since it moves with alpha and lambda (see the sweep below).")
 
 
 def alg3_verdict(alg3: search.SearchTrace, alg2: search.SearchTrace, alpha: float, lam: int) -> str:
-    """A sentence comparing how Algorithms 3 and 2 ended on the same pairs, from the numbers."""
+    """A sentence comparing how Algorithms 3 and 2 ended on the same pairs, from the numbers.
+
+    "Fewer loops" is shown only where the paired difference of the loop shares (Algorithm 3 minus
+    Algorithm 2, :func:`vqtto.stats.share_difference`) has a 95% interval below zero.
+    """
     s3, s2 = alg3.steps_per_change().double(), alg2.steps_per_change().double()
     med3 = stats.median(s3) if s3.numel() else float("nan")
     med2 = stats.median(s2) if s2.numel() else float("nan")
-    text = (f"With alpha={alpha:g} and lam={lam}, Algorithm 3 ended in a loop in {alg3.fraction('loop'):.0%} of the pairs "
-            f"and stalled in {alg3.fraction('stalled'):.0%} (Algorithm 2: {alg2.fraction('loop'):.0%} and "
-            f"{alg2.fraction('stalled'):.0%}); it visited {float(alg3.n_unique.double().mean()):.1f} distinct grids on average "
-            f"against {float(alg2.n_unique.double().mean()):.1f}, with a median of {med3:.0f} repeats per change against {med2:.0f}. ")
-    if alg3.fraction("loop") <= alg2.fraction("loop") and med3 > med2:
+    fewer = stats.share_difference(torch.tensor([r == "loop" for r in alg3.stop_reason]),
+                                   torch.tensor([r == "loop" for r in alg2.stop_reason]))
+    text = (f"With alpha={alpha:g} and lam={lam}, Algorithm 3 ended in a loop in {ending_share(alg3, 'loop').percent()} "
+            f"of the pairs and stalled in {ending_share(alg3, 'stalled').percent()} (Algorithm 2: "
+            f"{ending_share(alg2, 'loop').percent()} and {ending_share(alg2, 'stalled').percent()}); it visited "
+            f"{float(alg3.n_unique.double().mean()):.1f} distinct grids on average against "
+            f"{float(alg2.n_unique.double().mean()):.1f}, with a median of {med3:.0f} repeats per change against "
+            f"{med2:.0f}. Pair by pair, its share of loops differs from Algorithm 2's by {fewer.percent()} "
+            f"({'an interval that excludes zero' if fewer.excludes(0) else 'an interval that includes zero'}). ")
+    if fewer.high < 0 and med3 > med2:
         text += ("Fewer loops and longer waits, as the paper describes"
                  + (", taken here to the point where most waits exceed lam." if alg3.fraction("stalled") > 0.5 else "."))
+    elif med3 > med2:
+        text += ("Longer waits, as the paper describes, but these pairs do not show fewer loops.")
     else:
         text += "This does not match the paper's description of fewer loops and longer waits."
     return text
@@ -451,12 +470,12 @@ def gradient_search_result(profile: str, dataset: str, k: int, alpha: float, lam
     return GradientSearchResult(
         profile=profile, dataset=dataset, k=k, n_pairs=len(alg2), alpha=alpha, lam=lam,
         table1={f"{ds}, k={kk}": table1_row("", tr) for (ds, kk), tr in traces.items()},
-        table1_seconds=table1_seconds, loop_fraction_alg2=alg2.fraction("loop"),
-        stalled_fraction_alg2=alg2.fraction("stalled"), all_loop=alg2.fraction("loop") >= 0.99,
+        table1_seconds=table1_seconds, loop_alg2=ending_share(alg2, "loop"),
+        stalled_alg2=ending_share(alg2, "stalled"), all_loop=alg2.fraction("loop") >= 0.99,
         steps_per_change=[steps_stats(t) for t in alg_traces],
         medians=[MethodMedian(label, SERIES[label][0], SERIES[label][1], stats.median(r), *stats.bootstrap_interval(r))
                  for label, r in rel.items()],
         relaxed_vs_alg2=paired_comparison(rel, "relaxed, best grid", "alg2, best grid"),
-        relaxed_reaches_target_code=stats.share(rel["relaxed, best grid"] <= 1),
+        relaxed_reaches_target_code=stats.share_estimate(rel["relaxed, best grid"] <= 1),
         table1_verdict=table1_verdict(alg2, dataset, k), alg3_verdict=alg3_verdict(alg3, alg2, alpha, lam),
         best_grid_verdict=best_grid_verdict(rel, sweep))
