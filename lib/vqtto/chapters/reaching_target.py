@@ -221,16 +221,18 @@ def time_quantile(ttt: torch.Tensor, q: float) -> float:
 
 
 def summary_rows(traces: Mapping[str, search.SearchTrace], reference: torch.Tensor, budgets: Sequence[float]) -> list[dict]:
-    """One row per method: share at R <= 1 per budget, median R with a 95% interval, cost and time."""
+    """One row per method: share at R <= 1 per budget and median R, each with its 95% interval over pairs,
+    cost and time."""
     rows = []
     for name, tr in traces.items():
         r = tr.best_losses.double() / reference.double()
-        lo, hi = stats.bootstrap_interval(r)
+        med = stats.median_estimate(r)
         row = {"method": method_label(name)}
-        for b, s in zip(budgets, ((best_at(tr, budgets) / reference.double()[:, None]) <= 1).double().mean(0).tolist()):
-            row[f"R <= 1 at {b:g}"] = f"{s:.0%}"
+        at = (best_at(tr, budgets) / reference.double()[:, None]) <= 1
+        for j, b in enumerate(budgets):
+            row[f"R <= 1 at {b:g}"] = stats.share_estimate(at[:, j]).percent()
         ttt = time_to_target(tr, reference)
-        row.update({"median R": round(stats.median(r), 3), "95% interval": f"{lo:.3f}-{hi:.3f}",
+        row.update({"median R": round(med.value, 3), "95% interval": f"[{med.low:.3f}, {med.high:.3f}]",
                     "ended in a loop": f"{tr.fraction('loop'):.0%}",
                     "equivalents per pair": round(tr.decoder_equivalents / len(tr), 1),
                     "wall time per pair": f"{tr.seconds / len(tr):.3g} s",
@@ -302,7 +304,7 @@ class ExactRow:
     m: int
     k: int
     method: str
-    found: float
+    found: stats.Estimate    # share of pairs at the optimum, with its 95% interval
     median_gap: float
     pairs: int
     grids_per_pair: int
@@ -323,14 +325,16 @@ def exact_rows(model, pb: Problem, m: int, methods: Sequence[str], settings: Map
     for name in methods:
         tr = run(name, pb, budget, settings.get(name, {}), chains, seed, start=start, movable=mask)
         out = search.optimum_rate(tr.best_losses, sub)
-        rows.append(ExactRow(m=m, k=model.codebook.shape[0], method=name, found=out["found"],
+        n = len(pb.targets)
+        found = stats.Estimate(out["found"], *stats.share_interval(round(out["found"] * n), n), n)
+        rows.append(ExactRow(m=m, k=model.codebook.shape[0], method=name, found=found,
                              median_gap=out["median gap"], pairs=len(pb.targets), grids_per_pair=sub.n_grids))
     return rows, sub.seconds
 
 
 def exact_table(rows: Sequence[ExactRow]) -> list[dict]:
     return [{"k": r.k, "free positions m": r.m, "grids per pair": f"{r.grids_per_pair:,}", "method": method_label(r.method),
-             "found the exact optimum": f"{r.found:.0%}", "median gap when missed": f"{r.median_gap:.2%}",
+             "found the exact optimum": r.found.percent(), "median gap when missed": f"{r.median_gap:.2%}",
              "pairs": r.pairs} for r in rows]
 
 
@@ -345,15 +349,49 @@ def certificate_rows(cert: search.Certificate, method: str) -> list[dict]:
 
 @dataclass
 class MethodSummary:
-    """One method on the reported pairs at the run's budget."""
+    """One method on the reported pairs at the run's budget: median R and share at R <= 1, each with
+    its 95% interval over pairs (:class:`vqtto.stats.Estimate`)."""
 
     method: str
-    median_r: float
-    share_r_le_1: float
+    median_r: stats.Estimate
+    share_r_le_1: stats.Estimate
     share_at_budgets: list[float]
     equivalents_per_pair: float
     seconds_per_pair: float
     setting: dict = field(default_factory=dict)
+
+
+@dataclass
+class Polished:
+    """The best method's grids after the screened polish: median R and share at R <= 1 (with intervals),
+    the extra decoder-call equivalents per pair, and the share of pairs where the polish stopped
+    because none of its screened moves helped."""
+
+    median: stats.Estimate
+    share: stats.Estimate
+    equivalents: float
+    certified_among_screened: float
+
+
+def polish_summary(pol: search.SearchTrace, reference: torch.Tensor) -> Polished:
+    """:class:`Polished` of the screened polish's trace ``pol`` on pairs with yardsticks ``reference`` ``(B,)``."""
+    r = pol.best_losses.double() / reference.double()
+    return Polished(stats.median_estimate(r), stats.share_estimate(r <= 1), pol.decoder_equivalents / len(pol),
+                    pol.fraction("stalled"))
+
+
+def share_lead(traces: Mapping[str, search.SearchTrace], reference: torch.Tensor, a: str, b: str) -> stats.Estimate:
+    """How much larger ``a``'s share of pairs at R <= 1 is than ``b``'s, paired over the same pairs, with its
+    95% interval (:func:`vqtto.stats.share_difference`)."""
+    def hit(name):
+        return traces[name].best_losses.double() / reference.double() <= 1
+    return stats.share_difference(hit(a), hit(b))
+
+
+def runner_up(traces: Mapping[str, search.SearchTrace], reference: torch.Tensor, best: str) -> str | None:
+    """The method :func:`best_method` would pick without ``best`` (None: ``best`` is the only one)."""
+    rest = {m: t for m, t in traces.items() if m != best}
+    return best_method(rest, reference) if rest else None
 
 
 @dataclass
@@ -364,9 +402,13 @@ class ReachingTargetResult(ChapterResult):
         summaries: per method, on the reported pairs of the main model (k).
         small: per method, on the k_small model (empty when skipped).
         best: the best method's id (largest share at R <= 1, then lowest median R).
+        runner_up: the method ranked second by the same rule (None: only one method).
+        lead_over_runner_up / lead_over_baseline: the best method's share at R <= 1 minus the runner-up's /
+            Algorithm 2 with restarts', paired over pairs, with 95% intervals (None: no such method).
         polished: median R and share R <= 1 of the best method's grids after the screened polish.
         exact: the exact-optimum rows of the sub-problems.
-        certified_share: share of certified best grids that are 1-move local optima (None: skipped).
+        certified_share: share of certified best grids that are 1-move local optima, with its interval
+            (None: skipped).
         meets_targets: the issue's targets (97% / median 0.6 within 1,000 equivalents at k=512) reached.
         verdict: the chapter's sentence.
     """
@@ -380,9 +422,12 @@ class ReachingTargetResult(ChapterResult):
     summaries: list[MethodSummary]
     small: list[MethodSummary]
     best: str
-    polished: dict
+    runner_up: str | None
+    lead_over_runner_up: stats.Estimate | None
+    lead_over_baseline: stats.Estimate | None
+    polished: Polished
     exact: list[ExactRow]
-    certified_share: float | None
+    certified_share: stats.Estimate | None
     meets_targets: bool
     verdict: str
 
@@ -393,34 +438,52 @@ def summaries(traces: Mapping[str, search.SearchTrace], reference: torch.Tensor,
     for name, tr in traces.items():
         r = tr.best_losses.double() / reference.double()
         at = ((best_at(tr, budgets) / reference.double()[:, None]) <= 1).double().mean(0).tolist()
-        out.append(MethodSummary(method=name, median_r=stats.median(r), share_r_le_1=stats.share(r <= 1),
+        out.append(MethodSummary(method=name, median_r=stats.median_estimate(r), share_r_le_1=stats.share_estimate(r <= 1),
                                  share_at_budgets=at, equivalents_per_pair=tr.decoder_equivalents / len(tr),
                                  seconds_per_pair=tr.seconds / len(tr), setting=dict(settings.get(name, {}))))
     return out
 
 
-def verdict(main: Sequence[MethodSummary], best: str, polished: dict, exact: Sequence[ExactRow], k: int,
-            budget: float) -> tuple[bool, str]:
-    """Whether the issue's targets were met, and a sentence from the numbers."""
+def _lead(lead: stats.Estimate | None, other: str) -> str:
+    if lead is None:
+        return ""
+    shown = "an interval that excludes zero" if lead.excludes(0) else "an interval that includes zero: not resolved on these pairs"
+    return f" Its share at R <= 1 exceeds {other}'s by {lead.percent()} pair by pair ({shown})."
+
+
+def verdict(main: Sequence[MethodSummary], best: str, polished: Polished, exact: Sequence[ExactRow], k: int,
+            budget: float, runner: str | None = None, lead_runner: stats.Estimate | None = None,
+            lead_base: stats.Estimate | None = None) -> tuple[bool, str]:
+    """Whether the issue's targets were met, and a sentence from the numbers (95% intervals over pairs).
+
+    ``runner``, ``lead_runner`` and ``lead_base``: the runner-up and the best method's paired leads in the
+    share at R <= 1 over it and over Algorithm 2 with restarts (:func:`share_lead`); a lead counts as shown
+    only where its interval excludes zero.
+    """
     s = {m.method: m for m in main}
     b, base = s[best], s.get("alg2-restarts")
-    share_best = max(b.share_r_le_1, polished["share"])
-    med_best = min(b.median_r, polished["median"])
+    share_best = max(b.share_r_le_1.value, polished.share.value)
+    med_best = min(b.median_r.value, polished.median.value)
     meets = share_best >= 0.97 and med_best <= 0.6 and budget <= 1000 and k >= 512
     text = (f"At {budget:g} decoder-call equivalents per pair the best method is {method_label(best)}: "
-            f"{b.share_r_le_1:.0%} of the pairs reach R <= 1 (median R {b.median_r:.2f}); after the screened polish "
-            f"{polished['share']:.0%} (median {polished['median']:.2f}, {polished['equivalents']:.0f} more equivalents per pair). ")
-    if base is not None:
-        text += (f"Algorithm 2 with random restarts, at the same cost, reaches R <= 1 on {base.share_r_le_1:.0%} "
-                 f"(median R {base.median_r:.2f}). ")
+            f"{b.share_r_le_1.percent()} of the pairs reach R <= 1 (median R {b.median_r.text('.2f')}; 95% intervals "
+            f"over pairs); after the screened polish {polished.share.percent()} (median {polished.median.text('.2f')}, "
+            f"{polished.equivalents:.0f} more equivalents per pair).")
+    if runner is not None:
+        text += _lead(lead_runner, f"the runner-up {method_label(runner)}")
+    if base is not None and best != "alg2-restarts":
+        text += (f" Algorithm 2 with random restarts, at the same cost, reaches R <= 1 on {base.share_r_le_1.percent()} "
+                 f"(median R {base.median_r.text('.2f')})." + _lead(lead_base, "Algorithm 2 with restarts"))
+    text += " "
     samplers = [m for m in main if m.method in MASKABLE]
     if samplers:
-        top = max(samplers, key=lambda m: (m.share_r_le_1, -m.median_r))
+        top = max(samplers, key=lambda m: (m.share_r_le_1.value, -m.median_r.value))
         text += (f"The best of the gradient samplers on the first-order table, {method_label(top.method)}, reaches "
-                 f"{top.share_r_le_1:.0%} (median R {top.median_r:.2f}). ")
+                 f"{top.share_r_le_1.percent()} (median R {top.median_r.text('.2f')}). ")
     if exact:
-        ex = max(exact, key=lambda r: r.found)
-        text += f"On the exact sub-problems the best rate of finding the optimum is {ex.found:.0%} ({method_label(ex.method)}, m={ex.m}). "
+        ex = max(exact, key=lambda r: r.found.value)
+        text += (f"On the exact sub-problems the best rate of finding the optimum is {ex.found.percent()} "
+                 f"({method_label(ex.method)}, m={ex.m}, {ex.pairs} pairs). ")
     text += ("The issue's targets (97% at R <= 1, median R <= 0.6 within 1,000 equivalents at k=512) are met."
              if meets else "The issue's targets (97% at R <= 1, median R <= 0.6 within 1,000 equivalents at k=512) are not met here.")
     return meets, text
