@@ -301,8 +301,8 @@ def test_chapter_result_decides_its_verdicts_and_round_trips(tmp_path):
     sg_checks = X.verify_random_spin_glasses([[2, 3]], per_grid=2, seed=0)
     sg_timing = X.time_spin_glass_solvers([[2, 2], [2, 3]], seed=0, progress=False)
     sg_runs = R.run_on_instances(R.spin_glass_instances(1, [2, 2], seed=0), 2, [1.0], 10, 2, 0, "cpu", progress=False)
-    conv = ch.SpinGlassEvidence(sg_checks, sg_timing, {name: R.summarise_runs(r) for name, r in sg_runs.items()})
-    result = ch.hardness_result(P, example, timing, scores, check, conv)
+    conv = ch.SpinGlassEvidence(sg_checks, sg_timing, sg_runs)
+    result = ch.hardness_result(P, example, timing, runs, check, conv)
     assert result.reduction_holds and result.optimum_matches and result.branch_and_bound_exact
     assert result.verdict.startswith("the claim holds")
     assert result.conv_reduction_holds and result.conv_optimum_matches and result.conv_branch_and_bound_exact
@@ -314,17 +314,22 @@ def test_chapter_result_decides_its_verdicts_and_round_trips(tmp_path):
     assert result.best_straight_through in ("alg2 α=1", "alg3 α=1")
     assert result.straight_through_beats_random == (
         scores[result.best_straight_through].mean_ratio > scores["uniform"].mean_ratio)
+    assert result.searches == scores and set(result.exact_shares) == set(scores) == set(result.spin_glass_exact_shares)
+    for name, e in result.exact_shares.items():
+        assert e.value == scores[name].fraction_exact and e.low <= e.value <= e.high and e.n == scores[name].runs
+        assert e.high - e.low > 0, "an interval, not a point, even at a share of 0 or 1"
+    assert "% [" in result.search_verdict and "% [" in result.spin_glass_search_verdict
     report.record(result, tmp_path)
     assert report.load_result(ch.HardnessResult, "smoke", tmp_path) == result
 
     failed = ch.hardness_result(P, X.ReductionCheck(example.cut, example.latent, 1.0, example.best_grid_cut),
-                                timing, scores, check, conv)
+                                timing, runs, check, conv)
     assert not failed.reduction_holds and failed.verdict.startswith("not shown")
     assert failed.decoder_verdicts["fully connected"].startswith("not shown")
     bad = X.SpinGlassCheck(sg_checks[0].grid, sg_checks[0].energy, sg_checks[0].latent, 1.0,
                            sg_checks[0].best_grid_energy, True)
-    conv_failed = ch.hardness_result(P, example, timing, scores, check,
-                                     ch.SpinGlassEvidence([bad], conv.timing, conv.scores))
+    conv_failed = ch.hardness_result(P, example, timing, runs, check,
+                                     ch.SpinGlassEvidence([bad], conv.timing, conv.runs))
     assert not conv_failed.conv_reduction_holds and conv_failed.reduction_holds
     assert conv_failed.verdict.startswith("not shown for the paper's convolutional decoder")
     assert conv_failed.decoder_verdicts["convolutional"].startswith("not shown")

@@ -20,7 +20,7 @@ from .. import exact, paper, report, stats
 from ..exact import ReductionCheck, SolverComparison, SpinGlassCheck, SpinGlassTiming
 from ..params import Param, at_least, between, chapter_schema, each, greater_than, nonempty
 from ..plots import method_color, method_label
-from ..reduced_searches import STRAIGHT_THROUGH, CutRuns, CutSearchScore, FirstOrderCheck, best_setting
+from ..reduced_searches import STRAIGHT_THROUGH, CutRuns, CutSearchScore, FirstOrderCheck, best_setting, summarise_runs
 
 
 def _pairs(v) -> str | None:
@@ -85,6 +85,7 @@ class HardnessResult(report.ChapterResult):
         years_for_7x7: that growth extrapolated to a 7x7 grid with k = 2 (years), or None.
         search_grid, n_instances, starts, random_grids, lam: the search comparison's setting.
         searches: run name (method id, with α for straight-through) -> its scores.
+        exact_shares: run name -> share of runs solved exactly with its 95% interval (:func:`exact_share`).
         first_order_check: how often the straight-through gradient mispredicts a single flip.
         best_straight_through: run name of the straight-through setting with the highest mean ratio.
         straight_through_beats_random: verdict: that setting's mean ratio is above the random reference's.
@@ -99,6 +100,7 @@ class HardnessResult(report.ChapterResult):
         spin_glass_timing: one :class:`~vqtto.exact.SpinGlassTiming` per timed grid.
         sg_search_grid, sg_instances: the spin-glass search comparison's setting.
         spin_glass_searches: run name -> its scores on the spin glasses (ratio: ``(E_max - E) / (E_max - E_min)``).
+        spin_glass_exact_shares: run name -> :func:`exact_share` on the spin glasses.
         spin_glass_search_verdict: the sentence of ``search_verdict``, on the spin glasses.
         decoder_verdicts: decoder class (``"fully connected"``, ``"convolutional"``) -> NP-hardness verdict.
     """
@@ -120,6 +122,7 @@ class HardnessResult(report.ChapterResult):
     random_grids: int
     lam: int
     searches: dict[str, CutSearchScore]
+    exact_shares: dict[str, stats.Estimate]
     first_order_check: FirstOrderCheck
     best_straight_through: str
     straight_through_beats_random: bool
@@ -134,6 +137,7 @@ class HardnessResult(report.ChapterResult):
     sg_search_grid: list[int]
     sg_instances: int
     spin_glass_searches: dict[str, CutSearchScore]
+    spin_glass_exact_shares: dict[str, stats.Estimate]
     spin_glass_search_verdict: str
     decoder_verdicts: dict[str, str]
 
@@ -202,15 +206,27 @@ def _describe(score: CutSearchScore, random_grids: int) -> str:
     return f"{what}, best of {random_grids} grids" if score.method == "uniform" else what
 
 
-def cut_search_rows(scores: dict[str, CutSearchScore], random_grids: int, ratio: str = "cut / max cut",
+def exact_share(runs: CutRuns) -> stats.Estimate:
+    """The share of ``runs`` whose best grid is optimal, with its 95% interval.
+
+    The starts on one instance are not independent draws (an easy instance is easy for every
+    start), so the interval counts them clustered by instance (:func:`vqtto.stats.share_estimate`).
+    """
+    instance = torch.cat([torch.full((s.solved.numel(),), i) for i, s in enumerate(runs.per_instance)])
+    return stats.share_estimate(runs.solved(), clusters=instance)
+
+
+def cut_search_rows(runs: dict[str, CutRuns], random_grids: int, ratio: str = "cut / max cut",
                     reads: str = "the graph") -> list[dict]:
-    """The search table: per run name, the share of runs solved exactly and the ratios reached
-    (``ratio`` names them; ``reads`` says what local search reads instead of decoding)."""
+    """The search table: per run name, the share of runs solved exactly (95% interval, clustered by
+    instance) and the ratios reached (``ratio`` names them; ``reads`` says what local search reads
+    instead of decoding)."""
     rows = []
-    for name, s in scores.items():
+    for name, r in runs.items():
+        s = summarise_runs(r)
         rows.append({
             "method": name, "what": _describe(s, random_grids), "runs": s.runs,
-            "fraction of runs exact": round(s.fraction_exact, 3),
+            "share of runs exact": exact_share(r).percent(1),
             "instances solved by some start": round(s.instances_solved, 3),
             f"mean {ratio}": round(s.mean_ratio, 4), f"worst {ratio}": round(s.worst_ratio, 4),
             "decoded images per run": f"— (uses {reads})" if s.decoded_per_run is None else round(s.decoded_per_run, 1),
@@ -227,7 +243,7 @@ def shown_runs(scores: dict[str, CutSearchScore]) -> list[str]:
 def cut_ratio_figure(runs: dict[str, CutRuns], names: list[str],
                      quality: str = "cut weight of the best grid found / maximum cut"):
     """Left: distribution (ECDF) of the ratio (``quality``, e.g. cut / max cut) over all runs; right:
-    share of runs solved exactly."""
+    share of runs solved exactly, with its 95% interval clustered by instance (:func:`exact_share`)."""
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [3, 2]})
     for name in names:
         r = np.sort(runs[name].ratios().numpy())
@@ -239,12 +255,15 @@ def cut_ratio_figure(runs: dict[str, CutRuns], names: list[str],
     ax.set_title("Distribution of the quality reached")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left")
-    solved = [stats.share(runs[name].solved()) for name in names]
-    bx.barh(range(len(names)), solved, color=[method_color(runs[name].method) for name in names])
+    shares = [exact_share(runs[name]) for name in names]
+    solved = [e.value for e in shares]
+    whiskers = [[e.value - e.low for e in shares], [e.high - e.value for e in shares]]
+    bx.barh(range(len(names)), solved, xerr=whiskers, capsize=3, ecolor="0.3",
+            color=[method_color(runs[name].method) for name in names])
     bx.set_yticks(range(len(names)), names, fontsize=8)
     bx.invert_yaxis()
     bx.set_xlim(0, 1)
-    bx.set_xlabel("fraction of runs that reach the exact optimum")
+    bx.set_xlabel("share of runs that reach the exact optimum (95% interval)")
     bx.set_title("Solved exactly")
     bx.grid(alpha=0.3, axis="x")
     fig.tight_layout()
@@ -255,16 +274,20 @@ def _one_of(scores: dict[str, CutSearchScore], method: str) -> str:
     return next(name for name, s in scores.items() if s.method == method)
 
 
-def cut_search_verdict(scores: dict[str, CutSearchScore], random_grids: int) -> str:
-    """A sentence comparing the best straight-through setting with random guessing and local search."""
+def cut_search_verdict(runs: dict[str, CutRuns], random_grids: int) -> str:
+    """A sentence comparing the best straight-through setting with random guessing and local search
+    (shares solved exactly with their 95% intervals, :func:`exact_share`)."""
+    scores = {name: summarise_runs(r) for name, r in runs.items()}
     best_name = best_setting(scores)
     best, rnd = scores[best_name], scores[_one_of(scores, "uniform")]
-    loc = scores[_one_of(scores, "local-search")]
+    loc_name = _one_of(scores, "local-search")
+    loc = scores[loc_name]
     cmp = "above" if best.mean_ratio > rnd.mean_ratio else "at or below"
     return (f"The best straight-through setting, {best_name}, reaches the exact optimum in "
-            f"{best.fraction_exact:.1%} of runs with a mean ratio of {best.mean_ratio:.3f}, "
-            f"{cmp} the {rnd.mean_ratio:.3f} of the best of {random_grids} random grids (uniform); 1-flip local search "
-            f"(local-search) solves {loc.fraction_exact:.1%} of runs (mean ratio {loc.mean_ratio:.3f}).")
+            f"{exact_share(runs[best_name]).percent(1)} of runs (95% interval, starts clustered by instance) with a "
+            f"mean ratio of {best.mean_ratio:.3f}, {cmp} the {rnd.mean_ratio:.3f} of the best of {random_grids} random "
+            f"grids (uniform); 1-flip local search (local-search) solves {exact_share(runs[loc_name]).percent(1)} of "
+            f"runs (mean ratio {loc.mean_ratio:.3f}).")
 
 
 def decoder_verdicts(fc_holds: bool, conv_holds: bool, conv_instances: int) -> dict[str, str]:
@@ -300,16 +323,16 @@ class SpinGlassEvidence:
     Attributes:
         checks: :func:`vqtto.exact.verify_spin_glass` of the worked example and of the checked instances.
         timing: :func:`vqtto.exact.time_spin_glass_solvers` on ``P.sg_timing_grids``.
-        scores: run name -> :func:`vqtto.reduced_searches.summarise_runs` on the spin glasses.
+        runs: run name -> :func:`vqtto.reduced_searches.run_on_instances`' runs on the spin glasses.
     """
 
     checks: list[SpinGlassCheck]
     timing: list[SpinGlassTiming]
-    scores: dict[str, CutSearchScore]
+    runs: dict[str, CutRuns]
 
 
 def hardness_result(P, example: ReductionCheck, timing: list[SolverComparison],
-                    scores: dict[str, CutSearchScore], first_order: FirstOrderCheck,
+                    runs: dict[str, CutRuns], first_order: FirstOrderCheck,
                     conv: SpinGlassEvidence) -> HardnessResult:
     """The chapter's typed result, with its verdicts decided here.
 
@@ -317,10 +340,12 @@ def hardness_result(P, example: ReductionCheck, timing: list[SolverComparison],
         P: the chapter's validated parameters.
         example: the worked example's check on every grid (:func:`vqtto.exact.verify_reduction`).
         timing: :func:`vqtto.exact.time_exact_solvers` on ``P.timing_n``.
-        scores: run name -> :func:`vqtto.reduced_searches.summarise_runs`.
+        runs: run name -> :func:`vqtto.reduced_searches.run_on_instances`' runs (MAX-CUT).
         first_order: :func:`vqtto.reduced_searches.first_order_check` on the first instance.
         conv: the convolutional decoder's checks, timings and search scores.
     """
+    scores = {name: summarise_runs(r) for name, r in runs.items()}
+    sg_scores = {name: summarise_runs(r) for name, r in conv.runs.items()}
     optimum_matches = all(t.latent_grid_is_max_cut for t in timing)
     holds = example.holds and optimum_matches
     conv_map_error = max(c.map_error for c in conv.checks)
@@ -340,16 +365,18 @@ def hardness_result(P, example: ReductionCheck, timing: list[SolverComparison],
                             for h, w in P.space_grids},
         timing=timing, growth_per_position=factor, years_for_7x7=years,
         search_grid=list(P.search_grid), n_instances=P.n_instances, starts=P.starts,
-        random_grids=P.random_grids, lam=P.lam, searches=scores, first_order_check=first_order,
+        random_grids=P.random_grids, lam=P.lam, searches=scores,
+        exact_shares={name: exact_share(r) for name, r in runs.items()}, first_order_check=first_order,
         best_straight_through=best,
         straight_through_beats_random=scores[best].mean_ratio > scores[_one_of(scores, "uniform")].mean_ratio,
-        search_verdict=cut_search_verdict(scores, P.random_grids),
+        search_verdict=cut_search_verdict(runs, P.random_grids),
         conv_map_error=conv_map_error,
         conv_checked_grids=[list(g) for g in dict.fromkeys(tuple(c.grid) for c in conv.checks)],
         conv_instances_checked=len(conv.checks), conv_optimum_matches=conv_optimum,
         conv_branch_and_bound_exact=conv_bb, conv_reduction_holds=conv_holds, spin_glass_timing=conv.timing,
-        sg_search_grid=list(P.sg_search_grid), sg_instances=P.sg_instances, spin_glass_searches=conv.scores,
-        spin_glass_search_verdict=cut_search_verdict(conv.scores, P.random_grids),
+        sg_search_grid=list(P.sg_search_grid), sg_instances=P.sg_instances, spin_glass_searches=sg_scores,
+        spin_glass_exact_shares={name: exact_share(r) for name, r in conv.runs.items()},
+        spin_glass_search_verdict=cut_search_verdict(conv.runs, P.random_grids),
         decoder_verdicts=decoder_verdicts(holds, conv_holds, len(conv.checks)))
 
 
