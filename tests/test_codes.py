@@ -106,10 +106,24 @@ def test_prior_controls_blend_codes_and_compare_searches_at_equal_steps():
     rows = chapter.drift_at_steps(logliks, [1, 2, 5], positions=2)
     assert [r["searches that got there"] for r in rows] == [2, 1]
     assert rows[0]["median NLL gained (nats / position)"] == 0.75 and rows[1]["median NLL gained (nats / position)"] == 2.0
-    controls = [{"grids": "Algorithm 2, final grid", "median NLL gained from the start": 0.3, "95% CI": "[0.1, 0.5]"},
-                {"grids": "blend, 50% target codes", "median NLL gained from the start": 0.1, "95% CI": "[0.0, 0.2]"}]
+    real = -torch.arange(100.0)  # log p of 100 real codes: the least likely 5% are below -94.05
+    start = torch.full((40,), -10.0)
+
+    def group(label, kind, lost):  # every pair loses ``lost`` nats per position, plus a little spread
+        found = start - 2 * (lost + 0.01 * torch.arange(40.0))
+        return chapter.control(label, kind, "alg2", start, found, real, positions=2, changed=0.5)
+
+    alg2 = group("Algorithm 2, final grid", "search", 0.3)
+    assert alg2.gained.low > 0 and alg2.gained.value == pytest.approx(0.3 + 0.195)
+    assert alg2.tail.value == 0.0 and alg2.tail.high > 0, "a share of 0 of 40 still has an interval"
+    controls = [alg2, group("blend, 50% target codes", "blend", 0.1)]
     assert chapter.beyond_blends(controls)
-    controls[1]["median NLL gained from the start"] = 0.4
+    controls[1] = group("blend, 50% target codes", "blend", 0.4)
     assert not chapter.beyond_blends(controls)
-    controls[1]["positions changed"] = "50%"
     assert "less than any such blend" in chapter.controls_sentence(controls)
+    controls.append(group("screened annealing (ch. 3), best grid", "search", 50.0))
+    text = chapter.controls_sentence(controls)
+    assert "Their intervals lie above Algorithm 2's for screened annealing" in text and "below it" not in text
+    assert chapter.control_rows(controls)[2]["in the real codes' least likely 5%"].startswith("100% [")
+    fig = chapter.controls_figure(controls, "t")
+    assert len(fig.axes[0].patches) == 3

@@ -34,6 +34,14 @@ PARAMS = chapter_schema({
     "relaxed_lr": Param(float, "Adam step size of the relaxed search (the control of chapter 2)", greater_than(0), default=0.1),
     "relaxed_steps": Param(int, "decoder rounds of the relaxed search per pair", at_least(1), default=100),
     "max_unique": Param(int, "most distinct grids per Algorithm 2 search", between(2, 100000), default=200),
+    "samplers": Param(list, "chapter 3's samplers whose best grids are scored too (ids of its METHOD_IDS)",
+                      each(one_of("gwg", "dmala", "dmala-codebook", "pas-sa", "screened-sa"), str),
+                      default=["gwg", "dmala", "pas-sa", "screened-sa"]),
+    "sampler_budget": Param(float, "decoder-call equivalents per pair of each sampler (chapter 3 runs 1000)",
+                            greater_than(0), default=300.0),
+    "sampler_chains": Param(int, "chains per pair of each sampler (chapter 3's default)", at_least(1), default=2),
+    "sampler_temperature": Param(float, "start temperature of the samplers (one of chapter 3's candidates; it tunes it)",
+                                 greater_than(0), default=0.02),
 })
 
 
@@ -142,14 +150,16 @@ def search_drift(real: torch.Tensor, random: torch.Tensor, start: torch.Tensor, 
 
     Returns NLL per position of each group (``real``, ``random``, ``start``, ``found``),
     ``drift`` (mean NLL per position gained from start to end of a search), ``tail_real`` (the
-    ``tail`` quantile of the real codes' log p) and ``tail_fraction`` (fraction of found grids
-    less probable than that: about ``tail`` if they were like real codes).
+    ``tail`` quantile of the real codes' log p), ``tail_fraction`` (fraction of found grids
+    less probable than that: about ``tail`` if they were like real codes) and its 95% interval
+    ``tail_low``, ``tail_high`` (:func:`vqtto.stats.share_estimate`).
     """
     nll = {name: float(-t.mean()) / positions for name, t in
            (("real", real), ("random", random), ("start", start), ("found", found))}
     threshold = float(torch.quantile(real.double(), tail))
-    return {**nll, "drift": float((start - found).mean()) / positions, "tail": tail,
-            "tail_real": threshold, "tail_fraction": float((found < threshold).double().mean()), "n": int(found.numel())}
+    share = stats.share_estimate(found < threshold)
+    return {**nll, "drift": float((start - found).mean()) / positions, "tail": tail, "tail_real": threshold,
+            "tail_fraction": share.value, "tail_low": share.low, "tail_high": share.high, "n": int(found.numel())}
 
 
 def mixed_grids(start: torch.Tensor, target: torch.Tensor, fraction: float, seed: int = 0) -> torch.Tensor:
@@ -167,48 +177,111 @@ def changed_fraction(start: torch.Tensor, found: torch.Tensor) -> float:
     return stats.share((start.cpu() != found.cpu()).flatten())
 
 
-def control_row(label: str, start_lp: torch.Tensor, found_lp: torch.Tensor, real_lp: torch.Tensor, positions: int,
-                changed: float, tail: float = 0.05) -> dict:
-    """One row of the controls table: how probable a group of grids is, relative to where it started.
+@dataclass
+class Control:
+    """One group of grids of the controls table, each grid scored against its pair's start grid.
+
+    Attributes:
+        label: what the grids are (``"Algorithm 2, final grid"``, ``"blend, 25% target codes"``...).
+        kind: ``"search"``, ``"blend"`` or ``"reference"`` (the targets' own codes).
+        method: the method id that colours it (:func:`vqtto.plots.method_color`).
+        changed: mean share of positions that differ from the start grid.
+        nll: mean NLL per position of the grids (nats).
+        gained: median NLL per position gained from the start grid, with its 95% interval over pairs.
+        tail: share of the grids less probable than all but the real codes' least likely ``tail_level``,
+            with its 95% interval.
+        tail_level: that quantile of the real codes (0.05).
+    """
+
+    label: str
+    kind: str
+    method: str
+    changed: float
+    nll: float
+    gained: stats.Estimate
+    tail: stats.Estimate
+    tail_level: float
+
+
+def control(label: str, kind: str, method: str, start_lp: torch.Tensor, found_lp: torch.Tensor, real_lp: torch.Tensor,
+            positions: int, changed: float, tail: float = 0.05) -> Control:
+    """How probable a group of grids is, relative to where it started (one :class:`Control`).
 
     ``start_lp``/``found_lp`` ``(B,)`` are log p of each pair's start and found grid; ``real_lp`` of the
     real test codes (their ``tail`` quantile is the threshold of "improbable").
     """
-    gained = (start_lp - found_lp) / positions
-    lo, hi = stats.bootstrap_interval(gained)
     threshold = float(torch.quantile(real_lp.double(), tail))
-    return {"grids": label, "positions changed": f"{changed:.0%}",
-            "NLL (nats / position)": round(float(-found_lp.mean()) / positions, 3),
-            "median NLL gained from the start": round(stats.median(gained), 3), "95% CI": f"[{lo:.3f}, {hi:.3f}]",
-            f"in the real codes' least likely {tail:.0%}": f"{stats.share(found_lp < threshold):.0%}"}
+    return Control(label, kind, method, changed, float(-found_lp.mean()) / positions,
+                   stats.median_estimate((start_lp - found_lp) / positions), stats.share_estimate(found_lp < threshold),
+                   tail)
 
 
-def beyond_blends(controls: list[dict]) -> bool:
+def control_rows(controls: Sequence[Control]) -> list[dict]:
+    """The controls table: one row per :class:`Control`, medians and shares with their 95% intervals."""
+    return [{"grids": c.label, "positions changed": f"{c.changed:.0%}", "NLL (nats / position)": round(c.nll, 3),
+             "median NLL gained from the start (95% CI)": c.gained.text(".3f"),
+             f"in the real codes' least likely {c.tail_level:.0%}": c.tail.percent()} for c in controls]
+
+
+def controls_figure(controls: Sequence[Control], title: str):
+    """Median NLL per position gained from the start grid, with its 95% interval, one bar per group of grids."""
+    fig, ax = plt.subplots(figsize=(8, 0.42 * len(controls) + 1.2))
+    y = np.arange(len(controls))
+    med = np.array([c.gained.value for c in controls])
+    err = np.array([[c.gained.value - c.gained.low for c in controls], [c.gained.high - c.gained.value for c in controls]])
+    ax.barh(y, med, xerr=err, capsize=3, ecolor="0.3", color=[method_color(c.method) for c in controls], alpha=0.85)
+    ax.set_yticks(y, [c.label for c in controls], fontsize=8)
+    ax.invert_yaxis()
+    ax.axvline(0.0, color="k", lw=0.8)
+    return finish(fig, ax, "median NLL gained from the start grid (nats per position; 95% interval over pairs)", "",
+                  title, legend=False)
+
+
+def _alg2(controls: Sequence[Control]) -> Control:
+    return next(c for c in controls if c.label.startswith("Algorithm 2"))
+
+
+def beyond_blends(controls: Sequence[Control]) -> bool:
     """The rule: Algorithm 2's final grids lose more probability than every blend of real codes, and the
     lower end of their interval is above zero (so the drift is not what any mixing of two codes does)."""
-    gain = "median NLL gained from the start"
-    alg2 = next(r for r in controls if r["grids"].startswith("Algorithm 2"))
-    blends = [r[gain] for r in controls if r["grids"].startswith("blend")]
-    low = float(alg2["95% CI"].strip("[]").split(",")[0])
-    return low > 0 and all(alg2[gain] > b for b in blends)
+    alg2 = _alg2(controls)
+    return alg2.gained.low > 0 and all(alg2.gained.value > c.gained.value for c in controls if c.kind == "blend")
 
 
-def controls_sentence(controls: list[dict]) -> str:
-    """What the blends say about the drift of Algorithm 2's grids (rows of :func:`control_row`)."""
-    gain = "median NLL gained from the start"
-    alg2 = next(r for r in controls if r["grids"].startswith("Algorithm 2"))
-    blends = [r for r in controls if r["grids"].startswith("blend")]
+def controls_sentence(controls: Sequence[Control]) -> str:
+    """What the blends and the other searches say about the drift of Algorithm 2's grids."""
+    alg2 = _alg2(controls)
+    blends = [c for c in controls if c.kind == "blend"]
+    lost = f"Algorithm 2's final grids lose {alg2.gained.text('.2f')} nats per position (median, 95% interval)"
     if beyond_blends(controls):
-        return (f"Algorithm 2's final grids lose {alg2[gain]:.2f} nats per position, more than any blend of source and "
-                "target codes: the drift is not what merely mixing two real codes does.")
-    if all(alg2[gain] < b[gain] for b in blends):
-        least = min(blends, key=lambda b: b[gain])
-        return (f"Algorithm 2's final grids lose {alg2[gain]:.2f} nats per position, while a blend that changes "
-                f"{least['positions changed']} of the positions without any search loses {least[gain]:.2f}: the search "
-                "changes many codes yet keeps its grids far more probable than mixing two real codes would. It drifts "
-                "from real codes, but less than any such blend.")
-    return (f"Algorithm 2's final grids lose {alg2[gain]:.2f} nats per position, within the range of the blends of source "
-            "and target codes: the controls do not separate the search from mixing two codes.")
+        text = lost + ", more than any blend of source and target codes: the drift is not what merely mixing two real codes does."
+    elif all(alg2.gained.value < b.gained.value for b in blends):
+        least = min(blends, key=lambda b: b.gained.value)
+        text = (lost + f", while a blend that changes {least.changed:.0%} of the positions without any search loses "
+                f"{least.gained.text('.2f')}: the search changes many codes yet keeps its grids far more probable than "
+                "mixing two real codes would. It drifts from real codes, but less than any such blend.")
+    else:
+        text = lost + ", within the range of the blends of source and target codes: the controls do not separate the search from mixing two codes."
+    others = [c for c in controls if c.kind == "search" and c is not alg2]
+    if others:
+        more = [c.label for c in others if c.gained.low > alg2.gained.high]
+        less = [c.label for c in others if c.gained.high < alg2.gained.low]
+        text += (" Of the other searches, " + ", ".join(f"{c.label} loses {c.gained.text('.2f')}" for c in others) + ". "
+                 + (f"Their intervals lie above Algorithm 2's for {', '.join(more)}" if more else
+                    "None of their intervals lies above Algorithm 2's")
+                 + (f", below it for {', '.join(less)}." if less else "."))
+    return text
+
+
+def sampler_traces(model, pp, device: torch.device, methods: Sequence[str], budget: float, chains: int,
+                   temperature: float) -> dict:
+    """Chapter 3's samplers on the pairs ``pp`` (a :class:`vqtto.pairs.Pairs`), run as that chapter runs them
+    (:func:`vqtto.chapters.reaching_target.run`) at ``temperature`` with ``budget`` equivalents per pair:
+    method id -> its :class:`vqtto.search.SearchTrace` (``best_indices`` ``(B, h, w)``)."""
+    from . import reaching_target
+
+    pb = reaching_target.problem(model, pp, device)
+    return {m: reaching_target.run(m, pb, budget, {"temperature": temperature}, chains) for m in methods}
 
 
 def drift_at_steps(logliks: list[torch.Tensor], steps: Sequence[int], positions: int) -> list[dict]:
@@ -244,17 +317,11 @@ def validation_trend(history) -> dict:
             "undertrained": share > 0.1}
 
 
-def tail_excess(d: Mapping[str, float]) -> float:
-    """How many binomial standard deviations the share of found grids in the real codes' tail exceeds ``tail``."""
-    tail, n = d["tail"], d["n"]
-    return (d["tail_fraction"] - tail) / math.sqrt(tail * (1 - tail) / n)
-
-
 def leaves_region(d: Mapping[str, float]) -> bool:
-    """The rule: the searches leave the high-probability region when their final grids lie in the real
-    codes' lower ``tail`` more than three binomial standard deviations more often than ``tail``, and the
-    NLL rose along the search."""
-    return tail_excess(d) > 3 and d["drift"] > 0
+    """The rule: the searches leave the high-probability region when the 95% interval of the share of
+    their final grids in the real codes' lower ``tail`` lies above ``tail`` (what real codes would give),
+    and the NLL rose along the search."""
+    return d["tail_low"] > d["tail"] and d["drift"] > 0
 
 
 def fits(test_nats_per_position: float, k: int) -> bool:
@@ -265,13 +332,14 @@ def fits(test_nats_per_position: float, k: int) -> bool:
 def drift_verdict(d: Mapping[str, float], k: int) -> str:
     """A sentence saying whether the searches leave the region the prior finds probable (:func:`leaves_region`)."""
     tail = d["tail"]
-    excess = tail_excess(d)
+    share = f"{d['tail_fraction']:.0%} [{d['tail_low']:.0%}, {d['tail_high']:.0%}]"
+    where = ("above" if d["tail_low"] > tail else "below" if d["tail_high"] < tail else "around")
     text = (f"Under the prior, codes of real test images cost {d['real']:.2f} nats per position and "
             f"uniform-random grids {d['random']:.2f} (the uniform prior pays log k = {math.log(k):.2f} everywhere). "
             f"Algorithm 2 starts from the sources' codes at {d['start']:.2f} and ends on grids at {d['found']:.2f}, "
-            f"{d['drift']:+.2f} nats per position along the search. {d['tail_fraction']:.0%} of its final grids "
-            f"are less probable than all but the least probable {tail:.0%} of real codes ({excess:.1f} binomial "
-            f"standard deviations above the {tail:.0%} that real codes would give). ")
+            f"{d['drift']:+.2f} nats per position along the search. {share} of its final grids (95% interval over "
+            f"pairs) are less probable than all but the least probable {tail:.0%} of real codes: an interval {where} "
+            f"the {tail:.0%} that real codes would give. ")
     text += ("This is a correlation: the grids are scored after the search, which never looked at the prior. "
              "Whether keeping the prior in the objective helps a task is the causal test, made with the "
              "constrained tasks. ")
@@ -289,8 +357,13 @@ class PriorResult(ChapterResult):
         test_nats_per_position: the prior's test NLL (log_k: the uniform prior's).
         fits: :func:`fits` (test NLL below 90% of log k).
         search_drift: :func:`search_drift` of Algorithm 2 on the chapter's pairs.
+        tail_share: the share of Algorithm 2's final grids in the real codes' least likely 5%, with its
+            95% interval (from ``search_drift``).
         leaves_region: :func:`leaves_region`; ``drift_verdict`` the sentence.
         loglik_table: the table of log-likelihoods per group of grids.
+        controls: :class:`Control` per group of grids: Algorithm 2, the relaxed search, chapter 3's
+            samplers (run with ``sampler_budget`` equivalents per pair), blends, the targets' own codes.
+        beyond_blends: :func:`beyond_blends`; controls_verdict: :func:`controls_sentence`.
     """
 
     CHAPTER: ClassVar[str] = "prior"
@@ -308,10 +381,13 @@ class PriorResult(ChapterResult):
     alpha: float
     lam: int
     search_drift: dict
+    tail_share: stats.Estimate
     leaves_region: bool
     drift_verdict: str
-    controls: list[dict]
+    sampler_budget: float
+    controls: list[Control]
     beyond_blends: bool
+    controls_verdict: str
     drift_at_steps: list[dict]
     validation: dict
     yardstick_note: str
@@ -335,9 +411,11 @@ def yardstick_note(validation: dict, real_nll: float, sample_nll: float) -> str:
 
 
 def prior_result(profile: str, dataset: str, prior, loglik_table: list[dict], drift: dict, n_pairs: int,
-                 alpha: float, lam: int, controls: list[dict], at_steps: list[dict], sample_nll: float) -> PriorResult:
+                 alpha: float, lam: int, controls: list[Control], at_steps: list[dict], sample_nll: float,
+                 sampler_budget: float) -> PriorResult:
     """The chapter's typed result from the trained prior (a :class:`vqtto.models.TrainedPrior`), its
-    log-likelihood table and the drift of Algorithm 2 (run with ``alpha``, ``lam`` on ``n_pairs`` pairs)."""
+    log-likelihood table, the drift of Algorithm 2 (run with ``alpha``, ``lam`` on ``n_pairs`` pairs) and
+    the controls (chapter 3's samplers run with ``sampler_budget`` equivalents per pair)."""
     k, (h, w) = prior.k, prior.test_codes.grid_shape
     nll = prior.test["nats_per_position"]
     return PriorResult(
@@ -345,6 +423,9 @@ def prior_result(profile: str, dataset: str, prior, loglik_table: list[dict], dr
         test_bits_per_image=prior.test["bits_per_image"], uniform_bits_per_image=h * w * math.log(k) / LN2,
         prior_parameters=sum(p.numel() for p in prior.model.parameters()), prior_train_seconds=prior.history.seconds,
         fits=fits(nll, k), loglik_table=loglik_table, n_pairs=n_pairs, alpha=alpha, lam=lam,
-        search_drift=dict(drift), leaves_region=leaves_region(drift), drift_verdict=drift_verdict(drift, k),
-        controls=controls, beyond_blends=beyond_blends(controls), drift_at_steps=at_steps, validation=validation_trend(prior.history),
+        search_drift=dict(drift), tail_share=stats.Estimate(drift["tail_fraction"], drift["tail_low"], drift["tail_high"],
+                                                            drift["n"]),
+        leaves_region=leaves_region(drift), drift_verdict=drift_verdict(drift, k), sampler_budget=sampler_budget,
+        controls=list(controls), beyond_blends=beyond_blends(controls), controls_verdict=controls_sentence(controls),
+        drift_at_steps=at_steps, validation=validation_trend(prior.history),
         yardstick_note=yardstick_note(validation_trend(prior.history), drift["real"], sample_nll))
