@@ -165,3 +165,27 @@ def test_restart_verdict_follows_the_numbers():
     assert "only if the paper's pixels were in [0, 1]" in gap_verdict("fashion-mnist", rows(0.0010), 512, 40)
     assert "we do not reproduce" in gap_verdict("fashion-mnist", rows(0.004), 512, 40)
     assert "not comparable" in gap_verdict("fashion-mnist", rows(0.01), 32, 8)
+
+
+def test_flatness_is_measured_from_the_recorded_curves():
+    from types import SimpleNamespace
+
+    from vqtto.chapters import training as chapter
+
+    epochs = [0.1 * i for i in range(1, 21)]
+    flat = [0.01] * 20
+    rising = [0.01 * (1 + 0.5 * e) for e in epochs]  # +50% per epoch: about +14% over the last 0.4 epoch
+    h = {"k=512": SimpleNamespace(epoch=epochs, test_recon=flat, test_quant=flat),
+         "k=40": SimpleNamespace(epoch=epochs, test_recon=flat, test_quant=rising)}
+    ends = chapter.curve_ends(h)
+    quant40 = next(e for e in ends if e.model == "k=40" and e.curve == "test quantisation loss")
+    assert quant40.points == 4 and quant40.epochs == pytest.approx(0.3)
+    assert quant40.change == pytest.approx(0.5 * 0.3 / (1 + 0.5 * 1.85), rel=1e-6) and not quant40.flat
+    assert all(e.flat for e in ends if e is not quant40)
+    text = chapter.flat_verdict(ends)
+    assert "k=40: test quantisation loss +7.8%" in text and "k=512" not in text and "still rises" in text
+    rows = chapter.curve_end_rows(ends)
+    assert [r["flattened"] for r in rows] == [True, False]
+    assert chapter.flat_verdict(ends[:2]).startswith("Every test curve changed by at most 2%")
+    short = chapter.curve_end("m", "test reconstruction MSE", [0.5, 1.0], [0.2, 0.1])
+    assert short.change is None and not short.flat

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Mapping
 
 import torch
 
@@ -27,6 +28,86 @@ PARAMS = chapter_schema({
 })
 
 
+#: A curve counts as flat when its fitted change over the last FLAT_WINDOW of its evaluation points (at
+#: least 3) is at most FLAT_TOLERANCE of its level there.
+FLAT_WINDOW = 0.2
+FLAT_TOLERANCE = 0.02
+CURVES = {"test reconstruction MSE": "test_recon", "test quantisation loss": "test_quant"}
+
+
+@dataclass
+class CurveEnd:
+    """How much one recorded test curve of one model still moved at the end of training.
+
+    Attributes:
+        model: the model's label; curve: a key of :data:`CURVES`.
+        points: evaluation points in the window; epochs: the epochs they span.
+        change: least-squares slope over the window times its span, divided by the curve's mean there
+            (e.g. +0.08: the curve rose by about 8% over the last FLAT_WINDOW of training); None with
+            fewer than 3 points.
+        flat: ``|change| <= FLAT_TOLERANCE``.
+    """
+
+    model: str
+    curve: str
+    points: int
+    epochs: float
+    change: float | None
+    flat: bool
+
+
+def curve_end(model: str, curve: str, epochs, values) -> CurveEnd:
+    """:class:`CurveEnd` of one curve ``values`` ``(T,)`` recorded at ``epochs`` ``(T,)``."""
+    n = max(3, math.ceil(FLAT_WINDOW * len(values)))
+    if len(values) < 3:
+        return CurveEnd(model, curve, len(values), 0.0, None, False)
+    x = torch.tensor(epochs[-n:], dtype=torch.float64)
+    y = torch.tensor(values[-n:], dtype=torch.float64)
+    xc = x - x.mean()
+    slope = float((xc * (y - y.mean())).sum() / (xc * xc).sum())
+    span = float(x[-1] - x[0])
+    change = slope * span / abs(float(y.mean()))
+    return CurveEnd(model, curve, n, span, change, abs(change) <= FLAT_TOLERANCE)
+
+
+def curve_ends(histories: Mapping[str, object]) -> list[CurveEnd]:
+    """:func:`curve_end` of each test curve of :data:`CURVES` for every ``label -> History``."""
+    return [curve_end(label, curve, h.epoch, getattr(h, field)) for label, h in histories.items()
+            for curve, field in CURVES.items()]
+
+
+def curve_end_rows(ends: list[CurveEnd]) -> list[dict]:
+    """The flatness table: one row per model, the change of each test curve over the window."""
+    rows = {}
+    for e in ends:
+        row = rows.setdefault(e.model, {"model": e.model, "window (epochs)": round(e.epochs, 2)})
+        row[f"{e.curve}: change"] = "-" if e.change is None else f"{e.change:+.1%}"
+        row["flattened"] = row.get("flattened", True) and e.flat
+    return list(rows.values())
+
+
+def flat_verdict(ends: list[CurveEnd]) -> str:
+    """Which models' test curves had not flattened (:class:`CurveEnd`), and what that limits."""
+    if not ends:
+        return "No curves were recorded."
+    window = f"the last {FLAT_WINDOW:.0%} of training (at least 3 evaluation points)"
+    moving = [e for e in ends if not e.flat]
+    if not moving:
+        return (f"Every test curve changed by at most {FLAT_TOLERANCE:.0%} over {window}: the models are compared "
+                "where their curves have flattened.")
+    described = "; ".join(f"{e.model}: {e.curve} {'not measurable' if e.change is None else f'{e.change:+.1%}'}"
+                          for e in moving)
+    text = (f"Not flattened (a change of more than {FLAT_TOLERANCE:.0%} over {window}): {described}. ")
+    if any(e.curve == "test reconstruction MSE" and (e.change or 0) < 0 for e in moving):
+        text += ("A reconstruction error that still falls would end lower with more training, so the gap between "
+                 "codebook sizes is measured at this training length and could shrink or grow with more. ")
+    if any(e.curve == "test quantisation loss" and (e.change or 0) > 0 for e in moving):
+        text += ("A quantisation loss that still rises means the encoder's outputs are still moving away from "
+                 "their codes: the codebook had not settled, so the grids the later chapters search belong to a "
+                 "model that was still changing. ")
+    return text + "No claim here is about converged models; more epochs (the full profile) would be needed for that."
+
+
 @dataclass
 class TrainingResult(ChapterResult):
     """What chapter 1 measured, with its verdict on the paper's k=512 -> 40 claim (section 5.1).
@@ -44,6 +125,9 @@ class TrainingResult(ChapterResult):
         gap_verdict: the sentence the chapter prints.
         restart_verdict: what the dead-code restart changed (None when not compared).
         table: the final-metrics table, one row per model.
+        curve_ends: how much each model's test curves still moved at the end of training (:class:`CurveEnd`).
+        not_flat: labels of the models with a test curve that had not flattened.
+        flat_verdict: which curves had not flattened and what that limits.
     """
 
     CHAPTER: ClassVar[str] = "training"
@@ -62,6 +146,9 @@ class TrainingResult(ChapterResult):
     gap_verdict: str
     restart_verdict: str | None
     table: list[dict]
+    curve_ends: list[CurveEnd]
+    not_flat: list[str]
+    flat_verdict: str
 
 
 def model_rows(models: dict[str, object]) -> list[dict]:
@@ -147,7 +234,9 @@ def gap_verdict(dataset: str, rows: list[dict], k_ref: int, k_small: int) -> str
 
 def training_result(profile: str, dataset: str, models: dict, k_ref: int, k_small: int, table: list[dict],
                     restart: str | None, gap_rows: list[dict]) -> TrainingResult:
-    """The chapter's typed result from its trained models (labels ``"k=<k>"``), its table and its per-seed gaps."""
+    """The chapter's typed result from its trained models (label -> trained VQ-VAE, every model whose
+    curves are checked for flatness), its table and its per-seed gaps."""
+    ends = curve_ends({label: tv.history for label, tv in models.items()})
     gaps = torch.tensor([r["gap"] for r in gap_rows], dtype=torch.float64)
     rel = torch.tensor([r["relative gap"] for r in gap_rows], dtype=torch.float64)
     comparable, by_scale = gap_agreement(dataset, float(gaps.mean()), k_ref, k_small)
@@ -158,7 +247,8 @@ def training_result(profile: str, dataset: str, models: dict, k_ref: int, k_smal
         mse_small=float(torch.tensor([r["MSE k"] for r in gap_rows]).mean()), gap=float(gaps.mean()),
         seed_gaps=gap_rows, relative_gap=float(rel.mean()), relative_gap_std=float(rel.std()) if len(rel) > 1 else 0.0,
         paper_gap=quote.value if quote else None, comparable=comparable, agrees=overall_agreement(by_scale),
-        gap_verdict=gap_verdict(dataset, gap_rows, k_ref, k_small), restart_verdict=restart, table=table)
+        gap_verdict=gap_verdict(dataset, gap_rows, k_ref, k_small), restart_verdict=restart, table=table,
+        curve_ends=ends, not_flat=list(dict.fromkeys(e.model for e in ends if not e.flat)), flat_verdict=flat_verdict(ends))
 
 
 def restart_verdict(with_restart, without_restart) -> str:
