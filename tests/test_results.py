@@ -1,13 +1,18 @@
 """The results page reads the chapters' typed results and their verdicts; it decides nothing itself."""
 
 import dataclasses
+import re
 import typing
 
 import pytest
 
 from vqtto import report, results
 from vqtto.chapters.gradient_search import MethodMedian
-from vqtto.chapters.reaching_target import MethodSummary
+from vqtto.chapters.hardness import HardnessResult
+from vqtto.chapters.prior import Control
+from vqtto.chapters.reaching_target import ExactRow, MethodSummary
+from vqtto.chapters.simplex_flow import MedianInterval
+from vqtto.stats import Estimate
 
 
 def _fake(cls, **fields):
@@ -42,26 +47,42 @@ def fake_results(profile="quick"):
                MethodMedian("alg3, best grid", "alg3", True, 19.0, 18.0, 20.0), MethodMedian("relaxed, best grid", "relaxed", True, 0.8, 0.7, 0.9),
                MethodMedian("alg1, decoded continuous latent", "alg1", False, 0.5, 0.4, 0.6)]
     sf = _fake(types["simplex_flow"], profile=profile, alg2_relative_loss_median=22.0, pulse_relative_loss_median=0.85,
-               control_relative_loss_median=0.9, divergence_fraction={str(c): {"simplex": 0.0} for c in range(1, 5)})
+               control_relative_loss_median=0.9, divergence_fraction={str(c): {"simplex": 0.0} for c in range(1, 5)},
+               ks=[3, 8], seeds=3, n_pairs=16)
     sf.search_findings.prior_fitted = True
+    sf.search_findings.relative_loss = {"pulse": MedianInterval(0.85, 0.8, 0.9), "pulse-untrained": MedianInterval(0.9, 0.8, 1.0),
+                                        "alg2": MedianInterval(22.0, 20.0, 25.0), "start": MedianInterval(30.0, 28.0, 33.0)}
+    gained = [Control("Algorithm 2, final grid", "search", "alg2", 0.6, 4.3, Estimate(0.8, 0.7, 0.9, 100),
+                      Estimate(0.37, 0.28, 0.47, 100), 0.05),
+              Control("relaxed search, best grid", "search", "relaxed", 0.7, 4.9, Estimate(1.4, 1.2, 1.6, 100),
+                      Estimate(0.6, 0.5, 0.7, 100), 0.05)]
     return {
         "training": _fake(types["training"], profile=profile, dataset="fashion-mnist", k=40, k_reference=512, gap=0.001,
                           mse_reference=0.010, mse_small=0.011, paper_gap=0.002, comparable=True, agrees=True,
-                          seed_gaps=[{}] * 3, relative_gap=0.1, relative_gap_std=0.02),
-        "gradient_search": _fake(types["gradient_search"], profile=profile, loop_fraction_alg2=0.96, all_loop=False,
+                          seed_gaps=[{}] * 3, relative_gap=0.1, relative_gap_std=0.02, not_flat=["k=40"]),
+        "gradient_search": _fake(types["gradient_search"], profile=profile, loop_alg2=Estimate(0.96, 0.9, 0.99, 200),
+                                 stalled_alg2=Estimate(0.04, 0.01, 0.1, 200), all_loop=False, n_pairs=200,
                                  table1={"fashion-mnist, k=512": {"mean": 80.0, "std": 50.0, "min": 2, "max": 270,
-                                                                  "ended in a loop": "96%"}}, medians=medians),
+                                                                  "ended in a loop": "96% [90%, 99%]"}}, medians=medians),
         "prior": _fake(types["prior"], profile=profile, k=512, test_nats_per_position=3.5, log_k=6.2, fits=True, beyond_blends=True,
                        leaves_region=True, search_drift={"real": 3.5, "start": 3.5, "found": 4.3, "random": 14.7,
-                                                         "tail": 0.05, "tail_fraction": 0.37}),
-        "paper_flow": _fake(types["paper_flow"], profile=profile, configurations=[1, 2, 3, 4],
+                                                         "tail": 0.05, "tail_fraction": 0.37},
+                       tail_share=Estimate(0.37, 0.28, 0.47, 100), controls=gained),
+        "paper_flow": _fake(types["paper_flow"], profile=profile, configurations=[1, 2, 3, 4], ks=[3, 8], seeds=3,
                             divergence_fraction={str(c): {"paper": 1.0} for c in range(1, 5)},
                             diverged_configurations=[1, 2, 3, 4], unstable_in_every_configuration=True),
         "simplex_flow": sf,
         "reaching_target": _fake(types["reaching_target"], profile=profile, n_pairs=8, k=512, best="relaxed",
-                                 summaries=[_fake(MethodSummary, method="relaxed", median_r=0.77, share_r_le_1=0.83),
-                                            _fake(MethodSummary, method="gwg", median_r=5.2, share_r_le_1=0.0)]),
-        "hardness": _fake(types["hardness"], profile=profile, verdict="the claim holds, by a reduction", reduction_holds=True),
+                                 runner_up="gwg", lead_over_runner_up=Estimate(0.83, 0.5, 1.0, 8),
+                                 summaries=[_fake(MethodSummary, method="relaxed", median_r=Estimate(0.77, 0.6, 0.9, 8),
+                                                  share_r_le_1=Estimate(0.83, 0.47, 0.97, 8)),
+                                            _fake(MethodSummary, method="gwg", median_r=Estimate(5.2, 4.0, 6.0, 8),
+                                                  share_r_le_1=Estimate(0.0, 0.0, 0.32, 8))],
+                                 exact=[ExactRow(2, 40, "gwg", Estimate(0.5, 0.28, 0.72, 16), 0.01, 16, 1600)],
+                                 certified_share=Estimate(1.0, 0.34, 1.0, 2)),
+        "hardness": _fake(HardnessResult, profile=profile, verdict="the claim holds, by a reduction", reduction_holds=True,
+                          exact_shares={"alg2 α=1": Estimate(0.12, 0.05, 0.27, 320),
+                                        "local-search": Estimate(0.6, 0.45, 0.73, 320)}),
     }
 
 
@@ -81,7 +102,43 @@ def test_rows_read_the_chapters_verdicts_and_numbers(tmp_path):
     assert "alg1" not in best["ours"], "Algorithm 1's continuous latent is no grid"
     assert next(r for c, r in rows.items() if "NP-hard" in c)["verdict"] == "the claim holds, by a reduction"
     relaxed = next(r for c, r in rows.items() if c.endswith("relaxed straight-through search"))
-    assert relaxed["verdict"] == "best method of the chapter" and "83% of 8 pairs" in relaxed["ours"]
+    assert relaxed["verdict"].startswith("best method of the chapter") and "excludes zero" in relaxed["verdict"]
+    assert "83% [47%, 97%] of 8 pairs" in relaxed["ours"] and "median R 0.77 [0.6, 0.9]" in relaxed["ours"]
+    gap = next(r for c, r in rows.items() if "costs little" in c)
+    assert gap["verdict"].endswith("the curves of k=40 had not flattened")
+
+
+# A share written without its interval: a percentage not followed by its bracketed interval, leaving out
+# signed relative changes ("+10.0% ± 2.0%") and levels ("the least likely 5%", "95% interval").
+def _bare_shares(text):
+    text = re.sub(r"\d+(?:\.\d+)?% \[[^\]]*\]", "SHARE", text)
+    text = re.sub(r"[+±-] ?\d+(?:\.\d+)?%|least likely \d+%|95% interval", "", text)
+    return re.findall(r"\d+(?:\.\d+)?%", re.sub(r"\[[^\]]*\]", "", text))
+
+
+def test_every_share_and_median_on_the_page_shows_its_interval():
+    rows = results.claims(fake_results())
+    bare = {r["claim (paper section)"]: _bare_shares(r["ours"]) for r in rows}
+    assert not any(bare.values()), {c: b for c, b in bare.items() if b}
+    text = {r["claim (paper section)"]: r["ours"] for r in rows}
+    fake = fake_results()
+    medians = results.search_medians(fake["gradient_search"], fake["simplex_flow"], fake["reaching_target"])
+    best = next(t for c, t in text.items() if c.startswith("best search"))
+    for label, (_, v) in medians.items():
+        assert f"{label}: {v.text()}" in best and v.low <= v.value <= v.high
+    assert "through the trained flow" in text["searching through a flow prior keeps the codes plausible (5.4, 6)"]
+    assert "0.85 [0.8, 0.9] through the trained flow" in text["searching through a flow prior keeps the codes plausible (5.4, 6)"]
+    assert "relaxed search, best grid 1.40 [1.20, 1.60]" in next(t for c, t in text.items() if "leaves the prior" in c)
+    assert "37% [28%, 47%] of final grids" in next(t for c, t in text.items() if "leaves the prior" in c)
+    assert "alg2 α=1 12% [5%, 27%]" in next(t for c, t in text.items() if "NP-hard" in c)
+    assert "(1) 100% [" in next(t for c, t in text.items() if "Gumbel-softmax flow" in c)
+    assert "gwg 50% [28%, 72%] of 16 pairs" in next(t for c, t in text.items() if "best grid where it can be known" in c)
+
+
+def test_the_interval_check_catches_a_bare_share():
+    assert _bare_shares("83% of 8 pairs") == ["83%"]
+    assert _bare_shares("83% [47%, 97%] of 8 pairs, +10.0% ± 2.0%, the least likely 5%") == []
+    assert _bare_shares("96% [90%, 99%] loops, 4% stalled") == ["4%"]
 
 
 def test_verdicts_follow_the_recorded_decision_not_a_second_rule():
@@ -100,8 +157,8 @@ def test_verdicts_follow_the_recorded_decision_not_a_second_rule():
 def test_the_search_verdict_names_the_best_paper_search_and_ours():
     fake = fake_results()
     text = results.search_verdict(fake["gradient_search"], fake["simplex_flow"])
-    assert text.startswith("At step size alpha = 0, the best of the paper's straight-through searches ends at 14 times")
-    assert "relaxed, best grid (ch. 2), ends at 0.8 (17.5x lower)" in text
+    assert text.startswith("At step size alpha = 0, the best of the paper's straight-through searches ends at 14 [13, 15] times")
+    assert "relaxed, best grid (ch. 2), ends at 0.8 [0.7, 0.9] (17.5x lower; the two intervals do not overlap)" in text
 
 
 def test_links_point_at_chapter_documents_not_anchors():

@@ -3,14 +3,15 @@
 Every chapter records a :class:`vqtto.report.ChapterResult` with its verdicts decided once, in
 its chapter module. This module loads them (:func:`load_all`) and lays them out, one row per claim
 of the paper (:func:`claims`). It reads fields; it decides nothing the chapters have not decided,
-and quotes the paper only through :mod:`vqtto.paper`.
+and quotes the paper only through :mod:`vqtto.paper`. Every share and median it shows carries the
+95% interval its chapter recorded (:class:`vqtto.stats.Estimate`), as ``85% [74%, 93%]``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from . import paper
+from . import paper, stats
 from .report import MissingResults, load_result
 
 
@@ -53,6 +54,13 @@ def _verdict(flag: bool | None, yes: str, no: str, neither: str = "not comparabl
     return neither if flag is None else yes if flag else no
 
 
+def _flat(r) -> str:
+    """What the training row's verdict must add when some curves had not flattened."""
+    if not r.not_flat:
+        return "; every test curve had flattened"
+    return f"; at this training length only: the curves of {', '.join(r.not_flat)} had not flattened"
+
+
 def training_rows(r) -> list[dict]:
     big, small = paper.K_GAP_SIZES
     quote = paper.K_GAP.get(r.dataset)
@@ -66,7 +74,7 @@ def training_rows(r) -> list[dict]:
                             "does not agree (our gap is larger under either pixel scale)",
                             ("depends on the paper's unstated pixel scale" if r.comparable else
                              f"not comparable (this run compares k={r.k_reference} -> {r.k})") if quote
-                            else "no paper number for this data set"),
+                            else "no paper number for this data set") + _flat(r),
         "chapter": link("training")}]
 
 
@@ -81,7 +89,7 @@ def table1_rows(r) -> list[dict]:
         "chapter": link("gradient_search")} for label, row in r.table1.items()]
     rows.append({
         "claim (paper section)": "every run of Algorithm 2 ends in a loop (5.2)", "paper": paper.ALL_SEARCHES_LOOP.value,
-        "ours": f"{r.loop_fraction_alg2:.0%} loops, {r.stalled_fraction_alg2:.0%} stalled",
+        "ours": f"{r.loop_alg2.percent()} loops, {r.stalled_alg2.percent()} stalled, of {r.n_pairs} pairs",
         "verdict": "agrees" if r.all_loop else "partly: some runs stall instead of looping",
         "chapter": link("gradient_search")})
     return rows
@@ -97,17 +105,30 @@ def reaching_rows(r) -> list[dict]:
         except ValueError:
             return method
 
+    def best(m) -> str:
+        if m.method != r.best:
+            return "-"
+        lead = r.lead_over_runner_up
+        if lead is None:
+            return "best method of the chapter"
+        return (f"best method of the chapter; its share at R <= 1 exceeds the runner-up {label(r.runner_up)}'s by "
+                f"{lead.percent()} pair by pair (" + ("excludes zero" if lead.excludes(0) else
+                                                     "includes zero: the lead is not resolved") + ")")
+
     rows = [{
         "claim (paper section)": f"a better heuristic reaches the target (6): {label(m.method)}",
         "paper": "asks for dynamic steps, masking of seen grids, staying in probable regions",
-        "ours": (f"median R {m.median_r:.3g}, {m.share_r_le_1:.0%} of {r.n_pairs} pairs at R <= 1, "
+        "ours": (f"median R {m.median_r.text()}, {m.share_r_le_1.percent()} of {r.n_pairs} pairs at R <= 1, "
                  f"{m.equivalents_per_pair:.0f} decoder-call equivalents per pair, k={r.k}"),
-        "verdict": "best method of the chapter" if m.method == r.best else "-",
+        "verdict": best(m),
         "chapter": link("reaching_target")} for m in r.summaries]
-    found = "; ".join(f"{e.method} {e.found:.0%} (m={e.m}, k={e.k})" for e in r.exact) or "not run"
+    found = "; ".join(f"{e.method} {e.found.percent()} of {e.pairs} pairs (m={e.m}, k={e.k})" for e in r.exact) or "not run"
+    cert = ("" if r.certified_share is None else
+            f"; best grids after the polish that are 1-move local optima: {r.certified_share.percent()} of "
+            f"{r.certified_share.n} checked")
     rows.append({
         "claim (paper section)": "the searches find the best grid where it can be known (ours)",
-        "paper": "-", "ours": f"exact optimum found on enumerable sub-problems: {found}",
+        "paper": "-", "ours": f"exact optimum found on enumerable sub-problems: {found}{cert}",
         "verdict": "targets met" if r.meets_targets else "targets not met: " + r.verdict,
         "chapter": link("reaching_target")})
     return rows
@@ -115,6 +136,7 @@ def reaching_rows(r) -> list[dict]:
 
 def prior_rows(r) -> list[dict]:
     d = r.search_drift
+    others = "; ".join(f"{c.label} {c.gained.text('.2f')}" for c in r.controls if c.kind == "search")
     return [{
         "claim (paper section)": "a PixelCNN prior over the codes converges (5.3)",
         "paper": "converges (no number given)",
@@ -124,9 +146,10 @@ def prior_rows(r) -> list[dict]:
         "chapter": link("prior")}, {
         "claim (paper section)": "the gradient search leaves the prior's high-probability region (5.3, 6)",
         "paper": "argued, not measured",
-        "ours": (f"nats/position: real codes {d['real']:.2f}, search starts {d['start']:.2f}, Algorithm 2's final "
-                 f"grids {d['found']:.2f}, uniform grids {d['random']:.2f}; {d['tail_fraction']:.0%} of final grids in "
-                 f"the real codes' least likely {d['tail']:.0%}"),
+        "ours": (f"mean nats/position: real codes {d['real']:.2f}, search starts {d['start']:.2f}, Algorithm 2's final "
+                 f"grids {d['found']:.2f}, uniform grids {d['random']:.2f}; {r.tail_share.percent()} of final grids in "
+                 f"the real codes' least likely {d['tail']:.0%}; median nats/position lost from the start, per search: "
+                 f"{others or 'none recorded'}"),
         "verdict": ("not shown by this run" if not r.leaves_region else
                     "agrees, beyond what blends of two real codes lose (a correlation; the causal test needs the prior "
                     "inside the search)" if r.beyond_blends else
@@ -135,15 +158,29 @@ def prior_rows(r) -> list[dict]:
         "chapter": link("prior")}]
 
 
+def _runs_share(fraction: float, runs: int) -> str:
+    """A recorded share of a flow chapter's runs with its Wilson interval (:func:`vqtto.stats.share_interval`).
+
+    The flow chapters record each configuration's share of diverged runs and how many runs it had
+    (``len(ks) * seeds``), not an interval; the interval of a share of ``runs`` independent runs
+    follows from those two numbers alone.
+    """
+    count = round(fraction * runs)
+    return stats.Estimate(fraction, *stats.share_interval(count, runs), runs).percent()
+
+
 def flow_rows(paper_flow, simplex_flow) -> list[dict]:
     fractions = paper_flow.divergence_fraction
     simplex = {c: v.get("simplex") for c, v in simplex_flow.divergence_fraction.items()}
     fit = simplex_flow.search_findings
+    rel = fit.relative_loss
+    runs_paper, runs_simplex = len(paper_flow.ks) * paper_flow.seeds, len(simplex_flow.ks) * simplex_flow.seeds
     return [{
         "claim (paper section)": f"the Gaussian-to-Gumbel-softmax flow is {paper.FLOW_UNSTABLE.value} (5.4)",
         "paper": paper.FLOW_UNSTABLE.value,
-        "ours": "the paper's flow diverged in " + ", ".join(f"({c}) {v['paper']:.0%}" for c, v in fractions.items())
-                + " of runs",
+        "ours": "the paper's flow diverged in " + ", ".join(f"({c}) {_runs_share(v['paper'], runs_paper)}"
+                                                            for c, v in fractions.items())
+                + f" of its {runs_paper} runs per configuration",
         "verdict": ("agrees" if paper_flow.unstable_in_every_configuration else
                     f"partly: unstable in {len(paper_flow.diverged_configurations)} of "
                     f"{len(paper_flow.configurations)} configurations"),
@@ -151,7 +188,8 @@ def flow_rows(paper_flow, simplex_flow) -> list[dict]:
         "claim (paper section)": "a source on the simplex would fix it (5.4, 6)",
         "paper": "proposed, not built",
         "ours": "our flow onto the simplex diverged in " + ", ".join(
-            f"({c}) {v:.0%}" for c, v in simplex.items() if v is not None) + " of runs",
+            f"({c}) {_runs_share(v, runs_simplex)}" for c, v in simplex.items() if v is not None)
+                + f" of its {runs_simplex} runs per configuration",
         "verdict": (("confirmed: stable in every run" if not simplex_flow.simplex_diverged_configurations
                      else "not confirmed")
                     + ("" if simplex_flow.n_blocks == paper.FLOW_BLOCKS.value else
@@ -160,9 +198,9 @@ def flow_rows(paper_flow, simplex_flow) -> list[dict]:
         "chapter": link("simplex_flow")}, {
         "claim (paper section)": "searching through a flow prior keeps the codes plausible (5.4, 6)",
         "paper": "proposed, not built",
-        "ours": (f"median relative loss {simplex_flow.pulse_relative_loss_median:.3g} through the trained flow, "
-                 f"{simplex_flow.control_relative_loss_median:.3g} through the untrained one (control), "
-                 f"{simplex_flow.alg2_relative_loss_median:.3g} for Algorithm 2; " + _fit(simplex_flow)),
+        "ours": (f"median relative loss {rel['pulse'].text()} through the trained flow, "
+                 f"{rel['pulse-untrained'].text()} through the untrained one (control), "
+                 f"{rel['alg2'].text()} for Algorithm 2; " + _fit(simplex_flow)),
         "verdict": ("the flow diverged: no evidence either way" if not fit.prior_fitted else
                     ("more plausible codes than the control" if fit.more_plausible_than_control
                      else "not more plausible than the control")
@@ -179,30 +217,33 @@ def _fit(simplex_flow) -> str:
             + (" (a close fit)" if simplex_flow.prior_fit_close else " (a loose fit)"))
 
 
-def search_medians(gs, simplex_flow, reaching=None) -> dict[str, tuple[str, float]]:
-    """Series label -> (method id, median best loss / loss of the target's own code), grids only."""
+def search_medians(gs, simplex_flow, reaching=None) -> dict[str, tuple[str, stats.Estimate]]:
+    """Series label -> (method id, median best loss / loss of the target's own code with its 95% interval),
+    grids only."""
     from .plots import METHODS
 
-    rel = {f"{m.series} (ch. 2)": (m.method, m.median) for m in gs.medians if m.is_grid}
+    rel = {f"{m.series} (ch. 2)": (m.method, stats.Estimate(m.median, m.low, m.high, gs.n_pairs))
+           for m in gs.medians if m.is_grid}
     for m in (reaching.summaries if reaching is not None else []):
         if m.method in METHODS:
             rel[f"{m.method} (ch. 3, equal budget)"] = (m.method, m.median_r)
-    rel["alg2, best grid (ch. 6 pairs)"] = ("alg2", simplex_flow.alg2_relative_loss_median)
-    rel["PULSE through the trained flow (ch. 6)"] = ("pulse", simplex_flow.pulse_relative_loss_median)
-    rel["PULSE through the untrained flow (ch. 6, control)"] = ("pulse-untrained",
-                                                               simplex_flow.control_relative_loss_median)
+    flow = simplex_flow.search_findings.relative_loss
+    for label, method in (("alg2, best grid (ch. 6 pairs)", "alg2"), ("PULSE through the trained flow (ch. 6)", "pulse"),
+                          ("PULSE through the untrained flow (ch. 6, control)", "pulse-untrained")):
+        rel[label] = (method, stats.Estimate(flow[method].median, flow[method].low, flow[method].high,
+                                             simplex_flow.n_pairs))
     return rel
 
 
 def search_rows(gs, simplex_flow, reaching=None) -> list[dict]:
     rel = search_medians(gs, simplex_flow, reaching)
     searched = {label: v for label, v in rel.items() if v[0] != "source"}
-    best = min(searched, key=lambda label: searched[label][1])
+    best = min(searched, key=lambda label: searched[label][1].value)
     return [{
         "claim (paper section)": "best search: median best loss / loss of the target's own code "
                                  "(ours; 1 = as good as encoding the target)",
         "paper": "no search reaches the target (5.2, Figure 4)",
-        "ours": "; ".join(f"{label}: {v:.3g}" for label, (_, v) in rel.items()),
+        "ours": "; ".join(f"{label}: {v.text()}" for label, (_, v) in rel.items()),
         "verdict": f"best index-grid search: {best}",
         "chapter": link("gradient_search") + ", " + link("simplex_flow")}]
 
@@ -213,8 +254,8 @@ def hardness_rows(r) -> list[dict]:
         "paper": paper.NP_HARD.value + f" ({paper.NP_HARD.note})",
         "ours": ("; ".join(f"{cls} decoders: {text}" for cls, text in r.decoder_verdicts.items())
                  + f". Largest map errors: {r.map_error:.1e} (MAX-CUT), {r.conv_map_error:.1e} (spin glass). "
-                 "Share of MAX-CUT runs solved exactly: "
-                 + "; ".join(f"{name} {s.fraction_exact:.0%}" for name, s in r.searches.items())),
+                 "Share of MAX-CUT runs solved exactly (95% interval, starts clustered by instance): "
+                 + "; ".join(f"{name} {s.percent()}" for name, s in r.exact_shares.items())),
         "verdict": r.verdict,
         "chapter": link("hardness")}]
 
@@ -227,17 +268,19 @@ def claims(results: dict) -> list[dict]:
 
 
 def search_figure(gs, simplex_flow, reaching=None):
-    """Bar chart of the median relative best loss of every search (log scale; 1 = target's own code)."""
+    """Bar chart of the median relative best loss of every search with its 95% interval (log scale; 1 = target's own code)."""
     import matplotlib.pyplot as plt
 
     from .plots import method_color
 
     rel = search_medians(gs, simplex_flow, reaching)
     fig, ax = plt.subplots(figsize=(9, 0.45 * len(rel) + 1))
-    ax.barh(list(rel), [v for _, v in rel.values()], color=[method_color(m) for m, _ in rel.values()])
+    values = [v.value for _, v in rel.values()]
+    whiskers = [[v.value - v.low for _, v in rel.values()], [v.high - v.value for _, v in rel.values()]]
+    ax.barh(list(rel), values, xerr=whiskers, capsize=3, ecolor="0.3", color=[method_color(m) for m, _ in rel.values()])
     ax.axvline(1.0, color="k", lw=1, ls="--", label="loss of the target's own code")
     ax.set_xscale("log")
-    ax.set_xlabel("median best MSE / MSE of the target's own code (log scale)")
+    ax.set_xlabel("median best MSE / MSE of the target's own code (log scale; whiskers: 95% interval over pairs)")
     ax.set_title("Which search gets closest to the target?")
     ax.invert_yaxis()
     ax.legend(fontsize=8)
@@ -252,9 +295,12 @@ def search_verdict(gs, simplex_flow, reaching=None) -> str:
     ours_ids = {m for m, _ in rel.values()} - set(paper_ids) - {"source", "pulse-untrained", "alg1"}
     papers = {label: v for label, (m, v) in rel.items() if m in paper_ids}
     ours = {label: v for label, (m, v) in rel.items() if m in ours_ids}
-    best_paper = min(papers.values())
-    best_ours = min(ours, key=ours.get)
+    best_paper = min(papers.values(), key=lambda v: v.value)
+    best_ours = min(ours, key=lambda label: ours[label].value)
+    apart = ("the two intervals do not overlap" if best_paper.low > ours[best_ours].high
+             else "the two intervals overlap")
     return (f"At step size alpha = {gs.alpha:g}, the best of the paper's straight-through searches ends at "
-            f"{best_paper:.3g} times the loss of the target's own code; the best search that goes past the paper, "
-            f"{best_ours}, ends at {ours[best_ours]:.3g} ({best_paper / ours[best_ours]:.3g}x lower). "
+            f"{best_paper.text()} times the loss of the target's own code (median, 95% interval over pairs); the best "
+            f"search that goes past the paper, {best_ours}, ends at {ours[best_ours].text()} "
+            f"({best_paper.value / ours[best_ours].value:.3g}x lower; {apart}). "
             f"Chapter 2's step-size sweep qualifies the first number: {gs.best_grid_verdict}")
