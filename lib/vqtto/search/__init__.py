@@ -37,6 +37,10 @@ Modules, one concept each:
 - :mod:`~vqtto.search.subproblems`: :func:`enumerate_subproblem` (exact optima with m free
   positions), :func:`free_positions`, :func:`free_mask`, :func:`optimum_rate`.
 - :mod:`~vqtto.search.certificate`: :func:`radius1_certificate`.
+- :mod:`~vqtto.search.energy`: :class:`GridPrior`, the PixelCNN term ``lambda * NLL`` a sampler
+  adds to its loss (``prior=``); the samplers also take ``radius=`` (a Hamming ball).
+- :mod:`~vqtto.search.prior_resampling`: :func:`prior_resample` (``"prior-resample"``), the
+  prior-only baseline: complete the movable positions from the PixelCNN, keep the best draw.
 
 Costs: every search counts decoder-call equivalents (:data:`FORWARD` = 1 per image decoded,
 :data:`FORWARD_BACKWARD` = 3 per image decoded with its gradient) in
@@ -48,7 +52,7 @@ from .continuous import gradient_descent
 from .driver import (BUDGET, MOVED, RETRY, REVISITS, STALLED, Evaluate, Evaluator, Proposer, Recorder, check_positive,
                      check_start, drive, pair_losses)
 from .greedy import greedy_coordinate
-from .relaxed import relaxed_straight_through
+from .relaxed import ball_argmax, relaxed_straight_through
 from .straight import MASKS, mask_gradient, straight_through
 from .trace import FORWARD, FORWARD_BACKWARD, METHODS, STOP_REASONS, SearchTrace
 from .voronoi import nearest_exact, position_steps, steps_to_change
@@ -58,6 +62,8 @@ from .chains import ChainSearch, PairRandom, merge_chains, movable_mask, sample_
 from .samplers import DISTANCES, discrete_langevin, gibbs_with_gradients
 from .anneal import path_annealing, screened_annealing
 from .polish import screened_polish
+from .energy import GridPrior
+from .prior_resampling import prior_resample
 from .restarts import restarted_straight_through
 from .subproblems import MAX_GRIDS, Subproblem, enumerate_subproblem, free_mask, free_positions, optimum_rate
 from .certificate import Certificate, radius1_certificate
@@ -75,6 +81,8 @@ __all__ = [
     # exact references
     "MAX_GRIDS", "Subproblem", "enumerate_subproblem", "free_mask", "free_positions", "optimum_rate",
     "Certificate", "radius1_certificate",
+    # the prior in the search, and the prior alone
+    "GridPrior", "prior_resample", "ball_argmax",
     # what they return
     "METHODS", "STOP_REASONS", "SearchTrace", "FORWARD", "FORWARD_BACKWARD",
     # geometry

@@ -95,14 +95,15 @@ class _ScreenedAnnealing(ChainSearch):
 
 def path_annealing(model, z_start: torch.Tensor, loss: LossFn, *, temperature: float = 0.02, path: int = 4,
                    max_path: int = 16, chains: int = 4, budget: float = 1000, seed=0, start: torch.Tensor | None = None,
-                   movable: torch.Tensor | None = None, progress: bool = False) -> SearchTrace:
+                   movable: torch.Tensor | None = None, prior=None, radius: int | None = None,
+                   progress: bool = False) -> SearchTrace:
     """Path-auxiliary proposals with simulated annealing (PAS, Sun et al. 2022; iSCO 2023).
 
     Args:
         temperature: the start temperature in units of the pair's start loss, > 0 (annealed to 0).
         path: the initial path length R, 1 <= path <= max_path (adapted per chain).
         max_path: the longest path, >= 1.
-        chains, budget, seed, start, movable: as :func:`~vqtto.search.gibbs_with_gradients`.
+        chains, budget, seed, start, movable, prior, radius: as :func:`~vqtto.search.gibbs_with_gradients`.
 
     Returns:
         :class:`SearchTrace` ``"pas-sa"``.
@@ -113,14 +114,15 @@ def path_annealing(model, z_start: torch.Tensor, loss: LossFn, *, temperature: f
     if path > max_path:
         raise ValueError(f"path must be <= max_path={max_path}, got {path!r}")
     search = _PathAnnealing(model, z_start, loss, chains=chains, budget=budget, seed=seed, start=start, movable=movable,
-                            temperature=float(temperature), path=path, max_path=max_path)
+                            prior=prior, radius=radius, temperature=float(temperature), path=path, max_path=max_path)
     return search.run("pas-sa", {"temperature": temperature, "path": path, "max_path": max_path, "budget": budget},
                       progress)
 
 
 def screened_annealing(model, z_start: torch.Tensor, loss: LossFn, *, temperature: float = 0.02, m: int = 16,
                        pool: int = 4, chains: int = 2, budget: float = 1000, seed=0, start: torch.Tensor | None = None,
-                       movable: torch.Tensor | None = None, progress: bool = False) -> SearchTrace:
+                       movable: torch.Tensor | None = None, prior=None, radius: int | None = None,
+                       progress: bool = False) -> SearchTrace:
     """Annealed chains whose moves are the truly best of m gradient-screened single-position changes.
 
     Args:
@@ -128,7 +130,7 @@ def screened_annealing(model, z_start: torch.Tensor, loss: LossFn, *, temperatur
         m: candidates decoded per chain and step, >= 1.
         pool: the m candidates are drawn without replacement from the ``pool * m`` moves of lowest
             ``D`` (weights ``softmax(-D / 2T)``), >= 1.
-        chains, budget, seed, start, movable: as :func:`~vqtto.search.gibbs_with_gradients`.
+        chains, budget, seed, start, movable, prior, radius: as :func:`~vqtto.search.gibbs_with_gradients`.
 
     Returns:
         :class:`SearchTrace` ``"screened-sa"``.
@@ -137,5 +139,6 @@ def screened_annealing(model, z_start: torch.Tensor, loss: LossFn, *, temperatur
     check_positive("m", m, integer=True, minimum=1)
     check_positive("pool", pool, integer=True, minimum=1)
     search = _ScreenedAnnealing(model, z_start, loss, chains=chains, budget=budget, seed=seed, start=start,
-                                movable=movable, temperature=float(temperature), m=m, pool=pool)
+                                movable=movable, prior=prior, radius=radius, temperature=float(temperature), m=m,
+                                pool=pool)
     return search.run("screened-sa", {"temperature": temperature, "m": m, "pool": pool, "budget": budget}, progress)

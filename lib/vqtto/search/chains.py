@@ -99,13 +99,20 @@ class ChainSearch:
         best_idx, best_value: each chain's best grid and loss so far.
         scale ``(n,)``: the loss of the start grid, the unit of every temperature.
         movable ``(n, h*w)`` bool: positions a chain may change.
+        prior: a :class:`~vqtto.search.energy.GridPrior` or None; with one, every value is the
+            energy (loss plus prior penalty) and the table includes the prior's first-order change.
+        radius: None, or the most positions (Hamming distance) a chain's grid may differ from its
+            start grid; moves past it are masked from the table and never accepted.
     """
 
     step_cost: float = 3.0
 
     def __init__(self, model, z_start: torch.Tensor, loss: LossFn, *, chains: int, budget: float,
-                 seed, start: torch.Tensor | None, movable: torch.Tensor | None) -> None:
+                 seed, start: torch.Tensor | None, movable: torch.Tensor | None, prior=None,
+                 radius: int | None = None) -> None:
         check_start(model, z_start)
+        if radius is not None:
+            check_positive("radius", radius, integer=True, minimum=1)
         check_positive("chains", chains, integer=True, minimum=1)
         check_positive("budget", budget)
         b, _, h, w = z_start.shape
@@ -114,17 +121,21 @@ class ChainSearch:
         dev = z_start.device
         self.pair_of = torch.arange(b, device=dev).repeat_interleave(chains)
         n = b * chains
-        self.ev = Evaluator(model, repeat_loss(loss, self.pair_of), n)
+        self.ev = Evaluator(model, repeat_loss(loss, self.pair_of), n, prior=prior)
+        self.prior, self.radius = prior, radius
         self.chain_budget = float(budget) / chains
         if start is None:
             with torch.no_grad():
                 start = model.nearest(z_start)
-        if start.shape != (b, h, w):
-            raise ValueError(f"start must be (B, h, w) = {(b, h, w)}, got {tuple(start.shape)}")
+        self.own_starts = start.dim() == 4  # one start grid per chain
+        if start.shape not in ((b, h, w), (b, chains, h, w)):
+            raise ValueError(f"start must be (B, h, w) = {(b, h, w)} or (B, chains, h, w) = {(b, chains, h, w)}, "
+                             f"got {tuple(start.shape)}")
         self.movable = movable_mask(movable, b, h, w, dev)[self.pair_of]
         self.rand = PairRandom(self.seeds, chains, dev)
         self.cb = model.codebook.detach()
-        self.idx = start.to(dev)[self.pair_of].clone()
+        self.idx = start.to(dev).reshape(n, h, w).clone() if self.own_starts else start.to(dev)[self.pair_of].clone()
+        self.centre = self.idx.clone()
         self.steps = torch.zeros(n, dtype=torch.long, device=dev)
 
     # --- what the samplers share ---------------------------------------------------------------
@@ -134,8 +145,20 @@ class ChainSearch:
         idx = self.idx[rows] if idx is None else idx
         grad = self.grad[rows] if grad is None else grad
         d = first_order_table(self.cb, grad, idx)
+        if self.prior is not None:
+            d = d + self.prior.penalty_table(idx)
         d.scatter_(2, idx.flatten(1)[..., None], math.inf)
-        return d.masked_fill_(~self.movable[rows][..., None], math.inf)
+        frozen = ~self.movable[rows]
+        if self.radius is not None:  # at the edge of the ball only positions already changed may move
+            same = idx.flatten(1) == self.centre[rows].flatten(1)
+            frozen = frozen | (same & (same.logical_not().sum(1, keepdim=True) >= self.radius))
+        return d.masked_fill_(frozen[..., None], math.inf)
+
+    def inside(self, rows: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """``(n,)`` bool: grids ``idx`` ``(n, h, w)`` of chains ``rows`` lie within ``radius`` of their start."""
+        if self.radius is None:
+            return torch.ones(rows.numel(), dtype=torch.bool, device=rows.device)
+        return (idx != self.centre[rows]).flatten(1).sum(1) <= self.radius
 
     def progress(self, rows: torch.Tensor) -> torch.Tensor:
         """``(n,)`` in [0, 1]: the share of its budget each chain has spent."""
@@ -144,13 +167,15 @@ class ChainSearch:
 
     def accept(self, rows, new_idx, new_value, new_grad, log_ratio) -> torch.Tensor:
         """Metropolis-Hastings: accept where ``log u < log_ratio``; update the accepted chains; ``(n,)`` bool."""
-        ok = self.rand.uniform(rows).log() < log_ratio
+        ok = (self.rand.uniform(rows).log() < log_ratio) & self.inside(rows, new_idx)
         self.set_state(rows[ok], new_idx[ok], new_value[ok], new_grad[ok])
         self.accepted[rows[ok]] += 1
         return ok
 
     def set_state(self, rows, idx, value, grad) -> None:
-        self.idx[rows], self.value[rows], self.grad[rows] = idx, value, grad
+        """Move chains ``rows`` to grids ``idx`` ``(n, h, w)`` (those outside the radius stay)."""
+        ok = self.inside(rows, idx)
+        self.idx[rows[ok]], self.value[rows[ok]], self.grad[rows[ok]] = idx[ok], value[ok], grad[ok]
 
     def temperature(self, rows: torch.Tensor, t0: float, anneal: bool) -> torch.Tensor:
         """``(n,)`` the temperature of chains ``rows``: ``t0`` times the start loss, annealed linearly
@@ -194,9 +219,12 @@ class ChainSearch:
         t0 = time.perf_counter()
         n = self.idx.shape[0]
         rows = torch.arange(n, device=self.idx.device)
-        first = rows[::self.chains]  # the chains of a pair start on one grid: score it once per pair
-        value, grad = self.ev.loss_and_grad(self.idx[first], first)
-        self.value, self.grad = value.repeat_interleave(self.chains), grad.repeat_interleave(self.chains, 0)
+        if self.own_starts:
+            self.value, self.grad = self.ev.loss_and_grad(self.idx, rows)
+        else:  # the chains of a pair start on one grid: score it once per pair
+            first = rows[::self.chains]
+            value, grad = self.ev.loss_and_grad(self.idx[first], first)
+            self.value, self.grad = value.repeat_interleave(self.chains), grad.repeat_interleave(self.chains, 0)
         self.scale = self.value.detach().clamp_min(1e-12)
         self.best_value, self.best_idx = self.value.clone(), self.idx.clone()
         self.accepted = torch.zeros(n, dtype=torch.long, device=self.idx.device)
@@ -205,7 +233,12 @@ class ChainSearch:
                     on_revisit="skip", progress=progress, desc=method, start=self.idx.clone(), clock=self.pair_clock)
         per_chain = rec.trace()
         rate = float(self.accepted.sum()) / max(1, int(self.steps.sum()))
-        return merge_chains(per_chain, self.n_pairs, self.chains, method=method,
+        if self.prior is not None:
+            params = {**params, "prior_weight": self.prior.weight}
+        if self.radius is not None:
+            params = {**params, "radius": self.radius}
+        chain_indices = self.best_idx.view(self.n_pairs, self.chains, *self.best_idx.shape[1:]).cpu()
+        return merge_chains(per_chain, self.n_pairs, self.chains, method=method, chain_indices=chain_indices,
                             params={**params, "acceptance_rate": rate}, decoded_images=self.ev.decoded,
                             decoder_equivalents=self.ev.equivalents, seconds=time.perf_counter() - t0)
 

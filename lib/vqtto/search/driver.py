@@ -88,10 +88,12 @@ class Evaluator:
     ``decoded`` counts the images decoded, ``equivalents`` the decoder-call equivalents in all
     (:data:`~vqtto.search.trace.FORWARD` per image scored, ``FORWARD_BACKWARD`` per image whose
     gradient was taken), and ``spent`` ``(n_pairs,)`` float64 (CPU) the equivalents per pair row.
+    With a ``prior`` (:class:`~vqtto.search.energy.GridPrior`) every grid's value is its energy,
+    the loss plus the prior's penalty (the PixelCNN passes are not counted as decoder calls).
     """
 
-    def __init__(self, model, loss: LossFn, n_pairs: int, chunk: int = 4096) -> None:
-        self.model, self.loss, self.n_pairs, self.chunk = model, loss, n_pairs, chunk
+    def __init__(self, model, loss: LossFn, n_pairs: int, chunk: int = 4096, prior=None) -> None:
+        self.model, self.loss, self.n_pairs, self.chunk, self.prior = model, loss, n_pairs, chunk, prior
         self.decoded = 0
         self.equivalents = 0
         self.spent = torch.zeros(n_pairs, dtype=torch.float64)
@@ -108,7 +110,10 @@ class Evaluator:
 
     def loss_and_grad(self, idx: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Grids ``(n, h, w)`` of pairs ``rows`` -> losses ``(n,)`` and the gradient ``(n, D, h, w)`` at their codes."""
-        return self._with_grad(self.model.lookup(idx), rows)
+        values, grad = self._with_grad(self.model.lookup(idx), rows)
+        if self.prior is not None:
+            values = values + self.prior.penalty(idx)
+        return values, grad
 
     def latent_loss_and_grad(self, z: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Continuous latents ``(n, D, h, w)``, decoded as they are -> losses ``(n,)`` and gradient ``(n, D, h, w)``."""
@@ -146,7 +151,10 @@ class Evaluator:
                 out.append(vals)
         self.decoded += n * m
         self.charge(rows, FORWARD * m)
-        return torch.cat(out).view(n, m)
+        values = torch.cat(out)
+        if self.prior is not None:
+            values = values + self.prior.penalty(flat)
+        return values.view(n, m)
 
 
 # --- the record ----------------------------------------------------------------------------------

@@ -8,15 +8,37 @@ search through grids it has seen before, so a revisit does not end it.
 
 from __future__ import annotations
 
+import math
 import time
 
 import torch
 
 from ..constraints import LossFn
+from .chains import movable_mask
 from .driver import MOVED, STALLED, Evaluator, check_positive, check_start, drive
 from .trace import SearchTrace
 
-__all__ = ["relaxed_straight_through"]
+__all__ = ["ball_argmax", "relaxed_straight_through"]
+
+
+def ball_argmax(logits: torch.Tensor, centre: torch.Tensor, radius: int) -> torch.Tensor:
+    """The grid of highest total logit within Hamming distance ``radius`` of ``centre``.
+
+    Args:
+        logits: ``(n, P, k)`` scores of every code at every position.
+        centre: ``(n, P)`` int64, the ball's centre.
+        radius: the most positions that may differ from ``centre``.
+
+    Returns:
+        ``(n, P)`` int64: per position the argmax where it is among the ``radius`` positions whose
+        argmax gains most over the centre's code, else the centre's code.
+    """
+    top, best = logits.max(-1)
+    gain = (top - logits.gather(-1, centre[..., None])[..., 0]).masked_fill(best == centre, -math.inf)
+    if radius >= gain.shape[1]:
+        return best
+    keep = torch.zeros_like(best, dtype=torch.bool).scatter_(1, gain.topk(radius, 1).indices, True) & gain.isfinite()
+    return torch.where(keep, best, centre)
 
 
 class _RelaxedStraightThrough:
@@ -29,8 +51,11 @@ class _RelaxedStraightThrough:
     does not change the same gradient is reused (no decoder call), at most ``lam`` times.
     """
 
-    def __init__(self, model, z_start: torch.Tensor, lr: float, tau: float, init_scale: float, lam: int) -> None:
+    def __init__(self, model, z_start: torch.Tensor, lr: float, tau: float, init_scale: float, lam: int,
+                 prior=None, movable: torch.Tensor | None = None, radius: int | None = None) -> None:
         self.cb = model.codebook.detach().float()
+        self.prior, self.radius = prior, radius
+        self.frozen = None if movable is None else ~movable  # (B, h*w) positions whose logits never move
         self.lr, self.tau, self.lam = lr, tau, lam
         n, dim, h, w = z_start.shape
         e = z_start.detach().float().permute(0, 2, 3, 1).reshape(n, h * w, dim)
@@ -43,6 +68,7 @@ class _RelaxedStraightThrough:
         self.m2 = torch.zeros_like(self.logits)
         self.t = torch.zeros(n, device=self.logits.device)
         self.schedule = None
+        self.centre = self.logits.argmax(-1)  # the start grid: the ball's centre when there is a radius
 
     def set_schedule(self, max_steps: int, tau_end: float | None, noise: float, noise_until: float, pull: float,
                      seed: int) -> None:
@@ -77,6 +103,8 @@ class _RelaxedStraightThrough:
         everyone = n == self.logits.shape[0]  # all pairs active: work on the state in place
         g = grads.float().permute(0, 2, 3, 1).reshape(n, h * w, dim)
         gp = g @ self.cb.t()                                              # dL/dp (n, hw, k)
+        if self.prior is not None:  # the prior's term, teacher-forced on the current grid
+            gp = gp + self.prior.penalty_table(idx)
         lg, m1, m2, t = ((self.logits, self.m1, self.m2, self.t) if everyone else
                          (self.logits[rows], self.m1[rows], self.m2[rows], self.t[rows]))
         if self.schedule is None:
@@ -87,6 +115,8 @@ class _RelaxedStraightThrough:
             tau, noisy, p, gp = self.scheduled(rows, lg, gp)
             grad = gp.sub_((p * gp).sum(-1, keepdim=True)).mul_(p).div_(tau)
             noisy = noisy - lg  # the noise added to the logits this round (also to their argmax)
+        if self.frozen is not None:
+            grad = grad.masked_fill_(self.frozen[rows][..., None], 0.0)  # Adam never moves a zero-gradient logit
         flat_idx = idx.reshape(n, h * w)
         steps = torch.zeros(n, dtype=torch.long, device=idx.device)
         sel = torch.arange(n, device=idx.device)
@@ -103,7 +133,8 @@ class _RelaxedStraightThrough:
             if not whole:
                 lg[sel], m1[sel], m2[sel] = lg_s, m1_s, m2_s
             steps[sel] += 1
-            arg = lg_s.argmax(-1) if noisy is None else (lg_s + noisy[sel]).argmax(-1)
+            scores = lg_s if noisy is None else lg_s + noisy[sel]
+            arg = scores.argmax(-1) if self.radius is None else ball_argmax(scores, self.centre[rows[sel]], self.radius)
             new[sel] = arg
             sel = sel[(arg == flat_idx[sel]).all(1)]                      # argmax unchanged: repeat
         if not everyone:
@@ -116,7 +147,8 @@ class _RelaxedStraightThrough:
 def relaxed_straight_through(model, z_start: torch.Tensor, loss: LossFn, *, lr: float = 0.1, tau: float = 1.0,
                              init_scale: float = 3.0, lam: int = 100, max_steps: int = 200,
                              max_unique: int = 500, tau_end: float | None = None, noise: float = 0.0,
-                             noise_until: float = 1.0, pull: float = 0.0, seed: int = 0,
+                             noise_until: float = 1.0, pull: float = 0.0, seed: int = 0, prior=None,
+                             movable: torch.Tensor | None = None, radius: int | None = None,
                              progress: bool = False) -> SearchTrace:
     """Our improved search: straight-through gradients on per-position code logits, with Adam.
 
@@ -148,6 +180,13 @@ def relaxed_straight_through(model, z_start: torch.Tensor, loss: LossFn, *, lr: 
             schedule (arXiv 2506.08257) is ``noise_until=2/3`` with ``pull > 0``.
         pull: strength of a pull towards the start codes, >= 0 (in units of the mean |dL/dp|).
         seed: seed of the noise.
+        prior: a :class:`~vqtto.search.energy.GridPrior`: minimise ``L + lambda * NLL / (h w)``;
+            its gradient with respect to the code probabilities at position p is read off the
+            PixelCNN's conditionals given the current grid (and every recorded loss is the energy).
+        movable: ``(B, h, w)`` or ``(h, w)`` bool, the positions that may change (None: all); the
+            others keep the start grid's codes.
+        radius: the grid stays within this Hamming distance (>= 1) of the start grid: it is the
+            best grid under the logits inside that ball (:func:`ball_argmax`); None: no limit.
 
     Returns:
         :class:`SearchTrace` with method ``"relaxed"`` (``"relaxed-annealed"`` with any of
@@ -165,10 +204,14 @@ def relaxed_straight_through(model, z_start: torch.Tensor, loss: LossFn, *, lr: 
     check_positive("noise_until", noise_until)
     if noise_until > 1:
         raise ValueError(f"noise_until must be in (0, 1], got {noise_until!r}")
+    if radius is not None:
+        check_positive("radius", radius, integer=True, minimum=1)
     check_start(model, z_start)
     t0 = time.perf_counter()
-    ev = Evaluator(model, loss, z_start.shape[0])
-    proposer = _RelaxedStraightThrough(model, z_start, float(lr), float(tau), float(init_scale), lam)
+    ev = Evaluator(model, loss, z_start.shape[0], prior=prior)
+    b, _, h, w = z_start.shape
+    free = None if movable is None else movable_mask(movable, b, h, w, z_start.device)
+    proposer = _RelaxedStraightThrough(model, z_start, float(lr), float(tau), float(init_scale), lam, prior, free, radius)
     scheduled = tau_end is not None or noise > 0 or pull > 0
     if scheduled:
         proposer.set_schedule(max_steps, tau_end, float(noise), float(noise_until), float(pull), seed)
@@ -176,6 +219,10 @@ def relaxed_straight_through(model, z_start: torch.Tensor, loss: LossFn, *, lr: 
     rec = drive(model, z_start, proposer, ev.loss_and_grad, max_unique=max_unique, max_rounds=max_steps,
                 on_revisit="skip", progress=progress, desc="relaxed", start=start, clock=ev.clock)
     params = {"lr": lr, "tau": tau, "init_scale": init_scale, "lam": lam, "max_steps": max_steps, "max_unique": max_unique}
+    if prior is not None:
+        params["prior_weight"] = prior.weight
+    if radius is not None:
+        params["radius"] = radius
     if scheduled:
         params.update(tau_end=tau_end, noise=noise, noise_until=noise_until, pull=pull, seed=seed)
     return rec.trace(method="relaxed-annealed" if scheduled else "relaxed", params=params,

@@ -90,7 +90,8 @@ class _DiscreteLangevin(ChainSearch):
 
 def gibbs_with_gradients(model, z_start: torch.Tensor, loss: LossFn, *, temperature: float = 0.02, chains: int = 4,
                          budget: float = 1000, anneal: bool = False, seed=0, start: torch.Tensor | None = None,
-                         movable: torch.Tensor | None = None, progress: bool = False) -> SearchTrace:
+                         movable: torch.Tensor | None = None, prior=None, radius: int | None = None,
+                         progress: bool = False) -> SearchTrace:
     """Gibbs-with-gradients (Grathwohl et al. 2021) on the index grids, ``chains`` chains per pair.
 
     Each step draws one move (position p, code j) from ``softmax(-D / 2T)`` over all positions
@@ -106,8 +107,12 @@ def gibbs_with_gradients(model, z_start: torch.Tensor, loss: LossFn, *, temperat
         budget: decoder-call equivalents per pair, all chains together (a step costs 3 per chain).
         anneal: lower T linearly to 0 over the budget (simulated annealing).
         seed: an int, or one int per pair (a pair draws the same numbers batched or alone).
-        start: ``(B, h, w)`` int64 start grids instead of ``nearest(z_start)``.
+        start: ``(B, h, w)`` int64 start grids instead of ``nearest(z_start)``, or
+            ``(B, chains, h, w)``: one per chain.
         movable: ``(B, h, w)`` or ``(h, w)`` bool, the positions the search may change.
+        prior: a :class:`~vqtto.search.energy.GridPrior`: minimise the energy
+            ``L + lambda * NLL / (h w)`` instead of L (None: the loss alone).
+        radius: stay within this Hamming distance (>= 1) of the start grid (None: no limit).
 
     Returns:
         :class:`SearchTrace` ``"gwg"``: per pair the best-so-far grids over its chains, with the
@@ -115,14 +120,15 @@ def gibbs_with_gradients(model, z_start: torch.Tensor, loss: LossFn, *, temperat
     """
     check_positive("temperature", temperature)
     search = _GibbsWithGradients(model, z_start, loss, chains=chains, budget=budget, seed=seed, start=start,
-                                 movable=movable, temperature=float(temperature), anneal=bool(anneal))
+                                 movable=movable, prior=prior, radius=radius, temperature=float(temperature),
+                                 anneal=bool(anneal))
     return search.run("gwg", {"temperature": temperature, "budget": budget, "anneal": anneal}, progress)
 
 
 def discrete_langevin(model, z_start: torch.Tensor, loss: LossFn, *, temperature: float = 0.02, alpha: float = 1.0,
                       mh: bool = True, dist: str = "onehot", chains: int = 4, budget: float = 1000, anneal: bool = False,
                       seed=0, start: torch.Tensor | None = None, movable: torch.Tensor | None = None,
-                      progress: bool = False) -> SearchTrace:
+                      prior=None, radius: int | None = None, progress: bool = False) -> SearchTrace:
     """Discrete Langevin (Zhang et al. 2022): DMALA (``mh=True``) or DULA (``mh=False``).
 
     Every position moves at once, independently: position p goes to code j with probability
@@ -135,7 +141,7 @@ def discrete_langevin(model, z_start: torch.Tensor, loss: LossFn, *, temperature
         alpha: the step size, > 0: larger moves more positions per step.
         mh: apply the Metropolis-Hastings correction (DMALA) or not (DULA).
         dist: one of :data:`DISTANCES`.
-        chains, budget, anneal, seed, start, movable: as :func:`gibbs_with_gradients`.
+        chains, budget, anneal, seed, start, movable, prior, radius: as :func:`gibbs_with_gradients`.
 
     Returns:
         :class:`SearchTrace` ``"dmala"`` or ``"dula"`` (``"-codebook"`` appended for that distance).
@@ -144,8 +150,8 @@ def discrete_langevin(model, z_start: torch.Tensor, loss: LossFn, *, temperature
     check_positive("alpha", alpha)
     check_choice("dist", dist, DISTANCES)
     search = _DiscreteLangevin(model, z_start, loss, chains=chains, budget=budget, seed=seed, start=start,
-                               movable=movable, temperature=float(temperature), alpha=float(alpha), mh=bool(mh),
-                               dist=dist, anneal=bool(anneal))
+                               movable=movable, prior=prior, radius=radius, temperature=float(temperature),
+                               alpha=float(alpha), mh=bool(mh), dist=dist, anneal=bool(anneal))
     method = ("dmala" if mh else "dula") + ("-codebook" if dist == "codebook" else "")
     return search.run(method, {"temperature": temperature, "alpha": alpha, "dist": dist, "budget": budget,
                                "anneal": anneal}, progress)

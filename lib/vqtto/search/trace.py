@@ -27,7 +27,7 @@ STOP_REASONS = ("loop", "stalled", "budget")
 #: (:mod:`~vqtto.search.samplers`, :mod:`~vqtto.search.anneal`, :mod:`~vqtto.search.polish`,
 #: :mod:`~vqtto.search.restarts`).
 METHODS = ("alg1", "alg2", "alg3", "top", "greedy", "relaxed", "relaxed-annealed", "alg2-adaptive", "alg2-tabu", "gwg", "dmala", "dula", "dmala-codebook",
-           "dula-codebook", "pas-sa", "screened-sa", "polish", "alg2-restarts")
+           "dula-codebook", "pas-sa", "screened-sa", "polish", "alg2-restarts", "prior-resample")
 
 
 @dataclass
@@ -58,6 +58,8 @@ class SearchTrace:
             recorded (the wall time of the whole batch, not of the pair alone).
         seconds: wall time of the search.
         final_latents: ``(B, D, h, w)`` continuous latents at the end (Algorithms 1 to 3).
+        chain_indices: the samplers only: ``(B, C, h, w)`` int64, the best grid of each of a
+            pair's C chains (or independent draws) at the end, for the spread of their answers.
         continuous_losses: Algorithm 1 only: per pair, the loss of the continuous latent at
             every step (its ``losses`` are these losses at the steps where ``grids`` changed).
     """
@@ -77,6 +79,7 @@ class SearchTrace:
     decoder_equivalents: float | None = None
     costs: list[torch.Tensor] | None = None
     times: list[torch.Tensor] | None = None
+    chain_indices: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.grids)
