@@ -51,6 +51,16 @@ METHODS: dict[str, Method] = {
     "exact": Method("exact optimum", "#17becf"),
     "local-search": Method("1-flip local search", "#7b4173"),
     "branch-and-bound": Method("branch and bound", "#393b79"),
+    # the constrained tasks' answers and anchors
+    "prior-resample": Method("PixelCNN completions, best of S (prior only)", "#ff7f0e"),
+    "screened-sa-prior": Method("screened annealing from the draws, with the prior", "#ad494a"),
+    "relaxed-draws": Method("relaxed search from the draws, without the prior", "#98df8a"),
+    "relaxed-prior": Method("relaxed search from the draws, with the prior", "#d62728"),
+    "chain-mean": Method("mean of the relaxed chains' answers (with the prior)", "#9467bd"),
+    "encoder-observed": Method("encoder on what the user has", "#7f7f7f"),
+    "nearest-neighbour": Method("nearest training image", "#bcbd22"),
+    "nn-mean": Method("mean of the 10 nearest training images", "#dbdb8d"),
+    "bilinear": Method("bilinear upsampling", "#17becf"),
 }
 
 

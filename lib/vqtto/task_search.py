@@ -1,0 +1,135 @@
+"""Solving a constrained task (:mod:`vqtto.tasks`) by search, with the prior in the loop.
+
+:func:`guided_search` is the book's answer to a task: draw S completions of the movable positions
+from the PixelCNN (:func:`~vqtto.search.prior_resample`), start C chains at the C draws of lowest
+energy ``L + lambda * NLL / (h w)``, and minimise that energy from there, with the relaxed
+straight-through search (:func:`~vqtto.search.relaxed_straight_through`, each chain one row of its
+batch) or the annealed gradient-screened search (:func:`~vqtto.search.screened_annealing`); both
+can stay within a Hamming radius of the start. The draws' decoder calls count towards the budget. With
+``lambda = 0`` the same procedure is the control of the causal test: only the prior's weight in
+the search differs.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from . import search
+from .tasks import Task
+
+__all__ = ["GUIDED", "GuidedResult", "draw_losses", "guided_search", "start_grids"]
+
+
+@dataclass
+class GuidedResult:
+    """What :func:`guided_search` found for B pairs.
+
+    Attributes:
+        grids: ``(B, h, w)`` int64, each pair's best grid under the energy.
+        chains: ``(B, C, h, w)`` int64, the best grid of each chain (for the spread of answers).
+        draws: ``(B, S, h, w)`` int64, the prior's completions (the prior-only baseline's draws).
+        draw_best: ``(B, h, w)`` the draw of lowest task loss (the prior-only answer).
+        equivalents: decoder-call equivalents per pair, draws included.
+        seconds: wall time per pair of the batch (draws included).
+    """
+
+    grids: torch.Tensor
+    chains: torch.Tensor
+    draws: torch.Tensor
+    draw_best: torch.Tensor
+    equivalents: float
+    seconds: float
+
+
+def draw_losses(model, task: Task, draws: torch.Tensor, batch: int = 2048) -> torch.Tensor:
+    """``(B, S)`` task loss of each draw ``(B, S, h, w)`` (S decoder calls per pair, no gradient)."""
+    b, s = draws.shape[:2]
+    flat = draws.flatten(0, 1).to(model.codebook.device)
+    rows = torch.arange(b, device=flat.device).repeat_interleave(s)
+    out = []
+    with torch.no_grad():
+        for i in range(0, b * s, batch):
+            sl = slice(i, i + batch)
+            out.append(search.pair_losses(task.loss, model.decode(model.lookup(flat[sl])), rows[sl], b))
+    return torch.cat(out).view(b, s).cpu()
+
+
+def start_grids(draws: torch.Tensor, energy: torch.Tensor, chains: int) -> torch.Tensor:
+    """``(B, chains, h, w)``: per pair the ``chains`` draws ``(B, S, h, w)`` of lowest ``energy`` ``(B, S)``."""
+    if chains > draws.shape[1]:
+        raise ValueError(f"chains ({chains}) must be <= samples ({draws.shape[1]}): each chain starts at its own draw")
+    top = energy.topk(chains, 1, largest=False).indices
+    return draws.gather(1, top[:, :, None, None].expand(-1, -1, *draws.shape[2:]))
+
+
+#: The searches :func:`guided_search` runs from the draws.
+GUIDED = ("relaxed", "screened-sa")
+
+
+def guided_search(model, prior, task: Task, start: torch.Tensor, *, weight: float, method: str = "relaxed",
+                  samples: int = 32, chains: int = 4, budget: float = 300, temperature: float = 0.02, m: int = 16,
+                  seed: int = 0, draws: torch.Tensor | None = None) -> GuidedResult:
+    """Prior draws, then a search of the energy ``L + weight * NLL / (h w)`` from the best C of them.
+
+    Args:
+        model: the VQ-VAE (a latent decoder).
+        prior: an unconditional PixelCNN over its codes (checked by :class:`~vqtto.search.GridPrior`).
+        task: the :class:`~vqtto.tasks.Task` (its loss, movable positions and radius are used; with a
+            radius the chains start at ``start`` itself).
+        start: ``(B, h, w)`` int64, the codes kept at the frozen positions (e.g. the encoder's
+            answer on what the user has, or the source's code when editing).
+        weight: lambda >= 0, in task loss per nat per position.
+        method: one of :data:`GUIDED`.
+        samples: S prior draws per pair (S decoder calls), >= chains.
+        chains: C chains per pair; the budget is shared among them.
+        budget: decoder-call equivalents per pair of the search after the draws.
+        temperature, m: of :func:`~vqtto.search.screened_annealing`.
+        draws: ``(B, S, h, w)`` draws made before (shared between weights); None: drawn here.
+    """
+    if method not in GUIDED:
+        raise ValueError(f"method must be one of {list(GUIDED)}, got {method!r}")
+    energy_prior = search.GridPrior(prior, weight, model.codebook.shape[0], tuple(start.shape[1:]))
+    t0 = time.perf_counter()
+    if draws is None:
+        if task.radius is not None:  # a draw would leave the ball: the chains start at the source itself
+            draws = start.cpu()[:, None].expand(-1, samples, -1, -1).clone()
+        else:
+            draws = search.prior_resample(model, prior, task.loss, start, movable=task.movable, samples=samples,
+                                          seed=seed).chain_indices
+    losses = draw_losses(model, task, draws)
+    penalty = energy_prior.penalty(draws.flatten(0, 1).to(start.device)).view(losses.shape).cpu()
+    starts = start_grids(draws, losses + penalty, chains).to(start.device)
+    b = start.shape[0]
+    if method == "relaxed":
+        chain_best, spent = _relaxed_chains(model, task, starts, energy_prior, budget)
+    else:
+        with torch.no_grad():
+            z = model.lookup(start)
+        trace = search.screened_annealing(model, z, task.loss, temperature=temperature, m=m, chains=chains,
+                                          budget=budget, seed=seed, start=starts, movable=task.movable,
+                                          prior=energy_prior, radius=task.radius)
+        chain_best, spent = trace.chain_indices, trace.decoder_equivalents / b
+    energy = draw_losses(model, task, chain_best) + energy_prior.penalty(
+        chain_best.flatten(0, 1).to(start.device)).view(b, -1).cpu()
+    drawn = 0 if task.radius is not None else draws.shape[1]
+    return GuidedResult(grids=chain_best[torch.arange(b), energy.argmin(1)], chains=chain_best, draws=draws,
+                        draw_best=draws[torch.arange(b), losses.argmin(1)], equivalents=drawn + spent,
+                        seconds=(time.perf_counter() - t0) / b)
+
+
+def _relaxed_chains(model, task: Task, starts: torch.Tensor, energy_prior, budget: float) -> tuple[torch.Tensor, float]:
+    """The relaxed search from each chain's start ``(B, C, h, w)``, one batch row per chain; returns each
+    chain's best grid ``(B, C, h, w)`` (CPU) and the equivalents spent per pair."""
+    b, c = starts.shape[:2]
+    rows = torch.arange(b, device=starts.device).repeat_interleave(c)
+    steps = max(1, int(budget // (c * search.FORWARD_BACKWARD)))
+    with torch.no_grad():
+        z = model.lookup(starts.flatten(0, 1))
+    movable = None if task.movable is None else task.movable.to(starts.device)[rows]
+    trace = search.relaxed_straight_through(model, z, task.loss.rows(rows), max_steps=steps, max_unique=steps,
+                                            prior=energy_prior if energy_prior.weight > 0 else None, movable=movable,
+                                            radius=task.radius)
+    return trace.best_indices.view(b, c, *starts.shape[2:]).cpu(), trace.decoder_equivalents / b
