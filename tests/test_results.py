@@ -7,6 +7,7 @@ import typing
 import pytest
 
 from vqtto import report, results
+from vqtto.chapters.constrained_tasks import Lead, TaskVerdict
 from vqtto.chapters.gradient_search import MethodMedian
 from vqtto.chapters.hardness import HardnessResult
 from vqtto.chapters.prior import Control
@@ -80,6 +81,16 @@ def fake_results(profile="quick"):
                                                   share_r_le_1=Estimate(0.0, 0.0, 0.32, 8))],
                                  exact=[ExactRow(2, 40, "gwg", Estimate(0.5, 0.28, 0.72, 16), 0.01, 16, 1600)],
                                  certified_share=Estimate(1.0, 0.34, 1.0, 2)),
+        "constrained_tasks": _fake(types["constrained_tasks"], profile=profile, n_pairs=48, stays_real="the prior's verdict",
+                                   verdicts=[TaskVerdict("inpainting, bottom-half", 0.01, ["nn-mean"],
+                                                         [Lead("relaxed-prior", "nn-mean", Estimate(-0.004, -0.007, -0.001, 48))],
+                                                         ["relaxed-prior"], True, Estimate(-0.01, -0.02, -0.003, 48),
+                                                         Estimate(0.94, 0.83, 0.98, 48), Estimate(0.6, 0.46, 0.73, 48), ""),
+                                             TaskVerdict("super-resolution x4", 0.001, ["nearest-neighbour", "bilinear"],
+                                                         [Lead("relaxed-prior", "nearest-neighbour", Estimate(0.01, 0.005, 0.02, 48)),
+                                                          Lead("relaxed-prior", "bilinear", Estimate(-0.001, -0.003, 0.001, 48))],
+                                                         [], False, Estimate(0.0, -0.002, 0.002, 48),
+                                                         Estimate(0.7, 0.56, 0.81, 48), Estimate(0.1, 0.04, 0.22, 48), "")]),
         "hardness": _fake(HardnessResult, profile=profile, verdict="the claim holds, by a reduction", reduction_holds=True,
                           exact_shares={"alg2 α=1": Estimate(0.12, 0.05, 0.27, 320),
                                         "local-search": Estimate(0.6, 0.45, 0.73, 320)}),
@@ -112,7 +123,7 @@ def test_rows_read_the_chapters_verdicts_and_numbers(tmp_path):
 # signed relative changes ("+10.0% ± 2.0%") and levels ("the least likely 5%", "95% interval").
 def _bare_shares(text):
     text = re.sub(r"\d+(?:\.\d+)?% \[[^\]]*\]", "SHARE", text)
-    text = re.sub(r"[+±-] ?\d+(?:\.\d+)?%|least likely \d+%|95% interval", "", text)
+    text = re.sub(r"[+±-] ?\d+(?:\.\d+)?%|least likely \d+%|95% interval|central 95%", "", text)
     return re.findall(r"\d+(?:\.\d+)?%", re.sub(r"\[[^\]]*\]", "", text))
 
 
@@ -133,6 +144,19 @@ def test_every_share_and_median_on_the_page_shows_its_interval():
     assert "alg2 α=1 12% [5%, 27%]" in next(t for c, t in text.items() if "NP-hard" in c)
     assert "(1) 100% [" in next(t for c, t in text.items() if "Gumbel-softmax flow" in c)
     assert "gwg 50% [28%, 72%] of 16 pairs" in next(t for c, t in text.items() if "best grid where it can be known" in c)
+
+
+def test_the_task_rows_read_the_task_verdicts():
+    rows = _by_claim(results.task_rows(fake_results()["constrained_tasks"]))
+    solves = next(r for c, r in rows.items() if "solves tasks" in c)
+    assert solves["verdict"] == "shown on inpainting, bottom-half (relaxed-prior); not on the other tasks"
+    assert ("super-resolution x4: minus nearest-neighbour +0.0100 [+0.0050, +0.0200], minus bilinear -0.0010 "
+            "[-0.0030, +0.0010]") in solves["ours"]
+    stays = next(r for c, r in rows.items() if "high-probability" in c)
+    assert stays["verdict"] == "the prior's verdict" and "inside 94% [83%, 98%] vs 60% [46%, 73%]" in stays["ours"]
+    fake = fake_results()["constrained_tasks"]
+    fake.verdicts[0].winners = []
+    assert results.task_rows(fake)[0]["verdict"].startswith("not shown")
 
 
 def test_the_interval_check_catches_a_bare_share():
