@@ -121,6 +121,16 @@ def test_inpaint_search_matches_only_the_visible_pixels(files, tmp_path):
     assert masked_mse == pytest.approx(record["pairs"][0]["found_loss"], abs=5e-3)  # PNGs hold 8-bit pixels
 
 
+def test_edit_search_stays_within_the_radius_of_the_source_code(files, tmp_path):
+    out = tmp_path / "edit"
+    assert _run("search", "--source", files["a"], "--target", files["b"], "--task", "edit", "--radius", 2,
+                "--method", "screened-sa", "--budget", 60, "--out", out, "--model", files["model"], "--quiet") == 0
+    record, codes, _ = _outputs(out, 1)
+    assert record["settings"]["search"]["radius"] == 2 and record["method"] == "screened-sa"
+    assert int((codes["best"] != codes["start"]).sum()) <= 2
+    assert record["pairs"][0]["best_loss"] <= record["pairs"][0]["start_loss"]
+
+
 def test_a_prior_over_the_folder_models_codes(files, tmp_path):
     out = tmp_path / "prior.ckpt"
     assert _run("prior", "--model", files["model"], "--profile", "smoke", "--epochs", 1, "--out", out, "--quiet") == 0
@@ -166,7 +176,13 @@ def _bad_cases(f):
         "no mask": (["--source", f["a"], "--task", "inpaint"], "needs --mask"),
         "not a checkpoint": (["--source", f["a"], "--model", f["not_ckpt"]], "not a vqtto checkpoint"),
         "other kind": (["--source", f["a"], "--model", f["prior"]], "holds a 'pixelcnn' checkpoint, not a 'vqvae'"),
-        "edit": (["--source", f["a"], "--task", "edit", "--radius", "2"], "not yet supported"),
+        "edit without radius": (["--source", f["a"], "--target", f["a"], "--task", "edit", "--method", "gwg"],
+                                "--task edit needs --radius, an integer >= 1"),
+        "edit radius 0": (["--source", f["a"], "--target", f["a"], "--task", "edit", "--radius", "0", "--method", "gwg"],
+                          "--task edit needs --radius, an integer >= 1"),
+        "edit with a method without radius": (["--source", f["a"], "--target", f["a"], "--task", "edit", "--radius", "2"],
+                                              "one of gwg, screened-sa"),
+        "radius without edit": (["--source", f["a"], "--radius", "2"], "--radius applies to --task edit"),
         "setting of another method": (["--source", f["a"], "--tau", "2"], "does not take --tau"),
         "factor": (["--source", f["a"], "--task", "super-resolve", "--factor", "3"], "--factor 3"),
         "bad setting": (["--source", f["a"], "--alpha", "-1"], "alpha must be > 0"),

@@ -355,7 +355,12 @@ METHODS: dict[str, tuple[Callable, dict]] = {
     "top": (search.straight_through, {"mask": "top"}),
     "greedy": (search.greedy_coordinate, {}),
     "relaxed": (search.relaxed_straight_through, {}),
+    "gwg": (search.gibbs_with_gradients, {"start": None, "movable": None, "prior": None, "radius": None, "seed": 0}),
+    "screened-sa": (search.screened_annealing, {"start": None, "movable": None, "prior": None, "radius": None, "seed": 0}),
 }
+#: The methods that can stay within a Hamming radius of the source's code (``--task edit``).
+RADIUS_METHODS = ("gwg", "screened-sa")
+
 
 class _SettingsPassed(Exception):
     """Raised by :class:`_ModelStandIn` when a search reaches its model: its settings were accepted."""
@@ -494,9 +499,17 @@ def _check_shape(images: torch.Tensor, shape, what: str) -> None:
 def check_search(args) -> Callable[[], int]:
     """Validate ``vqtto search``; returns the work."""
     check_output(args.out, args.overwrite, folder=True)
-    if args.task == "edit" or args.radius is not None:
-        raise BadInput("--task edit (--radius, a Hamming-ball limit around the source's code) is not yet supported; "
-                       "use reconstruct, super-resolve or inpaint")
+    if args.task == "edit":
+        if args.radius is None or args.radius < 1:
+            raise BadInput(f"--task edit needs --radius, an integer >= 1 (positions that may differ from the source's "
+                           f"code), got {args.radius}")
+        if args.method not in RADIUS_METHODS:
+            raise BadInput(f"--task edit needs a --method that stays within a radius: one of {', '.join(RADIUS_METHODS)}; "
+                           f"got {args.method}")
+        if args.target is None and args.pairs is None:
+            raise BadInput("--task edit needs --target: the edited image the search should reach")
+    elif args.radius is not None:
+        raise BadInput(f"--radius applies to --task edit, not {args.task}")
     given = {name for name in all_settings() if hasattr(args, name)}
     allowed = method_settings(args.method)
     if given - set(allowed):
@@ -551,7 +564,8 @@ def _run_search(args, source: VQVAESource, inputs: SearchInputs, settings: dict)
 
     def run(rows: torch.Tensor) -> search.SearchTrace:
         z = _encode(model, inputs.sources[rows], device)
-        return fn(model, z, loss.rows(rows.to(device)), progress=progress, **fixed, **settings)
+        fixed_here = {**fixed, "radius": args.radius} if args.task == "edit" else fixed
+        return fn(model, z, loss.rows(rows.to(device)), progress=progress, **fixed_here, **settings)
 
     if world.size > 1 and world.main and args.method == "relaxed" and settings.get("noise", 0) > 0:
         print("note: the relaxed search draws its Gumbel noise for the whole batch of pairs, so with noise > 0 its "
@@ -661,10 +675,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--task", default="reconstruct", choices=TASKS, help="the constraint on the target")
     s.add_argument("--factor", type=int, default=2, help="super-resolve: average-pooling factor")
     s.add_argument("--mask", type=Path, default=None, help="inpaint: mask image, white = visible pixels")
-    s.add_argument("--radius", type=int, default=None, help="edit: Hamming radius around the source's code (not yet supported)")
+    s.add_argument("--radius", type=int, default=None,
+                   help="edit: the found code differs from the source's in at most this many positions (>= 1; "
+                        "methods gwg and screened-sa)")
     s.add_argument("--method", default="alg2", choices=list(METHODS),
                    help="alg1: continuous gradient descent; alg2/alg3/top: straight-through (all / one / top-m "
-                        "positions); greedy: greedy coordinate; relaxed: relaxed straight-through")
+                        "positions); greedy: greedy coordinate; relaxed: relaxed straight-through; gwg: "
+                        "Gibbs-with-gradients; screened-sa: gradient-screened annealing")
     _add_settings(s)
     _common(s, "output folder (required)", out_required=True)
     s.set_defaults(handler=check_search)
