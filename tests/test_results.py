@@ -109,7 +109,7 @@ def test_rows_read_the_chapters_verdicts_and_numbers(tmp_path):
     assert gap["verdict"].startswith("agrees") and "+0.0010" in gap["ours"]
     assert next(r for c, r in rows.items() if "unstable in all four" in c)["verdict"] == "agrees"
     best = next(r for c, r in rows.items() if c.startswith("best search"))
-    assert best["verdict"].endswith("relaxed (ch. 3, equal budget)")
+    assert best["verdict"].startswith("lowest median: relaxed (ch. 3, equal budget)")
     assert "alg1" not in best["ours"], "Algorithm 1's continuous latent is no grid"
     assert next(r for c, r in rows.items() if "NP-hard" in c)["verdict"] == "the claim holds, by a reduction"
     relaxed = next(r for c, r in rows.items() if c.endswith("relaxed straight-through search"))
@@ -144,6 +144,13 @@ def test_every_share_and_median_on_the_page_shows_its_interval():
     assert "alg2 α=1 12% [5%, 27%]" in next(t for c, t in text.items() if "NP-hard" in c)
     assert "(1) 100% [" in next(t for c, t in text.items() if "Gumbel-softmax flow" in c)
     assert "gwg 50% [28%, 72%] of 16 pairs" in next(t for c, t in text.items() if "best grid where it can be known" in c)
+
+
+def test_the_best_search_verdict_names_the_searches_it_cannot_be_told_from():
+    fake = fake_results()
+    verdict = results.search_rows(fake["gradient_search"], fake["simplex_flow"], fake["reaching_target"])[0]["verdict"]
+    assert verdict.startswith("lowest median: relaxed (ch. 3, equal budget); not separable from")
+    assert "relaxed, best grid (ch. 2)" in verdict and "gwg" not in verdict
 
 
 def test_the_task_rows_read_the_task_verdicts():

@@ -307,6 +307,12 @@ def sweep_figure(sweep: Sequence[dict], title: str):
 
 # --- figures -------------------------------------------------------------------------------------
 
+#: Column heads of :func:`answers_figure` (the full names are in the table).
+SHORT = {"encoder-observed": "encoder", "nearest-neighbour": "nearest", "nn-mean": "10-NN mean", "bilinear": "bilinear",
+         "relaxed": "relaxed, no prior", "prior-resample": "prior only", "relaxed-draws": "draws + relaxed, λ=0",
+         "relaxed-prior": "draws + relaxed, λ", "chain-mean": "chain mean", "screened-sa-prior": "draws + annealing, λ"}
+
+
 def answers_figure(ans: Answers, show: Sequence[int], title: str):
     """Rows: images ``show``; columns: what the user has, each answer, the guided chains, the truth."""
     methods = [m for m in ANCHORS + SEARCHES if m in ans.images and m != "own-code"]
@@ -321,8 +327,7 @@ def answers_figure(ans: Answers, show: Sequence[int], title: str):
             ax.imshow(img[0], cmap="gray", vmin=0, vmax=1)
             bare(ax)
             if r == 0:
-                label = method_label(name) if name in methods else name
-                ax.set_title(label if len(label) < 18 else label[:16] + "…", fontsize=6)
+                ax.set_title(SHORT.get(name, name), fontsize=6)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig
