@@ -129,6 +129,11 @@ def test_edit_search_stays_within_the_radius_of_the_source_code(files, tmp_path)
     assert record["settings"]["search"]["radius"] == 2 and record["method"] == "screened-sa"
     assert int((codes["best"] != codes["start"]).sum()) <= 2
     assert record["pairs"][0]["best_loss"] <= record["pairs"][0]["start_loss"]
+    out = tmp_path / "edit-relaxed"
+    assert _run("search", "--source", files["a"], "--target", files["b"], "--task", "edit", "--radius", 1,
+                "--method", "relaxed", "--max-steps", 20, "--out", out, "--model", files["model"], "--quiet") == 0
+    _, codes, _ = _outputs(out, 1)
+    assert int((codes["best"] != codes["start"]).sum()) <= 1
 
 
 def test_a_prior_over_the_folder_models_codes(files, tmp_path):
@@ -180,8 +185,9 @@ def _bad_cases(f):
                                 "--task edit needs --radius, an integer >= 1"),
         "edit radius 0": (["--source", f["a"], "--target", f["a"], "--task", "edit", "--radius", "0", "--method", "gwg"],
                           "--task edit needs --radius, an integer >= 1"),
-        "edit with a method without radius": (["--source", f["a"], "--target", f["a"], "--task", "edit", "--radius", "2"],
-                                              "one of gwg, screened-sa"),
+        "edit with a method without radius": (["--source", f["a"], "--target", f["a"], "--task", "edit", "--radius", "2",
+                                               "--method", "greedy"],
+                                              "one of relaxed, gwg, screened-sa"),
         "radius without edit": (["--source", f["a"], "--radius", "2"], "--radius applies to --task edit"),
         "setting of another method": (["--source", f["a"], "--tau", "2"], "does not take --tau"),
         "factor": (["--source", f["a"], "--task", "super-resolve", "--factor", "3"], "--factor 3"),

@@ -354,12 +354,12 @@ METHODS: dict[str, tuple[Callable, dict]] = {
     "alg3": (search.straight_through, {"mask": "single"}),
     "top": (search.straight_through, {"mask": "top"}),
     "greedy": (search.greedy_coordinate, {}),
-    "relaxed": (search.relaxed_straight_through, {}),
+    "relaxed": (search.relaxed_straight_through, {"prior": None, "movable": None, "radius": None}),
     "gwg": (search.gibbs_with_gradients, {"start": None, "movable": None, "prior": None, "radius": None, "seed": 0}),
     "screened-sa": (search.screened_annealing, {"start": None, "movable": None, "prior": None, "radius": None, "seed": 0}),
 }
 #: The methods that can stay within a Hamming radius of the source's code (``--task edit``).
-RADIUS_METHODS = ("gwg", "screened-sa")
+RADIUS_METHODS = ("relaxed", "gwg", "screened-sa")
 
 
 class _SettingsPassed(Exception):
@@ -677,7 +677,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--mask", type=Path, default=None, help="inpaint: mask image, white = visible pixels")
     s.add_argument("--radius", type=int, default=None,
                    help="edit: the found code differs from the source's in at most this many positions (>= 1; "
-                        "methods gwg and screened-sa)")
+                        "methods relaxed, gwg and screened-sa)")
     s.add_argument("--method", default="alg2", choices=list(METHODS),
                    help="alg1: continuous gradient descent; alg2/alg3/top: straight-through (all / one / top-m "
                         "positions); greedy: greedy coordinate; relaxed: relaxed straight-through; gwg: "
