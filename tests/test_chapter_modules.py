@@ -1,4 +1,4 @@
-"""Chapter modules' verdicts decided from their intervals (the search chapter's leads and polish)."""
+"""Chapter modules' verdicts decided from their intervals (the search chapter's leads and polish, the constrained tasks' prior verdict)."""
 
 from types import SimpleNamespace
 
@@ -42,3 +42,19 @@ def test_leads_are_paired_and_the_verdict_says_whether_they_are_resolved():
     assert "100% [91%, 100%] of the pairs reach R <= 1" in text
     assert "exceeds the runner-up Gibbs" in text and "includes zero: not resolved" in text
     assert "exceeds Algorithm 2 with restarts's by 90% [" in text and "excludes zero" in text
+
+
+def test_constrained_tasks_verdict_needs_every_task_inside_and_reads_the_paired_intervals():
+    from vqtto.chapters.constrained_tasks import TaskVerdict, stays_real_verdict
+    from vqtto.stats import Estimate
+
+    def verdict(task, inside, causal):
+        return TaskVerdict(task, 0.01, ["nn-mean"], [], [], True, causal, Estimate(inside, inside - 0.1, 1.0, 48),
+                           Estimate(0.0, 0.0, 0.07, 48), "")
+
+    ok, text = stays_real_verdict([verdict("inpainting, bottom-half", 0.95, Estimate(-0.02, -0.03, -0.01, 48)),
+                                   verdict("super-resolution x2", 0.85, Estimate(0.001, -0.001, 0.002, 48))])
+    assert not ok and "not every task reaches the 90% target" in text
+    assert "better on inpainting, bottom-half; worse on no task; not resolved" in text
+    ok, _ = stays_real_verdict([verdict("a", 0.9, Estimate(0.0, -1.0, 1.0, 48))])
+    assert ok

@@ -480,7 +480,7 @@ def sampler_note(rows: Sequence[MethodRow]) -> str:
         if a is not None and b is not None:
             parts.append(f"{task} {a.mse.value / b.mse.value:.1f}x")
     return ("Median MSE of the screened annealing with the prior divided by the relaxed search's with the prior, at "
-            "the same cost: " + ", ".join(parts) + ".")
+            "the same cost: " + "; ".join(parts) + ".")
 
 
 @dataclass
@@ -523,9 +523,9 @@ def stays_real_verdict(verdicts: Sequence[TaskVerdict]) -> tuple[bool, str]:
     ok = all(v.inside_prior.value >= 0.9 for v in verdicts)
     better = [v.task for v in verdicts if v.causal.high < 0]
     worse = [v.task for v in verdicts if v.causal.low > 0]
-    inside = ", ".join(f"{v.task} {v.inside_prior.percent()} (without: {v.inside_control.percent()})" for v in verdicts)
+    inside = "; ".join(f"{v.task} {v.inside_prior.percent()} (without: {v.inside_control.percent()})" for v in verdicts)
     text = (f"With the prior in the energy the found codes lie inside the real codes' central 95% of log-likelihood in "
             f"{inside}; {'every task reaches' if ok else 'not every task reaches'} the 90% target. Its effect on the task "
-            f"(paired against the same search without it): better on {', '.join(better) or 'no task'}, worse on "
-            f"{', '.join(worse) or 'no task'}, not resolved on the rest.")
+            f"(paired against the same search without it): better on {'; '.join(better) or 'no task'}; worse on "
+            f"{'; '.join(worse) or 'no task'}; not resolved on the rest.")
     return ok, text
