@@ -12,6 +12,9 @@ os.environ.setdefault("VQTTO_RESULTS", os.path.join(_TMP, "results"))
 # No progress bars in the executed smoke chapters: a model trained in the first run and loaded
 # from the cache in the re-run (tests/test_rerun.py) would otherwise differ by its bar alone.
 os.environ["TQDM_DISABLE"] = "1"
+# A smoke cell takes seconds; a kernel that stops answering fails its test after this many instead
+# of stalling the suite (the chapter tests then run the chapter once more, see test_chapters.py).
+os.environ.setdefault("VQTTO_CELL_TIMEOUT", "300")
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 

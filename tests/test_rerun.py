@@ -27,6 +27,7 @@ def test_every_executed_smoke_chapter_reproduces_its_outputs(smoke_stage):
             book.execute(chapter, "smoke", out_dir=smoke_stage)
     notebooks = [str(smoke_stage / f"{c}.ipynb") for c in book.chapters()]
     run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval",
+                          "--nbval-cell-timeout", os.environ.get("VQTTO_CELL_TIMEOUT", "300"),
                           "--nbval-sanitize-with", str(SANITIZE), "--rootdir", str(smoke_stage), *notebooks],
                          cwd=smoke_stage, env=os.environ.copy(), capture_output=True, text=True, timeout=1200)
     assert run.returncode == 0, run.stdout[-6000:]

@@ -41,6 +41,10 @@ class ChapterFailed(RuntimeError):
     """A chapter raised while executing; the message names the chapter and the cell."""
 
 
+class ChapterTimedOut(ChapterFailed):
+    """A cell of a chapter ran past :func:`cell_timeout` (e.g. a kernel that stopped answering)."""
+
+
 def chapters() -> list[str]:
     """Chapter notebook stems in book order (their file names sort in order)."""
     return sorted(p.stem for p in BOOK.glob("*.ipynb"))
@@ -95,6 +99,19 @@ def check_names(chapter: str, parameters: dict) -> None:
         raise ValueError(f"chapter {chapter}: unknown parameter(s) {unknown}; it takes {sorted(declared)}")
 
 
+def cell_timeout() -> int | None:
+    """Seconds one cell may run before the chapter is stopped: ``$VQTTO_CELL_TIMEOUT`` (None: no limit).
+
+    The test suite sets it, so a kernel that stops answering fails a test instead of stalling CI.
+    """
+    text = os.environ.get("VQTTO_CELL_TIMEOUT", "").strip()
+    if not text:
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"VQTTO_CELL_TIMEOUT must be a whole number of seconds >= 1, got {text!r}")
+    return int(text)
+
+
 def execute(chapter: str, profile: str, out_dir: Path = STAGE, overrides: dict | None = None,
             progress: bool = False, every: float = 15.0) -> Path:
     """Execute one chapter with papermill into ``out_dir/<chapter>.ipynb``; return that path.
@@ -106,7 +123,10 @@ def execute(chapter: str, profile: str, out_dir: Path = STAGE, overrides: dict |
 
     Raises:
         ChapterFailed: naming the chapter, the failing cell's number and the error.
+        ChapterTimedOut: a cell ran longer than :func:`cell_timeout` seconds.
     """
+    from nbclient.exceptions import CellTimeoutError
+
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
@@ -122,7 +142,11 @@ def execute(chapter: str, profile: str, out_dir: Path = STAGE, overrides: dict |
         watch = {"engine_name": _progress_engine(), "stdout_file": sys.stdout, "stderr_file": sys.stderr,
                  "progress_label": chapter, "progress_every": every} if progress else {}
         pm.execute_notebook(str(BOOK / f"{chapter}.ipynb"), str(partial), parameters=parameters,
-                            kernel_name="python3", cwd=str(BOOK), progress_bar=False, log_output=False, **watch)
+                            kernel_name="python3", cwd=str(BOOK), progress_bar=False, log_output=False,
+                            execution_timeout=cell_timeout(), **watch)
+    except CellTimeoutError as err:
+        raise ChapterTimedOut(f"chapter {chapter}: a cell ran past {cell_timeout():g} s (VQTTO_CELL_TIMEOUT): {err}; "
+                              f"the partly executed notebook is {partial}") from None
     except PapermillExecutionError as err:
         raise ChapterFailed(
             f"chapter {chapter} failed in cell {err.exec_count} ({err.ename}: {err.evalue}); "
