@@ -58,3 +58,15 @@ def test_constrained_tasks_verdict_needs_every_task_inside_and_reads_the_paired_
     assert "better on inpainting, bottom-half; worse on no task; not resolved" in text
     ok, _ = stays_real_verdict([verdict("a", 0.9, Estimate(0.0, -1.0, 1.0, 48))])
     assert ok
+
+
+def test_the_prior_weight_is_the_best_one_that_keeps_the_codes_real():
+    from vqtto.chapters.constrained_tasks import choose_weight
+
+    rows = [{"lambda": 0.0, "median MSE": 0.01, "inside real 95%": 0.0},
+            {"lambda": 0.001, "median MSE": 0.02, "inside real 95%": 0.8},
+            {"lambda": 0.003, "median MSE": 0.03, "inside real 95%": 0.96},
+            {"lambda": 0.01, "median MSE": 0.04, "inside real 95%": 1.0}]
+    assert choose_weight(rows, 0.95) == 0.003
+    assert choose_weight(rows, 0.5) == 0.001
+    assert choose_weight(rows[:2], 0.95) == 0.001  # none reaches the goal: the most inside

@@ -37,6 +37,8 @@ PARAMS = chapter_schema({
                      default=[4, 2]),
     "lambdas": Param(list, "prior weights tried on the validation pairs (loss per nat per position, > 0)",
                      nonempty(each(greater_than(0), float)), default=[0.001, 0.003, 0.01, 0.03]),
+    "val_inside": Param(float, "share of validation codes inside the real range a weight must reach to be chosen",
+                        at_least(0), default=0.95),
     "samples": Param(int, "prior draws per pair (the prior-only answer, and the chains' starts)", at_least(1), default=32),
     "chains": Param(int, "chains per pair of the guided search (at most samples)", at_least(1), default=4),
     "budget": Param(float, "decoder-call equivalents per pair of the search after the draws", greater_than(0),
@@ -261,14 +263,15 @@ def tune_weight(setup: Setup, val_tasks: Mapping[str, tasks.Task], weights: Sequ
     """For each task, the relaxed guided search on the validation images at lambda = 0 and every weight.
 
     Returns ``(chosen, sweep, answers)``: ``chosen[task]`` the weight > 0 of lowest median MSE on the
-    measured pixels, ``sweep`` rows (task, weight, median MSE, share inside), ``answers[(task, w)]``
-    the :class:`GuidedResult` of each run (for the explorer).
+    measured pixels among those that put at least ``P.val_inside`` of the validation codes inside the
+    real codes' central 95% (:func:`choose_weight`), ``sweep`` rows (task, weight, median MSE, share
+    inside), ``answers[(task, w)]`` the :class:`GuidedResult` of each run (for the explorer).
     """
     chosen, sweep, answers = {}, [], {}
     dev = setup.model.codebook.device
     for name, task in val_tasks.items():
         start = anchors.encoder_grids(setup.model, task.observed).to(dev)
-        draws, best = None, (math.inf, None)
+        draws = None
         for w in [0.0, *weights]:
             r = guided_search(setup.model, setup.prior, task, start, weight=w, draws=draws, samples=P.samples,
                               chains=P.chains, budget=P.budget)
@@ -278,10 +281,18 @@ def tune_weight(setup: Setup, val_tasks: Mapping[str, tasks.Task], weights: Sequ
             inside = stats.share((nll >= setup.real_range[0]) & (nll <= setup.real_range[1]))
             sweep.append({"task": name, "lambda": w, "median MSE": mse, "inside real 95%": inside})
             answers[(name, w)] = r
-            if w > 0 and mse < best[0]:
-                best = (mse, w)
-        chosen[name] = best[1]
+        chosen[name] = choose_weight([row for row in sweep if row["task"] == name], P.val_inside)
     return chosen, sweep, answers
+
+
+def choose_weight(rows: Sequence[dict], inside_goal: float) -> float:
+    """The weight > 0 of lowest median MSE among the sweep ``rows`` whose share inside is at least
+    ``inside_goal``; when none reaches it, the weight of the highest share (then the lowest MSE)."""
+    tried = [r for r in rows if r["lambda"] > 0]
+    good = [r for r in tried if r["inside real 95%"] >= inside_goal]
+    if good:
+        return min(good, key=lambda r: r["median MSE"])["lambda"]
+    return min(tried, key=lambda r: (-r["inside real 95%"], r["median MSE"]))["lambda"]
 
 
 def sweep_figure(sweep: Sequence[dict], title: str):
