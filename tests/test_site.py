@@ -142,6 +142,29 @@ def test_alpha_slider_changes_the_traversal_in_the_static_page(site, browser):
     page.close()
 
 
+def test_task_and_lambda_selectors_change_the_answers_in_the_static_page(site, browser):
+    html, base = site
+    page, _, errors = _open(browser, f"{base}/08_constrained_tasks.html")
+    slider = page.locator(".widget-slider", has=page.locator(".widget-label", has_text="lambda")).first
+    slider.wait_for(timeout=15000)
+    task = page.locator(".widget-dropdown", has=page.locator(".widget-label", has_text="task")).first
+    assert task.count() == 1, "the task selector is rendered"
+    first = page.evaluate(VISIBLE_WIDGET_IMAGES)
+    assert len(first) == 1, "one panel of answers is shown"
+    slider.locator(".noUi-handle").first.focus()
+    page.keyboard.press("ArrowRight")
+    page.wait_for_timeout(500)
+    moved = page.evaluate(VISIBLE_WIDGET_IMAGES)
+    assert moved and moved != first, "moving the lambda slider shows the answers at another weight"
+    task.locator("select").select_option(index=1)
+    page.wait_for_timeout(500)
+    other = page.evaluate(VISIBLE_WIDGET_IMAGES)
+    assert other and other != moved, "choosing another task shows its answers"
+    page.screenshot(path=str(SHOTS / "08_constrained_tasks-explorer.png"), full_page=False)
+    assert not errors
+    page.close()
+
+
 def test_results_page_links_reach_the_chapter_pages(site):
     """The results table links every claim to its chapter's page (a document link, not an in-page anchor)."""
     import re
