@@ -122,20 +122,29 @@ VISIBLE_WIDGET_IMAGES = """() => [...document.querySelectorAll('.widget-html img
     .filter(i => i.offsetParent !== null && i.getBoundingClientRect().width > 0).map(i => i.src)"""
 
 
-def test_alpha_slider_changes_the_traversal_in_the_static_page(site, browser):
-    html, base = site
-    page, _, errors = _open(browser, f"{base}/02_gradient_search.html")
-    slider = page.locator(".widget-slider", has=page.locator(".widget-label", has_text="alpha")).first
+def _explorer(browser, base, page_name, slider_label, dropdown_label):
+    """Open a chapter page at its static explorer; return (page, js errors, slider, dropdown, images shown)."""
+    page, _, errors = _open(browser, f"{base}/{page_name}")
+    slider = page.locator(".widget-slider", has=page.locator(".widget-label", has_text=slider_label)).first
     slider.wait_for(timeout=15000)
-    masking = page.locator(".widget-dropdown", has=page.locator(".widget-label", has_text="masking")).first
-    assert masking.count() == 1, "the masking selector is rendered"
-    before = page.evaluate(VISIBLE_WIDGET_IMAGES)
-    assert len(before) >= 1, "a traversal image is shown"
-    handle = slider.locator(".noUi-handle").first
-    handle.focus()
+    dropdown = page.locator(".widget-dropdown", has=page.locator(".widget-label", has_text=dropdown_label)).first
+    assert dropdown.count() == 1, f"the {dropdown_label} selector is rendered"
+    return page, errors, slider, dropdown, page.evaluate(VISIBLE_WIDGET_IMAGES)
+
+
+def _step(page, slider):
+    """Move ``slider`` one option right; return the images then shown."""
+    slider.locator(".noUi-handle").first.focus()
     page.keyboard.press("ArrowRight")
     page.wait_for_timeout(500)
-    after = page.evaluate(VISIBLE_WIDGET_IMAGES)
+    return page.evaluate(VISIBLE_WIDGET_IMAGES)
+
+
+def test_alpha_slider_changes_the_traversal_in_the_static_page(site, browser):
+    _, base = site
+    page, errors, slider, _, before = _explorer(browser, base, "02_gradient_search.html", "alpha", "masking")
+    assert len(before) >= 1, "a traversal image is shown"
+    after = _step(page, slider)
     assert after and after != before, "moving the alpha slider shows another traversal"
     page.screenshot(path=str(SHOTS / "02_gradient_search-slider-moved.png"), full_page=False)
     assert not errors
@@ -143,18 +152,10 @@ def test_alpha_slider_changes_the_traversal_in_the_static_page(site, browser):
 
 
 def test_task_and_lambda_selectors_change_the_answers_in_the_static_page(site, browser):
-    html, base = site
-    page, _, errors = _open(browser, f"{base}/08_constrained_tasks.html")
-    slider = page.locator(".widget-slider", has=page.locator(".widget-label", has_text="lambda")).first
-    slider.wait_for(timeout=15000)
-    task = page.locator(".widget-dropdown", has=page.locator(".widget-label", has_text="task")).first
-    assert task.count() == 1, "the task selector is rendered"
-    first = page.evaluate(VISIBLE_WIDGET_IMAGES)
+    _, base = site
+    page, errors, slider, task, first = _explorer(browser, base, "08_constrained_tasks.html", "lambda", "task")
     assert len(first) == 1, "one panel of answers is shown"
-    slider.locator(".noUi-handle").first.focus()
-    page.keyboard.press("ArrowRight")
-    page.wait_for_timeout(500)
-    moved = page.evaluate(VISIBLE_WIDGET_IMAGES)
+    moved = _step(page, slider)
     assert moved and moved != first, "moving the lambda slider shows the answers at another weight"
     task.locator("select").select_option(index=1)
     page.wait_for_timeout(500)
