@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vqtto import artifacts, cli
+from vqtto import artifacts, cli, search
 
 SIDE = 16  # tiny grayscale images; the VQ-VAE gives 4 x 4 grids
 
@@ -100,8 +100,8 @@ def test_reconstruct_search_writes_images_codes_and_record(files, tmp_path):
     assert _run("search", "--model", files["model"], "--source", files["a"], "--target", files["b"], "--out", out,
                 "--max-unique", 20, "--quiet") == 0
     record, codes, _ = _outputs(out, 1)
-    assert record["settings"]["task"] == "reconstruct" and record["method"] == "alg2"
-    assert record["settings"]["search"]["max_unique"] == 20 and record["settings"]["search"]["alpha"] == 0.1
+    assert record["settings"]["task"] == "reconstruct" and record["method"] == search.DEFAULT == "relaxed"
+    assert record["settings"]["search"]["max_unique"] == 20 and record["settings"]["search"]["lr"] == 0.1
     pair = record["pairs"][0]
     assert pair["source"] == "00.png" and pair["target"] == "01.png" and pair["best_loss"] <= pair["start_loss"]
     assert record["model"]["config"]["dataset"]["shape"] == [1, SIDE, SIDE]
@@ -111,9 +111,9 @@ def test_reconstruct_search_writes_images_codes_and_record(files, tmp_path):
 def test_inpaint_search_matches_only_the_visible_pixels(files, tmp_path):
     out = tmp_path / "found"
     assert _run("search", "--source", files["a"], "--target", files["b"], "--task", "inpaint", "--mask", files["mask"],
-                "--out", out, "--model", files["model"], "--method", "greedy", "--quiet") == 0
+                "--out", out, "--model", files["model"], "--max-unique", 20, "--quiet") == 0
     record, _, pngs = _outputs(out, 1)
-    assert record["settings"]["task"] == "inpaint" and record["method"] == "greedy"
+    assert record["settings"]["task"] == "inpaint" and record["method"] == search.DEFAULT
     found = np.asarray(Image.open(pngs[0]), dtype=np.float32) / 255
     target = np.asarray(Image.open(files["b"]), dtype=np.float32) / 255
     visible = np.asarray(Image.open(files["mask"])) > 127
@@ -187,18 +187,24 @@ def _bad_cases(f):
                           "--task edit needs --radius, an integer >= 1"),
         "edit with a method without radius": (["--source", f["a"], "--target", f["a"], "--task", "edit", "--radius", "2",
                                                "--method", "greedy"],
-                                              "one of relaxed, gwg, screened-sa"),
+                                              "stays within a radius: one of relaxed,"),
         "radius without edit": (["--source", f["a"], "--radius", "2"], "--radius applies to --task edit"),
-        "setting of another method": (["--source", f["a"], "--tau", "2"], "does not take --tau"),
+        "setting of another method": (["--source", f["a"], "--alpha", "2"], "does not take --alpha"),
         "factor": (["--source", f["a"], "--task", "super-resolve", "--factor", "3"], "--factor 3"),
-        "bad setting": (["--source", f["a"], "--alpha", "-1"], "alpha must be > 0"),
+        "bad setting": (["--source", f["a"], "--method", "alg2", "--alpha", "-1"], "alpha must be > 0"),
+        "inpaint with a method that moves every position": (["--source", f["a"], "--task", "inpaint", "--mask", f["mask"],
+                                                             "--method", "greedy"], "keeps the visible region's codes"),
+        "weight without a prior": (["--source", f["a"], "--weight", "0.1"], "--weight needs a prior"),
+        "negative weight": (["--source", f["a"], "--weight", "-1"], "--weight must be a number >= 0"),
+        "prior of another kind": (["--source", f["a"], "--prior", f["a"]], "--prior"),
+        "budget": (["--source", f["a"], "--budget", "0"], "--budget must be > 0"),
         "pairs of a folder model": (["--pairs", "2"], "trained on a folder"),
     }
 
 
 @pytest.mark.parametrize("case", list(_bad_cases({k: Path(k) for k in (
     "missing", "corrupt", "truncated", "a", "big", "rgb", "mask_small", "mask_black", "mask_white", "not_ckpt",
-    "prior")})))
+    "prior", "mask")})))
 def test_bad_input_is_refused_with_exit_code_2_before_any_work(files, tmp_path, capsys, case):
     argv, message = _bad_cases(files)[case]
     if "--model" not in argv:

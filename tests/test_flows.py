@@ -153,7 +153,7 @@ def test_pulse_search_returns_the_best_argmax_grid_and_its_loss():
     res = flows.pulse_search(model, flow, mse_to(targets), batch=3, grid=(h, w), steps=5, lr=0.1)
     assert res.best_indices.shape == (3, h, w) and res.relaxed_losses.shape == (5, 3)
     with torch.no_grad():
-        again = mse_to(targets)(model.decode_indices(res.best_indices))
+        again = mse_to(targets)(model.decode(model.lookup(res.best_indices)))
     assert torch.allclose(again, res.best_losses)
     assert (res.best_losses <= res.argmax_losses.min(0).values + 1e-7).all()
     with pytest.raises(ValueError, match="P="):

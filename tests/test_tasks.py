@@ -6,9 +6,10 @@ import math
 import pytest
 import torch
 
-from vqtto import anchors, search, tasks
+from vqtto import search, tasks
+from vqtto.tasks import anchors
 from vqtto.pixelcnn import GatedPixelCNN, PixelCNNConfig
-from vqtto.task_search import guided_search
+from vqtto.tasks.guided import guided_search
 
 
 @pytest.fixture

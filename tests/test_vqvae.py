@@ -12,7 +12,7 @@ def test_shapes(tiny_vqvae):
     assert q.indices.shape == (3, 7, 7) and q.indices.dtype == torch.long
     assert q.codes.shape == z_e.shape
     assert tiny_vqvae.decode(q.codes).shape == x.shape
-    assert torch.allclose(tiny_vqvae.decode_indices(q.indices), tiny_vqvae.decode(q.codes), atol=1e-6)
+    assert torch.allclose(tiny_vqvae.decode(tiny_vqvae.lookup(q.indices)), tiny_vqvae.decode(q.codes), atol=1e-6)
     assert torch.equal(tiny_vqvae.encode_indices(x), q.indices)
 
 

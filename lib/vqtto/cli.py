@@ -22,7 +22,7 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -100,96 +100,16 @@ def write_folder(path: Path, fill: Callable[[Path], None]) -> None:
         raise
 
 
-# --- models: checkpoints and the cache -------------------------------------------------------------
+# --- models: checkpoints and the cache (vqtto.models does the work) ------------------------------
 
-def read_checkpoint(path: Path, kind: str) -> tuple[dict, dict]:
-    """The ``(config, payload)`` of the checkpoint at ``path``, verified, holding a ``kind``; no code runs."""
+def model_source(path: Path | None, dataset: str = "fashion-mnist", k: int = 512, profile: str = "quick"):
+    """:meth:`vqtto.models.ModelSource.of`, its checkpoint errors as :class:`BadInput` naming ``--model``."""
+    from . import models
+
     try:
-        with open(path, "rb") as fh:
-            header = json.loads(fh.readline())
-    except OSError as err:
-        raise BadInput(f"--model {path}: cannot read it ({err.strerror or err})") from None
-    except ValueError:
-        raise BadInput(f"--model {path}: not a vqtto checkpoint (no JSON header line)") from None
-    if not isinstance(header, dict) or "kind" not in header or "config" not in header:
-        raise BadInput(f"--model {path}: not a vqtto checkpoint")
-    if header["kind"] != kind:
-        raise BadInput(f"--model {path}: holds a {header['kind']!r} checkpoint, not a {kind!r} one")
-    try:
-        return header["config"], artifacts.read(path, kind, header["config"])
-    except (artifacts.CorruptArtifact, artifacts.ArtifactMismatch) as err:
+        return models.ModelSource.of(path, dataset, k, profile)
+    except models.CheckpointError as err:
         raise BadInput(f"--model {err}") from None
-
-
-def image_shape(config: dict) -> tuple[int, int, int]:
-    """``(C, H, W)`` of the images a VQ-VAE of ``config`` was trained on."""
-    dataset = config["dataset"]
-    return tuple(dataset["shape"]) if isinstance(dataset, dict) else DATASET_SHAPES[dataset]
-
-
-@dataclass
-class VQVAESource:
-    """The VQ-VAE a command uses: a verified checkpoint, or the cache's (trained there if absent).
-
-    Attributes:
-        config: its full config (what keys the cache).
-        payload: the checkpoint's contents; None for the cache's model.
-        cached: ``dataset``, ``k`` and ``profile`` of the cache's model; None for a checkpoint.
-        label: how messages and the record name it.
-    """
-
-    config: dict
-    payload: dict | None
-    cached: dict | None
-    label: str
-
-    @classmethod
-    def from_args(cls, model: Path | None, dataset: str, k: int, profile: str) -> "VQVAESource":
-        from . import models
-
-        if model is not None:
-            config, payload = read_checkpoint(model, "vqvae")
-            return cls(config, payload, None, str(model))
-        cached = {"dataset": dataset, "k": k, "profile": profile}
-        return cls(models.vqvae_config(dataset, k, profile), None, cached,
-                   f"the cache's {dataset} VQ-VAE, k={k}, profile {profile}")
-
-    def load(self, device: torch.device, progress: bool):
-        """The :class:`vqtto.models.TrainedVQVAE` (the cache's is trained and cached if absent)."""
-        from . import models
-
-        if self.payload is None:
-            return models.vqvae(**self.cached, device=device, progress=progress)
-        return trained_vqvae(self.config, self.payload, device)
-
-
-def trained_vqvae(config: dict, payload: dict, device: torch.device):
-    """A checkpoint's payload -> :class:`vqtto.models.TrainedVQVAE` on ``device``, in eval mode."""
-    from .models import TrainedVQVAE
-    from .training import History
-    from .vqvae import VQVAE, VQVAEConfig
-
-    model = VQVAE(VQVAEConfig(**config["model"]))
-    model.load_state_dict(payload["state_dict"])
-    model.to(device).eval()
-    return TrainedVQVAE(model=model, history=History(**payload["history"]), test=payload["test"], config=config)
-
-
-def state_payload(model: torch.nn.Module, history, test: dict) -> dict:
-    """What a checkpoint keeps of a trained model: CPU weights, its curves, its test metrics."""
-    return {"state_dict": {n: t.cpu() for n, t in model.state_dict().items()}, "history": history.as_dict(),
-            "test": test}
-
-
-def export(kind: str, config: dict, out: Path | None) -> Path:
-    """Copy the cache's file of ``(kind, config)`` to ``out`` atomically (when given); returns the cache path."""
-    path = artifacts.path_for(kind, config)
-    if out is not None:
-        artifacts.write_atomically(out, path.read_bytes())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(out, 0o666 & ~umask)  # a file for the user, not the cache's private temporary
-    return path
 
 
 # --- reading inputs --------------------------------------------------------------------------------
@@ -252,7 +172,7 @@ def check_train(args) -> Callable[[], int]:
             tv = models.vqvae(args.dataset, k=args.k, profile=args.profile, device=device, progress=progress,
                               **overrides)
         else:
-            tv = _train_on_folder(config, imgs, device, progress)
+            tv = models.vqvae_on_images(config, imgs, device, progress)
         return tv.config, (f"VQ-VAE k={tv.k}: test MSE {tv.test['recon']:.5f}, {tv.test['codes_used']} codes used, "
                            f"perplexity {tv.test['perplexity']:.1f}")
 
@@ -262,34 +182,19 @@ def check_train(args) -> Callable[[], int]:
 def _training_work(args, kind: str, build: Callable[[torch.device, bool], tuple[dict, str]]) -> Callable[[], int]:
     """The work of ``train`` and ``prior``: ``build(device, progress) -> (config, summary)`` on every
     rank into the staged cache; rank 0 then exports the cache file to ``--out`` and reports."""
+    from . import models
+
     def work() -> int:
         world, device = distributed.init(pick_device(args.device))
         with distributed.staged_cache():
             config, summary = build(device, not args.quiet and world.main)
         if world.main:
-            path = export(kind, config, args.out)
+            path = models.export(kind, config, args.out)
             print(summary)
             print(f"checkpoint: {args.out or path}")
         return EXIT_OK
 
     return work
-
-
-def _train_on_folder(config: dict, imgs: torch.Tensor, device: torch.device, progress: bool):
-    """Train (or load from the cache) a VQ-VAE of ``config`` on a folder's images; evaluated on them too."""
-    from .training import TrainConfig, train_vqvae, vqvae_metrics
-    from .vqvae import VQVAE, VQVAEConfig
-
-    cfg = TrainConfig(**config["train"])
-    data = data_mod.ImageSet(imgs, torch.zeros(imgs.shape[0], dtype=torch.long), "folder")
-
-    def build() -> dict:
-        torch.manual_seed(cfg.seed)
-        model = VQVAE(VQVAEConfig(**config["model"]))
-        hist = train_vqvae(model, data, data, cfg, device, progress=progress)
-        return state_payload(model, hist, vqvae_metrics(model, imgs[: cfg.test_limit], device))
-
-    return trained_vqvae(config, artifacts.load_or_build("vqvae", config, build), device)
 
 
 # --- prior -----------------------------------------------------------------------------------------
@@ -300,7 +205,7 @@ def check_prior(args) -> Callable[[], int]:
 
     if args.out is not None:
         check_output(args.out, args.overwrite, folder=False)
-    source = VQVAESource.from_args(args.model, args.dataset, args.k, args.profile)
+    source = model_source(args.model, args.dataset, args.k, args.profile)
     overrides = _train_overrides(args)
     folder = isinstance(source.config["dataset"], dict)
     if folder and args.class_conditional:
@@ -313,108 +218,49 @@ def check_prior(args) -> Callable[[], int]:
                                    class_conditional=args.class_conditional, **overrides)
             config, test = trained.config, trained.test
         else:
-            config, test = _train_prior(source.load(device, progress), args, overrides, device, progress)
+            vq = source.load(device, progress)
+            folder = folder_images(vq.config["dataset"]) if isinstance(vq.config["dataset"], dict) else None
+            config, test = models.prior_of(vq, args.profile, args.class_conditional, device, progress, folder,
+                                           **overrides)
         return config, (f"PixelCNN prior k={config['model']['k']}: test {test['nats_per_position']:.4f} nats per "
                         f"position, {test['bits_per_image']:.1f} bits per image (uniform: {test['uniform_nats']:.4f})")
 
     return _training_work(args, "pixelcnn", build)
 
 
-def _train_prior(vq, args, overrides: dict, device: torch.device, progress: bool) -> tuple[dict, dict]:
-    """A prior over the codes of a checkpoint's VQ-VAE (a known data set's splits, or its folder)."""
-    from . import codes, models, pixelcnn
-    from .pixelcnn import GatedPixelCNN, PixelCNNConfig
-    from .training import PriorTrainConfig, train_prior
-
-    limits = models.prior_config(vq.config, args.profile, args.class_conditional, **overrides)["train"]
-    if isinstance(vq.config["dataset"], dict):
-        grids = codes.encode(vq.model, folder_images(vq.config["dataset"]), device, progress=progress)
-        sets = [codes.CodeSet(grids, torch.zeros(len(grids), dtype=torch.long), vq.k, "folder")] * 2
-    else:
-        sets = [codes.index_dataset(vq, split, limit=limits[f"{split}_limit"], device=device, progress=progress)
-                for split in ("train", "test")]
-    config = models.prior_config(vq.config, args.profile, args.class_conditional, grid=sets[0].grid_shape, **overrides)
-    cfg = PriorTrainConfig(**config["train"])
-
-    def build() -> dict:
-        torch.manual_seed(cfg.seed)
-        prior = GatedPixelCNN(PixelCNNConfig(**config["model"]))
-        hist = train_prior(prior, sets[0], sets[1], cfg, device, progress=progress)
-        return state_payload(prior, hist, pixelcnn.evaluate(prior, sets[1].indices, sets[1].labels, device))
-
-    return config, artifacts.load_or_build("pixelcnn", config, build)["test"]
-
-
 # --- search ----------------------------------------------------------------------------------------
 
-#: method -> (search function, the arguments the method fixes)
-METHODS: dict[str, tuple[Callable, dict]] = {
-    "alg1": (search.gradient_descent, {}),
-    "alg2": (search.straight_through, {"mask": "all"}),
-    "alg3": (search.straight_through, {"mask": "single"}),
-    "top": (search.straight_through, {"mask": "top"}),
-    "greedy": (search.greedy_coordinate, {}),
-    "relaxed": (search.relaxed_straight_through, {"prior": None, "movable": None, "radius": None}),
-    "gwg": (search.gibbs_with_gradients, {"start": None, "movable": None, "prior": None, "radius": None, "seed": 0}),
-    "screened-sa": (search.screened_annealing, {"start": None, "movable": None, "prior": None, "radius": None, "seed": 0}),
-}
-#: The methods that can stay within a Hamming radius of the source's code (``--task edit``).
-RADIUS_METHODS = ("relaxed", "gwg", "screened-sa")
-
-
-class _SettingsPassed(Exception):
-    """Raised by :class:`_ModelStandIn` when a search reaches its model: its settings were accepted."""
-
-
-class _ModelStandIn:
-    """What :func:`check_settings` hands a search instead of a model. Every search checks its
-    settings before it touches the model, so reaching ``codebook`` means they passed."""
-
-    @property
-    def codebook(self):
-        raise _SettingsPassed
-
-
-def check_settings(method: str, settings: dict) -> None:
-    """Refuse settings the search of ``method`` refuses (a :class:`BadInput` with its message), running nothing."""
-    fn, fixed = METHODS[method]
-    try:
-        fn(_ModelStandIn(), torch.zeros(1, 1, 1, 1), search.mse_to(torch.zeros(1, 1, 1, 1)), **fixed, **settings)
-    except _SettingsPassed:
-        return
-    except (ValueError, TypeError) as err:
-        raise BadInput(f"--method {method}: {err}") from None
-
-
 TASKS = ("reconstruct", "super-resolve", "inpaint", "edit")
+#: What each --task is called in :mod:`vqtto.tasks`.
+TASK_KINDS = {"reconstruct": "reconstruction", "super-resolve": "super-resolution", "inpaint": "inpainting",
+              "edit": "editing"}
+#: Options of ``search`` that every method takes (solve's own), so not among the method settings.
+GENERAL = ("budget", "chains", "seed")
 
 
 def method_settings(method: str) -> dict:
-    """The settings ``--method`` takes, with their defaults (read from the search function's signature)."""
-    fn, fixed = METHODS[method]
-    skip = {"progress", *fixed} | ({"m"} if method in ("alg2", "alg3") else set())
-    return {name: p.default for name, p in inspect.signature(fn).parameters.items()
-            if p.kind is inspect.Parameter.KEYWORD_ONLY and name not in skip}
+    """The settings ``--method`` takes as options, with their defaults (its registry settings less :data:`GENERAL`)."""
+    return {n: d for n, d in search.registry.settings_of(method).items() if n not in GENERAL}
 
 
 def _setting_doc(name: str) -> tuple[str, str]:
     """The first clause of the setting's description in a search function's docstring, and its annotation."""
     text, annotation = name.replace("_", " "), ""
-    for fn, _ in reversed(list(METHODS.values())):  # the first method's description wins
-        param = inspect.signature(fn).parameters.get(name)
+    for spec in reversed(list(search.REGISTRY.values())):  # the first method's description wins
+        param = inspect.signature(spec.fn).parameters.get(name)
         if param is None:
             continue
         annotation = str(param.annotation)
-        found = re.search(rf"^\s+{name}: (.+?)(?=\n\s+\w+: |\n\s*\n|\Z)", fn.__doc__ or "", re.M | re.S)
+        found = re.search(rf"^\s+{name}: (.+?)(?=\n\s+\w+: |\n\s*\n|\Z)", spec.fn.__doc__ or "", re.M | re.S)
         if found:
             text = re.split(r"(?<=[^.])[.;] ", " ".join(found.group(1).replace("``", "").split()), maxsplit=1)[0]
     return text.rstrip("."), annotation
 
 
 def all_settings() -> dict[str, dict[str, object]]:
-    """setting -> {method: default} over every method."""
+    """setting -> {method: default} over every method of the registry."""
     table: dict[str, dict[str, object]] = {}
-    for method in METHODS:
+    for method in search.registry.ids():
         for name, default in method_settings(method).items():
             table.setdefault(name, {})[method] = default
     return table
@@ -437,17 +283,18 @@ def _add_settings(parser: argparse.ArgumentParser) -> None:
 
 @dataclass
 class SearchInputs:
-    """What a search runs on, checked: sources and targets ``(B, C, H, W)`` (targets may be
-    ``(B, C, H/f, W/f)`` for super-resolution), their names, and the inpainting mask ``(H, W)``."""
+    """What a search runs on, checked: the evidence ``targets`` ``(B, C, H, W)`` (super-resolve:
+    possibly ``(B, C, H/f, W/f)``), the start images ``sources`` (None: start from the evidence),
+    their names, and the hidden pixels ``(H, W)`` bool of inpainting."""
 
-    sources: torch.Tensor
     targets: torch.Tensor
+    sources: torch.Tensor | None
     source_names: list
     target_names: list
-    mask: torch.Tensor | None
+    hidden: torch.Tensor | None = None
 
 
-def _pairs_inputs(args, source: VQVAESource) -> SearchInputs:
+def _pairs_inputs(args, source) -> SearchInputs:
     from . import pairs
 
     dataset = source.config["dataset"]
@@ -457,35 +304,32 @@ def _pairs_inputs(args, source: VQVAESource) -> SearchInputs:
     if args.pairs < 1:
         raise BadInput(f"--pairs must be >= 1, got {args.pairs}")
     pp = pairs.test_pairs(dataset, args.pairs, args.pair_seed)
-    return SearchInputs(pp.sources, pp.targets, [f"{dataset} test #{i}" for i in pp.source_ids.tolist()],
-                        [f"{dataset} test #{i}" for i in pp.target_ids.tolist()], None)
+    return SearchInputs(pp.targets, pp.sources, [f"{dataset} test #{i}" for i in pp.source_ids.tolist()],
+                        [f"{dataset} test #{i}" for i in pp.target_ids.tolist()])
 
 
 def _file_inputs(args, shape: tuple[int, int, int]) -> SearchInputs:
-    """Sources and targets from files; for super-resolve, low-resolution images ``(C, H/f, W/f)`` may be
-    given as targets, or as sources alone (the search then starts from them upsampled)."""
-    sources, source_names = read_inputs(args.source, "--source")
+    """The evidence (``--target``, else ``--source``) and the start images (``--source`` when a
+    ``--target`` is given); super-resolve takes low-resolution evidence ``(C, H/f, W/f)`` too."""
+    first, first_names = read_inputs(args.source, "--source")
     low = (shape[0], shape[1] // args.factor, shape[2] // args.factor)
     super_resolve = args.task == "super-resolve"
-    if super_resolve and args.target is None and tuple(sources.shape[1:]) == low:
-        targets, target_names = sources, source_names
-        sources = torch.nn.functional.interpolate(sources, scale_factor=args.factor, mode="bilinear")
-        return SearchInputs(sources, targets, source_names, target_names, None)
-    _check_shape(sources, shape, f"--source {args.source}")
     if args.target is None:
-        targets, target_names = sources, source_names
-    else:
-        targets, target_names = read_inputs(args.target, "--target")
-        if not (super_resolve and tuple(targets.shape[1:]) == low):
-            _check_shape(targets, shape, f"--target {args.target}")
-    n, m = len(sources), len(targets)
+        if not (super_resolve and tuple(first.shape[1:]) == low):
+            _check_shape(first, shape, f"--source {args.source}")
+        return SearchInputs(first, None, first_names, first_names)
+    _check_shape(first, shape, f"--source {args.source}")
+    targets, target_names = read_inputs(args.target, "--target")
+    if not (super_resolve and tuple(targets.shape[1:]) == low):
+        _check_shape(targets, shape, f"--target {args.target}")
+    n, m = len(first), len(targets)
     if n != m and 1 not in (n, m):
         raise BadInput(f"--source gives {n} images and --target {m}: give as many of each, or one of either")
     if m == 1 and n > 1:
         targets, target_names = targets.expand(n, -1, -1, -1), target_names * n
     if n == 1 and m > 1:
-        sources, source_names = sources.expand(m, -1, -1, -1), source_names * m
-    return SearchInputs(sources, targets, source_names, target_names, None)
+        first, first_names = first.expand(m, -1, -1, -1), first_names * m
+    return SearchInputs(targets, first, first_names, target_names)
 
 
 def _check_shape(images: torch.Tensor, shape, what: str) -> None:
@@ -496,120 +340,192 @@ def _check_shape(images: torch.Tensor, shape, what: str) -> None:
         raise BadInput(str(err)) from None
 
 
-def check_search(args) -> Callable[[], int]:
-    """Validate ``vqtto search``; returns the work."""
-    check_output(args.out, args.overwrite, folder=True)
+def _check_task_options(args) -> None:
+    """The options that belong to one task: --radius (edit), --mask (inpaint), --factor (super-resolve)."""
     if args.task == "edit":
         if args.radius is None or args.radius < 1:
             raise BadInput(f"--task edit needs --radius, an integer >= 1 (positions that may differ from the source's "
                            f"code), got {args.radius}")
-        if args.method not in RADIUS_METHODS:
-            raise BadInput(f"--task edit needs a --method that stays within a radius: one of {', '.join(RADIUS_METHODS)}; "
-                           f"got {args.method}")
+        if not search.registry.get(args.method).radius:
+            raise BadInput(f"--task edit needs a --method that stays within a radius: one of "
+                           f"{', '.join(search.registry.supporting(radius=True))}; got {args.method}")
         if args.target is None and args.pairs is None:
             raise BadInput("--task edit needs --target: the edited image the search should reach")
     elif args.radius is not None:
         raise BadInput(f"--radius applies to --task edit, not {args.task}")
-    given = {name for name in all_settings() if hasattr(args, name)}
-    allowed = method_settings(args.method)
-    if given - set(allowed):
-        raise BadInput(f"--method {args.method} does not take {', '.join('--' + n.replace('_', '-') for n in sorted(given - set(allowed)))}; "
-                       f"it takes {', '.join('--' + n.replace('_', '-') for n in allowed)}")
-    settings = {**allowed, **{name: getattr(args, name) for name in given}}
-    check_settings(args.method, settings)
-    if (args.source is None) == (args.pairs is None):
-        raise BadInput("give --source (and --target) image files or folders, or --pairs N; not both")
-    if args.source is None and args.target is not None:
-        raise BadInput("--target needs --source")
     if args.mask is not None and args.task != "inpaint":
         raise BadInput(f"--mask applies to --task inpaint, not {args.task}")
     if args.task == "inpaint" and args.mask is None:
         raise BadInput("--task inpaint needs --mask (a PNG: white = visible pixels)")
-    source = VQVAESource.from_args(args.model, "fashion-mnist", 512, "quick")
-    shape = image_shape(source.config)
-    if args.task == "super-resolve" and (args.factor < 1 or shape[1] % args.factor or shape[2] % args.factor):
-        raise BadInput(f"--factor {args.factor} must be >= 1 and divide the model's image size {shape[2]}x{shape[1]}")
+    if args.task == "inpaint" and not search.registry.get(args.method).movable:
+        raise BadInput(f"--task inpaint needs a --method that keeps the visible region's codes: one of "
+                       f"{', '.join(search.registry.supporting(movable=True))}; got {args.method}")
+
+
+def _settings(args) -> dict:
+    """The method settings given on the command line, checked against the method (nothing runs)."""
+    given = {name for name in all_settings() if hasattr(args, name)}
+    allowed = method_settings(args.method)
+    if given - set(allowed):
+        flags = lambda names: ", ".join("--" + n.replace("_", "-") for n in sorted(names))  # noqa: E731
+        raise BadInput(f"--method {args.method} does not take {flags(given - set(allowed))}; it takes {flags(allowed)}")
+    settings = {name: getattr(args, name) for name in given}
+    if args.chains is not None and args.prior is None and search.registry.get(args.method).chains:
+        settings["chains"] = args.chains
+    try:
+        search.registry.check_settings(args.method, settings)
+    except ValueError as err:
+        raise BadInput(f"--method {args.method}: {err}") from None
+    return settings
+
+
+@dataclass
+class PriorChoice:
+    """The prior a search uses: its config and payload (None: no prior), where it came from, and its weight."""
+
+    config: dict | None
+    payload: dict | None
+    label: str
+    weight: float | None
+
+
+def _prior_choice(args, source) -> PriorChoice:
+    """``--prior`` (verified against the model), else the cache's prior over the cache's model for
+    the tasks where the book uses one (not reconstruct), unless ``--no-prior``."""
+    from . import models, tasks
+
+    if args.weight is not None and (args.weight < 0 or args.weight != args.weight):
+        raise BadInput(f"--weight must be a number >= 0 (task loss per nat per position), got {args.weight}")
+    if args.prior is not None:
+        if args.no_prior:
+            raise BadInput("--prior and --no-prior contradict each other")
+        try:
+            config, payload = models.read_checkpoint(args.prior, "pixelcnn")
+        except models.CheckpointError as err:
+            raise BadInput(f"--prior {err}") from None
+        if config.get("vqvae") != source.config:
+            raise BadInput(f"--prior {args.prior} models the codes of another VQ-VAE than {source.label}")
+        if config["model"].get("n_classes"):
+            raise BadInput(f"--prior {args.prior} is class-conditional; a search needs an unconditional prior")
+        chosen = PriorChoice(config, payload, str(args.prior), None)
+    elif args.no_prior or args.task == "reconstruct" or source.cached is None:
+        chosen = PriorChoice(None, None, "none", None)
+    else:
+        found = source.cached_prior(source.cached["profile"])
+        chosen = (PriorChoice(None, None, "none (none in the cache)", None) if found is None else
+                  PriorChoice(*found, "the cache's PixelCNN over the model's codes", None))
+    if chosen.config is None:
+        if args.weight is not None:
+            raise BadInput("--weight needs a prior: give --prior (or use the cache's, without --no-prior)")
+        return chosen
+    if args.method not in tasks.guided.GUIDED:
+        raise BadInput(f"--method {args.method} cannot search with a prior; one of {', '.join(tasks.guided.GUIDED)} "
+                       f"can (or pass --no-prior)")
+    chosen.weight = tasks.default_weight(TASK_KINDS[args.task]) if args.weight is None else args.weight
+    return chosen
+
+
+def check_search(args) -> Callable[[], int]:
+    """Validate ``vqtto search``; returns the work."""
+    check_output(args.out, args.overwrite, folder=True)
+    _check_task_options(args)
+    settings = _settings(args)
+    if (args.source is None) == (args.pairs is None):
+        raise BadInput("give --source (and --target) image files or folders, or --pairs N; not both")
+    if args.source is None and args.target is not None:
+        raise BadInput("--target needs --source")
+    if args.budget is not None and not args.budget > 0:
+        raise BadInput(f"--budget must be > 0 (decoder-call equivalents per pair), got {args.budget}")
+    source = model_source(args.model)
+    shape = source.image_shape
+    if args.task == "super-resolve" and (args.factor < 2 or shape[1] % args.factor or shape[2] % args.factor):
+        raise BadInput(f"--factor {args.factor} must be >= 2 and divide the model's image size {shape[2]}x{shape[1]}")
+    prior = _prior_choice(args, source)
     inputs = _file_inputs(args, shape) if args.source is not None else _pairs_inputs(args, source)
     if args.mask is not None:
         try:
-            inputs.mask = images_mod.read_mask(args.mask, shape[1:])
+            visible = images_mod.read_mask(args.mask, shape[1:])
         except images_mod.ImageError as err:
             raise BadInput(f"--mask {err}") from None
-    return lambda: _run_search(args, source, inputs, settings)
+        inputs.hidden = visible < 0.5
+    return lambda: _run_search(args, source, prior, inputs, settings)
 
 
-def task_loss(task: str, targets: torch.Tensor, mask: torch.Tensor | None, factor: int) -> search.PairLoss:
-    """The per-pair loss of ``task`` on ``targets`` ``(B, C, H, W)`` (low-resolution ones for super-resolve)."""
-    if task == "super-resolve":
-        return search.downscaled_mse_to(targets, factor)
-    if task == "inpaint":
-        return search.masked_mse_to(targets, mask.to(targets.device))
-    return search.mse_to(targets)
+def build_task(args, model, inputs: SearchInputs, shape: tuple[int, int, int]):
+    """The :class:`vqtto.tasks.Task` of the command: what the user gave, as the library poses it
+    (``shape``: the model's ``(C, H, W)``)."""
+    from . import tasks
+    from .latent import encode_grids
+
+    dev = model.codebook.device
+    targets = inputs.targets.to(dev)
+    if args.task == "super-resolve":
+        low = targets if targets.shape[-1] != shape[2] else search.downscale(targets, args.factor)
+        task = tasks.super_resolve(low, args.factor)
+    elif args.task == "inpaint":
+        task = tasks.inpaint(targets, inputs.hidden.to(dev), model)
+    elif args.task == "edit":
+        return tasks.edit(targets, encode_grids(model, inputs.sources), args.radius)
+    else:
+        task = tasks.reconstruction(targets)
+    return task if inputs.sources is None else replace(task, source=inputs.sources.to(dev))
 
 
-@torch.no_grad()
-def _encode(model, images: torch.Tensor, device: torch.device, batch: int = 500) -> torch.Tensor:
-    """Images ``(B, C, H, W)`` -> continuous start latents ``(B, D, h, w)`` on ``device``."""
-    return torch.cat([model.encode(images[s:s + batch].to(device)) for s in range(0, images.shape[0], batch)])
+def _run_search(args, source, prior: PriorChoice, inputs: SearchInputs, settings: dict) -> int:
+    from . import models, tasks
 
-
-def _run_search(args, source: VQVAESource, inputs: SearchInputs, settings: dict) -> int:
     world, device = distributed.init(pick_device(args.device))
     progress = not args.quiet and world.main
     with distributed.staged_cache():
         vq = source.load(device, progress)
     model = vq.model
-    fn, fixed = METHODS[args.method]
-    loss = task_loss(args.task, inputs.targets.to(device), inputs.mask, args.factor)
-
-    def run(rows: torch.Tensor) -> search.SearchTrace:
-        z = _encode(model, inputs.sources[rows], device)
-        fixed_here = {**fixed, "radius": args.radius} if args.task == "edit" else fixed
-        return fn(model, z, loss.rows(rows.to(device)), progress=progress, **fixed_here, **settings)
-
-    if world.size > 1 and world.main and args.method == "relaxed" and settings.get("noise", 0) > 0:
-        print("note: the relaxed search draws its Gumbel noise for the whole batch of pairs, so with noise > 0 its "
-              "results depend on how the pairs are split across processes", file=sys.stderr)
+    pixelcnn = None if prior.config is None else models.prior_from(prior.config, prior.payload, device)
+    task = build_task(args, model, inputs, source.image_shape)
+    budget = tasks.DEFAULT_BUDGET if args.budget is None else args.budget
+    kw = dict(method=args.method, prior=pixelcnn, weight=prior.weight, budget=budget, seed=args.seed,
+              settings=settings, progress=progress)
+    if pixelcnn is not None:
+        kw.update(samples=args.samples, chains=args.chains or 4)
+    tasks.check_solve(task, args.method, pixelcnn, prior.weight, budget, kw.get("samples", 32), kw.get("chains", 4))
     t0 = time.perf_counter()
-    trace = distributed.sharded(run, len(inputs.sources))
+    found = distributed.sharded(lambda rows: tasks.solve(model, task.rows(rows.to(device)), **kw), len(task),
+                                join=tasks.Solution.join)
     wall = time.perf_counter() - t0
     if world.main:
-        write_folder(args.out, lambda tmp: _write_search(tmp, args, source, inputs, model, loss, trace, wall))
-        print(f"{len(trace)} pairs searched with {args.method} ({args.task}) in {wall:.1f} s on {world.size} "
-              f"process(es): mean best loss {trace.best_losses.mean():.5f} (start {torch.stack([l[0] for l in trace.losses]).mean():.5f}); "
+        write_folder(args.out, lambda tmp: _write_search(tmp, args, source, prior, inputs, found, wall))
+        print(f"{len(found)} images solved with {found.method} ({args.task}, prior: {prior.label}) in {wall:.1f} s on "
+              f"{world.size} process(es): mean loss {found.losses.mean():.5f} (start {found.start_losses.mean():.5f}); "
               f"results in {args.out}")
     return EXIT_OK
 
 
-def _write_search(folder: Path, args, source: VQVAESource, inputs: SearchInputs, model, loss, trace, wall: float) -> None:
+def _write_search(folder: Path, args, source, prior: PriorChoice, inputs: SearchInputs, found, wall: float) -> None:
     """The found images (PNG), their codes (``codes.pt``) and ``record.json`` into ``folder``."""
     from .progress import progress_bar
 
-    best = trace.best_indices
-    device = model.codebook.device
-    found_loss = []
     names = []
-    for start in progress_bar(range(0, len(trace), 256), desc="writing", disable=args.quiet):
-        rows = torch.arange(start, min(start + 256, len(trace)))
-        with torch.no_grad():
-            imgs = model.decode_indices(best[rows].to(device))
-            found_loss += loss.rows(rows.to(device))(imgs).tolist()
-        for i, img in zip(rows.tolist(), imgs):
-            names.append(f"found_{i:03d}.png")
-            images_mod.write_png(folder / names[-1], img)
-    torch.save({"start": torch.stack([g[0] for g in trace.grids]), "best": best, "final": trace.final_indices},
-               folder / "codes.pt")
-    settings = {name: value for name, value in vars(args).items() if name not in ("handler", "argv")}
+    for i in progress_bar(range(len(found)), desc="writing", disable=args.quiet):
+        names.append(f"found_{i:03d}.png")
+        images_mod.write_png(folder / names[-1], found.images[i])
+    torch.save({"start": found.start, "best": found.grids, "final": found.final}, folder / "codes.pt")
+    trace = found.trace
+    distinct = [int(g.shape[0]) for g in trace.grids] if trace is not None else [None] * len(found)
+    stops = list(trace.stop_reason) if trace is not None else ["budget"] * len(found)
+    best = trace.best_losses.tolist() if trace is not None else found.losses.tolist()
+    options = {name: value for name, value in vars(args).items() if name not in ("handler", "argv")}
     record = {
         "command": shlex.join(["vqtto", *args.argv]),
-        "settings": {**{k: str(v) if isinstance(v, Path) else v for k, v in settings.items()}, "search": trace.params},
+        "settings": {**{k: str(v) if isinstance(v, Path) else v for k, v in options.items()}, "search": found.settings},
         "model": {"source": source.label, "config": source.config},
-        "method": trace.method,
-        "pairs": [{"source": s, "target": t, "found": f, "found_loss": fl, "start_loss": float(l[0]),
-                   "best_loss": float(l.min()), "distinct_grids": int(g.shape[0]), "stop_reason": r}
-                  for s, t, f, fl, l, g, r in zip(inputs.source_names, inputs.target_names, names, found_loss,
-                                                  trace.losses, trace.grids, trace.stop_reason)],
-        "costs": {"decoded_images": trace.decoded_images, "search_seconds": trace.seconds, "wall_seconds": wall,
+        "prior": {"source": prior.label, "weight": prior.weight, "config": prior.config},
+        "method": found.method,
+        "pairs": [{"source": s, "target": t, "found": f, "found_loss": float(fl), "start_loss": float(sl),
+                   "best_loss": float(bl), "distinct_grids": d, "stop_reason": r}
+                  for s, t, f, fl, sl, bl, d, r in zip(inputs.source_names, inputs.target_names, names,
+                                                       found.losses.tolist(), found.start_losses.tolist(), best,
+                                                       distinct, stops)],
+        "costs": {"decoded_images": found.decoded_images, "equivalents_per_pair": found.equivalents,
+                  "search_seconds": found.seconds * len(found), "wall_seconds": wall,
                   "processes": distributed.world().size},
         "codes": "codes.pt: start, best, final index grids (B, h, w) int64; found_NNN.png decode best",
     }
@@ -660,28 +576,41 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, "checkpoint file to write (default: the cache only)")
     p.set_defaults(handler=check_prior)
 
-    s = sub.add_parser("search", help="search a VQ-VAE's codes for images that meet a constraint",
+    s = sub.add_parser("search", help="solve a task in a VQ-VAE's codes: reconstruct, super-resolve, inpaint, edit",
                        formatter_class=HelpFormatter, epilog=EPILOG,
-                       description="Start from each source image's code and search for the code whose decoded image "
-                                   "best meets the task's constraint on the target. Writes found_NNN.png, codes.pt "
-                                   "and record.json into --out.")
+                       description="Find the codes whose decoded image best meets the task's constraint, with "
+                                   "vqtto.tasks.solve: the book's best method by default, with the PixelCNN prior in "
+                                   "the search when one is given (--prior) or cached for the model (not for "
+                                   "reconstruct). Writes found_NNN.png, codes.pt and record.json into --out.")
     s.add_argument("--model", type=Path, default=None,
                    help="VQ-VAE checkpoint (default: the book's quick Fashion-MNIST model, k=512, from the cache)")
     s.add_argument("--source", type=Path, default=None,
-                   help="source image file or folder (super-resolve: may be the low-resolution images alone)")
-    s.add_argument("--target", type=Path, default=None, help="target image file or folder (default: the source)")
+                   help="image file or folder: the evidence when --target is absent (super-resolve: may be "
+                        "low-resolution), else the images the search starts from (edit: the originals)")
+    s.add_argument("--target", type=Path, default=None,
+                   help="the evidence: target, masked or edited images, or low-resolution ones (default: --source)")
     s.add_argument("--pairs", type=int, default=None, help="instead of files: N random test pairs of the model's data set")
     s.add_argument("--pair-seed", type=int, default=0, help="seed of the --pairs draw (the book's chapters use 0)")
-    s.add_argument("--task", default="reconstruct", choices=TASKS, help="the constraint on the target")
+    s.add_argument("--task", default="reconstruct", choices=TASKS, help="the constraint on the evidence")
     s.add_argument("--factor", type=int, default=2, help="super-resolve: average-pooling factor")
     s.add_argument("--mask", type=Path, default=None, help="inpaint: mask image, white = visible pixels")
     s.add_argument("--radius", type=int, default=None,
                    help="edit: the found code differs from the source's in at most this many positions (>= 1; "
-                        "methods relaxed, gwg and screened-sa)")
-    s.add_argument("--method", default="alg2", choices=list(METHODS),
-                   help="alg1: continuous gradient descent; alg2/alg3/top: straight-through (all / one / top-m "
-                        "positions); greedy: greedy coordinate; relaxed: relaxed straight-through; gwg: "
-                        "Gibbs-with-gradients; screened-sa: gradient-screened annealing")
+                        "methods " + ", ".join(search.registry.supporting(radius=True)) + ")")
+    s.add_argument("--method", default=search.DEFAULT, choices=search.registry.ids(),
+                   help="; ".join(f"{m}: {spec.summary}" for m, spec in search.REGISTRY.items()))
+    s.add_argument("--budget", type=float, default=None,
+                   help="decoder-call equivalents per image, the prior's draws included (default: "
+                        "vqtto.tasks.DEFAULT_BUDGET, 1000)")
+    s.add_argument("--prior", type=Path, default=None,
+                   help="PixelCNN checkpoint over the model's codes (vqtto prior --out): put it in the search")
+    s.add_argument("--no-prior", action="store_true", help="do not use the cache's prior even where there is one")
+    s.add_argument("--weight", type=float, default=None,
+                   help="the prior's weight, task loss per nat per position (default: the book's tuned weight for "
+                        "the task, vqtto.tasks.default_weight)")
+    s.add_argument("--samples", type=int, default=32, help="with a prior: its draws per image (each chain starts at one)")
+    s.add_argument("--chains", type=int, default=None, help="chains per image (with a prior: 4; samplers: theirs)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the draws and of the searches that draw")
     _add_settings(s)
     _common(s, "output folder (required)", out_required=True)
     s.set_defaults(handler=check_search)

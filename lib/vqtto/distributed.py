@@ -333,20 +333,23 @@ def join_traces(traces: list[SearchTrace]) -> SearchTrace:
                    decoded_images=sum(t.decoded_images for t in traces), seconds=max(t.seconds for t in traces))
 
 
-def _to_cpu(trace: SearchTrace) -> SearchTrace:
-    if trace.final_latents is None:
-        return trace
-    return replace(trace, final_latents=trace.final_latents.cpu())
+def _to_cpu(result):
+    """A trace (or a solution holding one) with its final latents moved to the CPU, for gathering."""
+    if isinstance(result, SearchTrace):
+        return result if result.final_latents is None else replace(result, final_latents=result.final_latents.cpu())
+    trace = getattr(result, "trace", None)
+    return result if trace is None else replace(result, trace=_to_cpu(trace))
 
 
-def sharded(search: Callable[[torch.Tensor], SearchTrace], n_pairs: int) -> SearchTrace | None:
+def sharded(search: Callable[[torch.Tensor], Any], n_pairs: int, join: Callable[[list], Any] | None = None):
     """Run ``search(rows)`` on this rank's contiguous share of the pair indices ``0 .. n_pairs-1``.
 
-    Returns the trace of all ``n_pairs`` pairs, in order, on rank 0 (on one process:
-    ``search(arange(n_pairs))`` itself) and None on the other ranks. A rank whose share is empty
-    (fewer pairs than ranks) searches nothing. For a search whose pairs are independent (Algorithms
-    1-3, the greedy search) the joined trace equals the unsharded run's; the relaxed search is not
-    (its start is scaled by the spread over its whole batch), so its results depend on the split.
+    Returns the result for all ``n_pairs`` pairs, in order, on rank 0 (on one process:
+    ``search(arange(n_pairs))`` itself) and None on the other ranks; the ranks' results are put
+    together by ``join`` (default: :func:`join_traces`, for a search returning a trace; a
+    :class:`vqtto.tasks.Solution` has ``Solution.join``). A rank whose share is empty (fewer pairs
+    than ranks) searches nothing. For a search whose pairs are independent (Algorithms 1-3, the
+    greedy and the relaxed search) the joined result equals the unsharded run's.
     """
     rows = torch.arange(n_pairs)
     w = world()
@@ -358,7 +361,7 @@ def sharded(search: Callable[[torch.Tensor], SearchTrace], n_pairs: int) -> Sear
     dist.all_gather_object(gathered, trace)
     if not w.main:
         return None
-    return join_traces([t for t in gathered if t is not None])
+    return (join or join_traces)([t for t in gathered if t is not None])
 
 
 # --- a local group without torchrun --------------------------------------------------------------

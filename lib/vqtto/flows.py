@@ -625,7 +625,7 @@ class PulseResult:
 
     Attributes:
         best_indices: ``(B, h, w)`` int64, the argmax index grid with the lowest loss seen.
-        best_losses: ``(B,)`` loss of ``decode_indices(best_indices)``.
+        best_losses: ``(B,)`` loss of ``decode(lookup(best_indices))``.
         final_indices: ``(B, h, w)`` the argmax grid at the last step.
         start_indices: ``(B, h, w)`` the argmax grid of the starting ``z`` (a sample of the flow).
         relaxed_losses: ``(steps, B)`` loss of the decoded codebook mixture at each step.
@@ -677,7 +677,7 @@ def pulse_search(
     The search runs with one CPU thread (:func:`one_thread`).
 
     Args:
-        model: a VQ-VAE (latent-decoder protocol: ``codebook``, ``decode``, ``decode_indices``).
+        model: a VQ-VAE (latent-decoder protocol: ``codebook``, ``lookup``, ``decode``).
         flow: a trained :class:`GridSimplexFlow` whose ``P`` equals ``h * w`` and ``k`` the codebook's.
         loss_fn: images ``(B, C, H, W)`` -> ``(B,)`` per-image losses (e.g. :func:`vqtto.constraints.mse_to`).
         batch: number of searches (targets), >= 1.
@@ -733,7 +733,7 @@ def _pulse_steps(model: nn.Module, flow: GridSimplexFlow, loss_fn: Callable[[tor
         losses = loss_fn(model.decode(codes))
         with torch.no_grad():
             idx = log_y.argmax(-1).reshape(batch, h, w)
-            hard = loss_fn(model.decode_indices(idx))
+            hard = loss_fn(model.decode(model.lookup(idx)))
             better = hard < best_losses
             best_losses = torch.where(better, hard, best_losses)
             best_idx[better] = idx[better]

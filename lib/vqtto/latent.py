@@ -11,7 +11,8 @@ these members of their ``model`` argument (and nothing else):
 Starting a search from images (and :func:`vqtto.search.reference_losses`) also needs
 ``encode(images (B, C, H, W)) -> (B, D, h, w)``: that is :class:`LatentAutoencoder`.
 :func:`check_latent_decoder` probes a model for all of this before any work, with an error that
-names what is missing or of the wrong shape. :class:`vqtto.vqvae.VQVAE` is a latent
+names what is missing or of the wrong shape. :func:`encode_latents`, :func:`encode_grids` and
+:func:`decode_grids` are the one chunked way to go between images and grids through the protocol. :class:`vqtto.vqvae.VQVAE` is a latent
 autoencoder; :class:`vqtto.adapters.VectorQuantizeAdapter` makes one of a model built on
 vector-quantize-pytorch.
 """
@@ -22,7 +23,8 @@ from typing import NamedTuple, Protocol, runtime_checkable
 
 import torch
 
-__all__ = ["LatentAutoencoder", "LatentDecoder", "LatentShapes", "check_latent_decoder"]
+__all__ = ["LatentAutoencoder", "LatentDecoder", "LatentShapes", "check_latent_decoder", "decode_grids", "encode_grids",
+           "encode_latents"]
 
 
 @runtime_checkable
@@ -183,3 +185,32 @@ def _describe(value) -> str:
     if isinstance(value, torch.Tensor):
         return f"{value.dtype} tensor {tuple(value.shape)}"
     return type(value).__name__
+
+
+# --- chunked passes through the protocol ----------------------------------------------------------
+
+def _device_of(model) -> torch.device:
+    return model.codebook.device
+
+
+@torch.no_grad()
+def encode_latents(model, images: torch.Tensor, batch: int = 512) -> torch.Tensor:
+    """Images ``(B, C, H, W)`` (any device) -> continuous latents ``(B, D, h, w)`` on the model's device, in chunks."""
+    dev = _device_of(model)
+    return torch.cat([model.encode(images[s:s + batch].to(dev)) for s in range(0, images.shape[0], batch)])
+
+
+@torch.no_grad()
+def encode_grids(model, images: torch.Tensor, batch: int = 512) -> torch.Tensor:
+    """Images ``(B, C, H, W)`` -> ``nearest(encode(images))`` ``(B, h, w)`` int64 on the model's device, in chunks."""
+    dev = _device_of(model)
+    return torch.cat([model.nearest(model.encode(images[s:s + batch].to(dev))) for s in range(0, images.shape[0], batch)])
+
+
+@torch.no_grad()
+def decode_grids(model, grids: torch.Tensor, batch: int = 1024) -> torch.Tensor:
+    """Index grids ``(..., h, w)`` int64 -> images ``(..., C, H, W)`` on the CPU, decoded in chunks of ``batch``."""
+    dev = _device_of(model)
+    flat = grids.reshape(-1, *grids.shape[-2:])
+    images = torch.cat([model.decode(model.lookup(flat[s:s + batch].to(dev))).cpu() for s in range(0, flat.shape[0], batch)])
+    return images.reshape(*grids.shape[:-2], *images.shape[1:])

@@ -6,11 +6,17 @@ the caller's overrides); a model absent from the cache is trained with a progres
     vq = models.vqvae("fashion-mnist", k=40, profile="quick")
     prior = models.prior("fashion-mnist", k=512, profile="quick")   # trains/loads its VQ-VAE too
     prior.train_codes, prior.test_codes                             # the index grids it was trained on
+
+Checkpoint files (what ``vqtto train --out`` writes) are the cache's files: :func:`read_checkpoint`
+verifies one and :class:`ModelSource` names the VQ-VAE a command uses (a checkpoint or the cache's).
 """
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -170,3 +176,156 @@ def prior(dataset: str = "fashion-mnist", k: int = 512, profile: str = "quick", 
     model, payload = _cached("pixelcnn", config, build, lambda: GatedPixelCNN(PixelCNNConfig(**config["model"])), device)
     return TrainedPrior(model=model, history=PriorHistory(**payload["history"]), test=payload["test"],
                         config=config, vqvae=vq, train_codes=train, test_codes=test)
+
+
+# --- checkpoint files ----------------------------------------------------------------------------
+
+#: ``(C, H, W)`` of the images of each data set the library knows.
+DATASET_SHAPES = {"fashion-mnist": (1, 28, 28), "cifar10": (3, 32, 32),
+                  "miniimagenet": (3, data_mod.MINIIMAGENET_SIZE, data_mod.MINIIMAGENET_SIZE)}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used: unreadable, not a vqtto checkpoint, of another kind, corrupt."""
+
+
+def read_checkpoint(path: Path, kind: str) -> tuple[dict, dict]:
+    """The ``(config, payload)`` of the checkpoint at ``path``, verified, holding a ``kind``; no code runs.
+
+    Raises:
+        CheckpointError: naming ``path`` and what is wrong with it.
+    """
+    try:
+        with open(path, "rb") as fh:
+            header = json.loads(fh.readline())
+    except OSError as err:
+        raise CheckpointError(f"{path}: cannot read it ({err.strerror or err})") from None
+    except ValueError:
+        raise CheckpointError(f"{path}: not a vqtto checkpoint (no JSON header line)") from None
+    if not isinstance(header, dict) or "kind" not in header or "config" not in header:
+        raise CheckpointError(f"{path}: not a vqtto checkpoint")
+    if header["kind"] != kind:
+        raise CheckpointError(f"{path}: holds a {header['kind']!r} checkpoint, not a {kind!r} one")
+    try:
+        return header["config"], artifacts.read(path, kind, header["config"])
+    except (artifacts.CorruptArtifact, artifacts.ArtifactMismatch) as err:
+        raise CheckpointError(str(err)) from None
+
+
+def image_shape(config: dict) -> tuple[int, int, int]:
+    """``(C, H, W)`` of the images a VQ-VAE of ``config`` was trained on."""
+    dataset = config["dataset"]
+    return tuple(dataset["shape"]) if isinstance(dataset, dict) else DATASET_SHAPES[dataset]
+
+
+def vqvae_from(config: dict, payload: dict, device: torch.device) -> TrainedVQVAE:
+    """A checkpoint's ``(config, payload)`` -> :class:`TrainedVQVAE` on ``device``, in eval mode."""
+    model = VQVAE(VQVAEConfig(**config["model"]))
+    model.load_state_dict(payload["state_dict"])
+    model.to(device).eval()
+    return TrainedVQVAE(model=model, history=History(**payload["history"]), test=payload["test"], config=config)
+
+
+def prior_from(config: dict, payload: dict, device: torch.device) -> GatedPixelCNN:
+    """A prior checkpoint's ``(config, payload)`` -> the :class:`GatedPixelCNN` on ``device``, in eval mode."""
+    model = GatedPixelCNN(PixelCNNConfig(**config["model"]))
+    model.load_state_dict(payload["state_dict"])
+    return model.to(device).eval()
+
+
+@dataclass
+class ModelSource:
+    """The VQ-VAE a command uses: a verified checkpoint, or the cache's (trained there if absent).
+
+    Attributes:
+        config: its full config (what keys the cache).
+        payload: the checkpoint's contents; None for the cache's model.
+        cached: ``dataset``, ``k`` and ``profile`` of the cache's model; None for a checkpoint.
+        label: how messages and records name it.
+    """
+
+    config: dict
+    payload: dict | None
+    cached: dict | None
+    label: str
+
+    @classmethod
+    def of(cls, checkpoint: Path | None, dataset: str = "fashion-mnist", k: int = 512,
+           profile: str = "quick") -> "ModelSource":
+        """The checkpoint at ``checkpoint`` (verified now), or the cache's model of ``dataset``, ``k``, ``profile``."""
+        if checkpoint is not None:
+            config, payload = read_checkpoint(checkpoint, "vqvae")
+            return cls(config, payload, None, str(checkpoint))
+        return cls(vqvae_config(dataset, k, profile), None, {"dataset": dataset, "k": k, "profile": profile},
+                   f"the cache's {dataset} VQ-VAE, k={k}, profile {profile}")
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return image_shape(self.config)
+
+    def load(self, device: torch.device, progress: bool) -> TrainedVQVAE:
+        """The :class:`TrainedVQVAE` (the cache's is trained and cached if absent)."""
+        if self.payload is None:
+            return vqvae(**self.cached, device=device, progress=progress)
+        return vqvae_from(self.config, self.payload, device)
+
+    def cached_prior(self, profile: str) -> tuple[dict, dict] | None:
+        """``(config, payload)`` of the unconditional PixelCNN over this model's codes if the cache
+        holds one (for a known data set at ``profile``), else None; nothing is trained."""
+        if self.cached is None:
+            return None
+        shape = self.image_shape
+        grid = (shape[1] // 4, shape[2] // 4)
+        config = prior_config(self.config, profile, grid=grid)
+        path = artifacts.path_for("pixelcnn", config)
+        if not path.exists():
+            return None
+        return config, artifacts.read(path, "pixelcnn", config)
+
+
+def vqvae_on_images(config: dict, images: torch.Tensor, device: torch.device, progress: bool) -> TrainedVQVAE:
+    """Train (or load from the cache) a VQ-VAE of ``config`` on ``images`` ``(N, C, H, W)``; evaluated on them too."""
+    cfg = TrainConfig(**config["train"])
+    data = data_mod.ImageSet(images, torch.zeros(images.shape[0], dtype=torch.long), "folder")
+
+    def build() -> dict:
+        torch.manual_seed(cfg.seed)
+        model = VQVAE(VQVAEConfig(**config["model"]))
+        hist = train_vqvae(model, data, data, cfg, device, progress=progress)
+        return _payload(model, hist, vqvae_metrics(model, images[: cfg.test_limit], device))
+
+    return vqvae_from(config, artifacts.load_or_build("vqvae", config, build), device)
+
+
+def prior_of(vq: TrainedVQVAE, profile: str, class_conditional: bool, device: torch.device, progress: bool,
+             images: torch.Tensor | None = None, **overrides: Any) -> tuple[dict, dict]:
+    """A PixelCNN over the codes of a checkpoint's VQ-VAE ``vq``: over its data set's splits, or over
+    ``images`` (the folder it was trained on); from the cache or trained. Returns ``(config, test metrics)``."""
+    limits = prior_config(vq.config, profile, class_conditional, **overrides)["train"]
+    if images is not None:
+        grids = codes.encode(vq.model, images, device, progress=progress)
+        sets = [codes.CodeSet(grids, torch.zeros(len(grids), dtype=torch.long), vq.k, "folder")] * 2
+    else:
+        sets = [codes.index_dataset(vq, split, limit=limits[f"{split}_limit"], device=device, progress=progress)
+                for split in ("train", "test")]
+    config = prior_config(vq.config, profile, class_conditional, grid=sets[0].grid_shape, **overrides)
+    cfg = PriorTrainConfig(**config["train"])
+
+    def build() -> dict:
+        torch.manual_seed(cfg.seed)
+        model = GatedPixelCNN(PixelCNNConfig(**config["model"]))
+        hist = train_prior(model, sets[0], sets[1], cfg, device, progress=progress)
+        return _payload(model, hist, prior_metrics(model, sets[1].indices, sets[1].labels, device))
+
+    return config, artifacts.load_or_build("pixelcnn", config, build)["test"]
+
+
+def export(kind: str, config: dict, out: Path | None) -> Path:
+    """Copy the cache's file of ``(kind, config)`` to ``out`` atomically (when given); returns the cache path."""
+    path = artifacts.path_for(kind, config)
+    if out is not None:
+        artifacts.write_atomically(out, path.read_bytes())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(out, 0o666 & ~umask)  # a file for the user, not the cache's private temporary
+    return path

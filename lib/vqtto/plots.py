@@ -65,7 +65,7 @@ METHODS: dict[str, Method] = {
 
 
 def _method(method: str) -> Method:
-    if method[:3] == "top" and method[3:].isdigit():  # the top-m search's traces say "top4" for m = 4
+    if method == "top" or (method[:3] == "top" and method[3:].isdigit()):  # the registry's "top"; its traces say "top4" for m = 4
         method = "top-m"
     try:
         return METHODS[method]

@@ -214,10 +214,6 @@ class VQVAE(nn.Module):
         """Latents ``(B, D, h, w)`` (codes or any continuous tensor) -> images ``(B, C, H, W)``."""
         return self.decoder(codes)
 
-    def decode_indices(self, indices: torch.Tensor) -> torch.Tensor:
-        """Index grids ``(B, h, w)`` int64 -> images ``(B, C, H, W)``."""
-        return self.decoder(self.quantizer.lookup(indices))
-
     @torch.no_grad()
     def encode_indices(self, x: torch.Tensor) -> torch.Tensor:
         """Images ``(B, C, H, W)`` -> index grids ``(B, h, w)`` int64."""

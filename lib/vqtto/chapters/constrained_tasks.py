@@ -1,9 +1,9 @@
 """Chapter 8, super-resolution, inpainting and editing: search where the encoder has no answer.
 
-The tasks live in :mod:`vqtto.tasks`, the answers that need no search in :mod:`vqtto.anchors`, the
-prior-guided search in :mod:`vqtto.task_search`. This module holds the chapter's parameters, which
-method answers each task, the tables and figures, the lambda tuning on validation pairs and the
-typed result with its verdicts.
+The tasks live in :mod:`vqtto.tasks`, the answers that need no search in :mod:`vqtto.tasks.anchors`,
+and every searched answer is a call of :func:`vqtto.tasks.solve` (the command line's too). This
+module holds the chapter's parameters, which settings answer each task, the tables and figures,
+the lambda tuning on validation pairs and the typed result with its verdicts.
 """
 
 from __future__ import annotations
@@ -15,13 +15,14 @@ from typing import ClassVar, Mapping, Sequence
 import matplotlib.pyplot as plt
 import torch
 
-from .. import anchors, search, stats, tasks
+from .. import search, stats, tasks
+from ..latent import decode_grids
 from ..data import DATASETS
 from ..params import Param, at_least, chapter_schema, each, greater_than, nonempty, one_of
 from ..plots import bare, finish, method_color, method_label
 from ..report import ChapterResult
 from ..stats import Estimate
-from ..task_search import GuidedResult, guided_search
+from ..tasks import anchors
 
 PARAMS = chapter_schema({
     "dataset": Param(str, "data set of the VQ-VAE and prior", one_of(*DATASETS), default="fashion-mnist"),
@@ -98,10 +99,7 @@ class Setup:
 
     def decode(self, grids: torch.Tensor) -> torch.Tensor:
         """Grids ``(..., h, w)`` -> images ``(..., C, H, W)`` (CPU)."""
-        with torch.no_grad():
-            flat = grids.reshape(-1, *grids.shape[-2:]).to(self.model.codebook.device)
-            images = torch.cat([self.model.decode(self.model.lookup(flat[s:s + 1024])) for s in range(0, flat.shape[0], 1024)])
-        return images.cpu().reshape(*grids.shape[:-2], *images.shape[1:])
+        return decode_grids(self.model, grids)
 
 
 def real_range(trained_prior, limit: int = 2000) -> tuple[float, float]:
@@ -113,7 +111,7 @@ def real_range(trained_prior, limit: int = 2000) -> tuple[float, float]:
 
 
 def make_tasks(setup: Setup, truth: torch.Tensor, sources: torch.Tensor, donors: torch.Tensor, masks: Sequence[str],
-               factors: Sequence[int], edit: str, edit_size: int, seed: int = 0) -> dict[str, tasks.Task]:
+               factors: Sequence[int], edit: str, edit_size: int, seed: int = 0) -> dict[str, tasks.Benchmark]:
     """The inpainting and super-resolution tasks on ``truth`` and the editing task (radius 1, set per
     run) on ``sources`` with patches from ``donors``, all ``(B, C, H, W)`` on the model's device."""
     out = {}
@@ -137,7 +135,7 @@ class Answers:
     (None for image answers), ``cost[m]`` = (equivalents, seconds) per pair, the chains' answers
     ``chain_images`` ``(B, C, ...)`` of the guided search with the prior, and the weight used."""
 
-    task: tasks.Task
+    task: tasks.Benchmark
     images: dict
     grids: dict
     cost: dict
@@ -145,7 +143,7 @@ class Answers:
     weight: float
 
 
-def anchor_answers(setup: Setup, task: tasks.Task, neighbours: int) -> Answers:
+def anchor_answers(setup: Setup, task: tasks.Benchmark, neighbours: int) -> Answers:
     """The answers without search: encoder on the evidence, nearest neighbours, bilinear, own code."""
     enc = anchors.encoder_grids(setup.model, task.observed).cpu()
     own = anchors.encoder_grids(setup.model, task.truth).cpu()
@@ -162,31 +160,39 @@ def anchor_answers(setup: Setup, task: tasks.Task, neighbours: int) -> Answers:
     return ans
 
 
-def search_answers(setup: Setup, task: tasks.Task, ans: Answers, weight: float, P) -> Answers:
-    """Add the searches' answers to ``ans``, all at ``samples + budget`` equivalents per pair: the
-    relaxed search from the encoder's answer (no prior), the prior's best draw, the relaxed search
-    from the best draws without (``relaxed-draws``) and with the prior (``relaxed-prior``, and the
-    mean of its chains), and the annealed screened search with the prior."""
-    model, dev = setup.model, setup.model.codebook.device
-    start = ans.grids["encoder-observed"].to(dev)
-    kw = dict(samples=P.samples, chains=P.chains, budget=P.budget, temperature=P.temperature)
+def guided(setup: Setup, task: tasks.Benchmark, weight: float, P, method: str = "relaxed",
+           draws=None) -> tasks.Solution:
+    """:func:`vqtto.tasks.solve` with the chapter's prior at ``weight`` and ``samples + budget``
+    equivalents per pair (``draws``: the prior's completions of an earlier run, to share them)."""
+    settings = {"temperature": P.temperature} if method == "screened-sa" else {}
+    return tasks.solve(setup.model, task, method=method, prior=setup.prior, weight=weight, draws=draws,
+                       samples=P.samples, chains=P.chains, budget=P.samples + P.budget, settings=settings)
+
+
+def best_draw(setup: Setup, task: tasks.Benchmark, draws: torch.Tensor) -> torch.Tensor:
+    """``(B, h, w)`` the prior's draw ``(B, S, h, w)`` of lowest task loss (the prior-only answer)."""
+    losses = tasks.guided.draw_losses(setup.model, task, draws)
+    return draws[torch.arange(draws.shape[0]), losses.argmin(1)]
+
+
+def search_answers(setup: Setup, task: tasks.Benchmark, ans: Answers, weight: float, P) -> Answers:
+    """Add the searches' answers to ``ans``, all :func:`vqtto.tasks.solve` calls at ``samples +
+    budget`` equivalents per pair: the default search from the encoder's answer (no prior), the
+    prior's best draw, the relaxed search from the best draws without (``relaxed-draws``) and with
+    the prior (``relaxed-prior``, and the mean of its chains), and the annealed screened search
+    with the prior."""
     runs, draws = {}, None
     for m, method, w in (("relaxed-draws", "relaxed", 0.0), ("relaxed-prior", "relaxed", weight),
                          ("screened-sa-prior", "screened-sa", weight)):
-        runs[m] = guided_search(model, setup.prior, task, start, weight=w, method=method, draws=draws, **kw)
+        runs[m] = guided(setup, task, w, P, method, draws)
         draws = runs[m].draws
-        ans.images[m], ans.grids[m], ans.cost[m] = setup.decode(runs[m].grids), runs[m].grids.cpu(), (
-            runs[m].equivalents, runs[m].seconds)
-    best_draw = runs["relaxed-draws"].draw_best
-    ans.images["prior-resample"], ans.grids["prior-resample"] = setup.decode(best_draw), best_draw
+        ans.images[m], ans.grids[m], ans.cost[m] = runs[m].images, runs[m].grids, (runs[m].equivalents, runs[m].seconds)
+    first = best_draw(setup, task, draws)
+    ans.images["prior-resample"], ans.grids["prior-resample"] = setup.decode(first), first
     ans.cost["prior-resample"] = (float(P.samples), math.nan)
-    total = P.samples + P.budget
-    with torch.no_grad():
-        z = model.encode(task.observed.to(dev))
-    rel = search.relaxed_straight_through(model, z, task.loss, max_steps=int(total // search.FORWARD_BACKWARD),
-                                          max_unique=int(total // search.FORWARD_BACKWARD), movable=task.movable)
-    ans.images["relaxed"], ans.grids["relaxed"] = setup.decode(rel.best_indices), rel.best_indices.cpu()
-    ans.cost["relaxed"] = (rel.decoder_equivalents / len(rel), rel.seconds / len(rel))
+    plain = tasks.solve(setup.model, task, budget=P.samples + P.budget)
+    ans.images["relaxed"], ans.grids["relaxed"], ans.cost["relaxed"] = plain.images, plain.grids, (
+        plain.equivalents, plain.seconds)
     ans.chain_images = setup.decode(runs["relaxed-prior"].chains)
     ans.images["chain-mean"], ans.grids["chain-mean"] = ans.chain_images.mean(1), None
     ans.cost["chain-mean"] = ans.cost["relaxed-prior"]
@@ -259,24 +265,21 @@ def table(rows: Sequence[MethodRow]) -> list[dict]:
 
 # --- tuning lambda -------------------------------------------------------------------------------
 
-def tune_weight(setup: Setup, val_tasks: Mapping[str, tasks.Task], weights: Sequence[float], P):
+def tune_weight(setup: Setup, val_tasks: Mapping[str, tasks.Benchmark], weights: Sequence[float], P):
     """For each task, the relaxed guided search on the validation images at lambda = 0 and every weight.
 
     Returns ``(chosen, sweep, answers)``: ``chosen[task]`` the weight > 0 of lowest median MSE on the
     measured pixels among those that put at least ``P.val_inside`` of the validation codes inside the
     real codes' central 95% (:func:`choose_weight`), ``sweep`` rows (task, weight, median MSE, share
-    inside), ``answers[(task, w)]`` the :class:`GuidedResult` of each run (for the explorer).
+    inside), ``answers[(task, w)]`` the :class:`~vqtto.tasks.Solution` of each run (for the explorer).
     """
     chosen, sweep, answers = {}, [], {}
-    dev = setup.model.codebook.device
     for name, task in val_tasks.items():
-        start = anchors.encoder_grids(setup.model, task.observed).to(dev)
         draws = None
         for w in [0.0, *weights]:
-            r = guided_search(setup.model, setup.prior, task, start, weight=w, draws=draws, samples=P.samples,
-                              chains=P.chains, budget=P.budget)
+            r = guided(setup, task, w, P, draws=draws)
             draws = r.draws
-            mse = stats.median(tasks.measure(task, setup.decode(r.grids).to(task.truth.device))["mse"])
+            mse = stats.median(tasks.measure(task, r.images)["mse"])
             nll = setup.nll(r.grids)
             inside = stats.share((nll >= setup.real_range[0]) & (nll <= setup.real_range[1]))
             sweep.append({"task": name, "lambda": w, "median MSE": mse, "inside real 95%": inside})
@@ -344,7 +347,7 @@ def answers_figure(ans: Answers, show: Sequence[int], title: str):
     return fig
 
 
-def weight_explorer_panels(setup: Setup, val_tasks: Mapping[str, tasks.Task], answers: Mapping, weights: Sequence[float],
+def weight_explorer_panels(setup: Setup, val_tasks: Mapping[str, tasks.Benchmark], answers: Mapping, weights: Sequence[float],
                     pairs: Sequence[int]) -> dict:
     """PNGs for the static explorer ``{(task, str(lambda)): png}``: observed, best answer, chains, truth."""
     from ..widgets import png_bytes
@@ -356,7 +359,7 @@ def weight_explorer_panels(setup: Setup, val_tasks: Mapping[str, tasks.Task], an
             chains = setup.decode(r.chains)
             fig, axes = plt.subplots(len(pairs), 3 + chains.shape[1], figsize=(1.3 * (3 + chains.shape[1]), 1.4 * len(pairs) + 0.4),
                                      squeeze=False)
-            best = setup.decode(r.grids)
+            best = r.images
             for row, i in enumerate(pairs):
                 imgs = [task.observed[i].cpu(), best[i], *chains[i], task.truth[i].cpu()]
                 heads = ["observed", "best answer", *[f"chain {c + 1}" for c in range(chains.shape[1])], "truth"]
@@ -383,18 +386,16 @@ class EditRow:
     changed: float
 
 
-def edit_curve(setup: Setup, task: tasks.Task, radii: Sequence[int], weight: float, P) -> tuple[list[EditRow], dict]:
+def edit_curve(setup: Setup, task: tasks.Benchmark, radii: Sequence[int], weight: float, P) -> tuple[list[EditRow], dict]:
     """The relaxed search with the prior within each Hamming radius of the source's code (one chain from
     the source's code, ``samples + budget`` equivalents); rows and answers per radius."""
     rows, found = [], {}
-    dev = setup.model.codebook.device
     for r in radii:
-        t = tasks.Task(**{**task.__dict__, "radius": int(r)})
-        res = guided_search(setup.model, setup.prior, t, task.start_grids.to(dev), weight=weight, samples=1, chains=1,
-                            budget=P.samples + P.budget)
-        img = setup.decode(res.grids)
-        changed = (res.grids.cpu() != task.start_grids.cpu()).flatten(1).sum(1)
-        rows.append(EditRow(int(r), stats.median_estimate(tasks.measure(t, img.to(task.truth.device))["mse"]),
+        t = task.with_radius(int(r))
+        res = tasks.solve(setup.model, t, prior=setup.prior, weight=weight, samples=1, chains=1, budget=P.samples + P.budget)
+        img = res.images
+        changed = (res.grids != task.start_grids.cpu()).flatten(1).sum(1)
+        rows.append(EditRow(int(r), stats.median_estimate(tasks.measure(t, img)["mse"]),
                             stats.median(setup.nll(res.grids)), stats.median(changed)))
         found[int(r)] = img
     return rows, found

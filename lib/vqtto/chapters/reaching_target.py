@@ -24,8 +24,8 @@ from ..report import ChapterResult
 #: The methods of the chapter, each at a budget of decoder-call equivalents per pair.
 METHOD_IDS = ("alg2-restarts", "alg2-tabu", "relaxed", "relaxed-annealed", "gwg", "dmala", "dmala-codebook", "pas-sa",
               "screened-sa")
-#: Those that take a mask of movable positions (the exact sub-problems).
-MASKABLE = ("gwg", "dmala", "dmala-codebook", "pas-sa", "screened-sa")
+#: Those that take a mask of movable positions with their own chains (the exact sub-problems).
+MASKABLE = tuple(m for m in METHOD_IDS if m in search.registry.supporting(movable=True, chains=True))
 
 PARAMS = chapter_schema({
     "dataset": Param(str, "data set of the searched VQ-VAE", one_of(*DATASETS), default="fashion-mnist"),
@@ -128,28 +128,17 @@ def reported_and_validation(dataset: str, pair_draw: int, n_pairs: int, pair_see
 
 def run(method: str, pb: Problem, budget: float, setting: Mapping, chains: int, seed: int = 0, start=None,
         movable=None) -> search.SearchTrace:
-    """Run ``method`` (one of :data:`METHOD_IDS`) on ``pb`` with ``budget`` equivalents per pair and ``setting``."""
-    rounds = max(1, int(budget // search.FORWARD_BACKWARD))
-    common = dict(chains=chains, budget=budget, seed=seed, start=start, movable=movable)
-    if method == "alg2-restarts":
-        return search.restarted_straight_through(pb.model, pb.z, pb.loss, budget=budget, seed=seed, **setting)
-    if method == "alg2-tabu":
-        return search.straight_through(pb.model, pb.z, pb.loss, tabu=True, max_unique=rounds, max_rounds=rounds)
-    if method == "relaxed":
-        return search.relaxed_straight_through(pb.model, pb.z, pb.loss, max_steps=rounds, max_unique=rounds)
-    if method == "relaxed-annealed":
-        return search.relaxed_straight_through(pb.model, pb.z, pb.loss, max_steps=rounds, max_unique=rounds, seed=seed,
-                                               tau_end=0.1, noise_until=2 / 3, pull=0.05, **setting)
-    if method == "gwg":
-        return search.gibbs_with_gradients(pb.model, pb.z, pb.loss, anneal=True, **setting, **common)
-    if method in ("dmala", "dmala-codebook"):
-        dist = "codebook" if method.endswith("codebook") else "onehot"
-        return search.discrete_langevin(pb.model, pb.z, pb.loss, dist=dist, anneal=True, **setting, **common)
-    if method == "pas-sa":
-        return search.path_annealing(pb.model, pb.z, pb.loss, **setting, **common)
-    if method == "screened-sa":
-        return search.screened_annealing(pb.model, pb.z, pb.loss, m=16, **setting, **common)
-    raise ValueError(f"method must be one of {list(METHOD_IDS)}, got {method!r}")
+    """Run ``method`` (one of :data:`METHOD_IDS`) on ``pb`` with ``budget`` equivalents per pair and
+    ``setting``, through :mod:`vqtto.search.registry` (samplers with ``chains`` chains per pair)."""
+    if method not in METHOD_IDS:
+        raise ValueError(f"method must be one of {list(METHOD_IDS)}, got {method!r}")
+    spec = search.registry.get(method)
+    kw = dict(setting)
+    if "seed" in search.registry.settings_of(method):
+        kw.setdefault("seed", seed)
+    if spec.chains:
+        kw.setdefault("chains", chains)
+    return search.registry.run(method, pb.model, pb.z, pb.loss, budget=budget, start=start, movable=movable, **kw)
 
 
 def candidate_settings(method: str, temperatures: Sequence[float], relaxed_noises: Sequence[float],

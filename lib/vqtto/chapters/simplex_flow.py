@@ -19,6 +19,7 @@ import torch
 from .. import flows, paper, stats
 from ..constraints import mse_to
 from ..data import DATASETS
+from ..latent import decode_grids
 from ..params import Param, at_least, chapter_schema, each, greater_than, nonempty, one_of
 from ..plots import image_rows, method_color, method_label
 from .paper_flow import (TOY_PARAMS, ToyExperimentResult, diverged_configurations, divergence_fractions,
@@ -157,9 +158,9 @@ def code_grid_samples_figure(model, train_codes: torch.Tensor, probs: torch.Tens
                              grid: tuple[int, int], seed: int, n: int = 10):
     """Decoded index grids, one row each: training images' codes, the per-position categorical, the flow's argmax."""
     device = model.codebook.device
-    rows = {"training images": model.decode_indices(train_codes[:n].to(device)).cpu(),
-            "categorical": model.decode_indices(flows.sample_code_grids(probs, n, grid, seed).to(device)).cpu(),
-            "flow (argmax)": model.decode_indices(flow_grids[:n].to(device)).cpu()}
+    rows = {"training images": decode_grids(model, train_codes[:n].to(device)),
+            "categorical": decode_grids(model, flows.sample_code_grids(probs, n, grid, seed).to(device)),
+            "flow (argmax)": decode_grids(model, flow_grids[:n].to(device))}
     return image_rows(rows, title="decoded code grids: real, per-position prior, flow")
 
 
@@ -386,7 +387,7 @@ def searched_images_figure(model, sources: torch.Tensor, targets: torch.Tensor,
     """Source, target, and the decoded best grid of the own code, Algorithm 2 and the search through the flow."""
     rows = {"source image": sources[:n_show].cpu(), method_label("target"): targets[:n_show].cpu()}
     for row in ("own-code", "alg2", "pulse"):
-        rows[row_label(row)] = model.decode_indices(found[row][1][:n_show]).cpu()
+        rows[row_label(row)] = decode_grids(model, found[row][1][:n_show])
     return image_rows(rows, title="searches towards the target (MSE), best index grid found")
 
 

@@ -41,6 +41,9 @@ Modules, one concept each:
   adds to its loss (``prior=``); the samplers also take ``radius=`` (a Hamming ball).
 - :mod:`~vqtto.search.prior_resampling`: :func:`prior_resample` (``"prior-resample"``), the
   prior-only baseline: complete the movable positions from the PixelCNN, keep the best draw.
+- :mod:`~vqtto.search.registry`: :data:`REGISTRY`, every search offered by id (its function, the
+  arguments the id fixes, what it supports, how a budget becomes its arguments) and
+  :data:`DEFAULT`, the book's best measured method.
 
 Costs: every search counts decoder-call equivalents (:data:`FORWARD` = 1 per image decoded,
 :data:`FORWARD_BACKWARD` = 3 per image decoded with its gradient) in
@@ -67,6 +70,8 @@ from .prior_resampling import prior_resample
 from .restarts import restarted_straight_through
 from .subproblems import MAX_GRIDS, Subproblem, enumerate_subproblem, free_mask, free_positions, optimum_rate
 from .certificate import Certificate, radius1_certificate
+from . import registry
+from .registry import DEFAULT, REGISTRY, MethodSpec
 
 __all__ = [
     # losses (from vqtto.constraints)
@@ -92,4 +97,6 @@ __all__ = [
     # the driver, for writing another search
     "BUDGET", "MOVED", "RETRY", "STALLED", "REVISITS", "Evaluate", "Evaluator", "Proposer", "Recorder",
     "check_positive", "check_start", "drive", "pair_losses",
+    # searches by id
+    "registry", "DEFAULT", "REGISTRY", "MethodSpec",
 ]

@@ -1,4 +1,4 @@
-"""Solving a constrained task (:mod:`vqtto.tasks`) by search, with the prior in the loop.
+"""The prior-guided search that :func:`vqtto.tasks.solve` runs when it is given a prior.
 
 :func:`guided_search` is the book's answer to a task: draw S completions of the movable positions
 from the PixelCNN (:func:`~vqtto.search.prior_resample`), start C chains at the C draws of lowest
@@ -17,8 +17,9 @@ from dataclasses import dataclass
 
 import torch
 
-from . import search
-from .tasks import Task
+from .. import search
+from ..search import registry
+from .problems import Task
 
 __all__ = ["GUIDED", "GuidedResult", "draw_losses", "guided_search", "start_grids"]
 
@@ -34,6 +35,7 @@ class GuidedResult:
         draw_best: ``(B, h, w)`` the draw of lowest task loss (the prior-only answer).
         equivalents: decoder-call equivalents per pair, draws included.
         seconds: wall time per pair of the batch (draws included).
+        decoded_images: images decoded in all (draws included).
     """
 
     grids: torch.Tensor
@@ -42,6 +44,7 @@ class GuidedResult:
     draw_best: torch.Tensor
     equivalents: float
     seconds: float
+    decoded_images: int = 0
 
 
 def draw_losses(model, task: Task, draws: torch.Tensor, batch: int = 2048) -> torch.Tensor:
@@ -65,13 +68,14 @@ def start_grids(draws: torch.Tensor, energy: torch.Tensor, chains: int) -> torch
     return draws.gather(1, top[:, :, None, None].expand(-1, -1, *draws.shape[2:]))
 
 
-#: The searches :func:`guided_search` runs from the draws.
-GUIDED = ("relaxed", "screened-sa")
+#: The searches :func:`guided_search` can run from the draws: those that keep positions frozen and
+#: take a prior (the relaxed searches one batch row per chain, the samplers as their own chains).
+GUIDED = tuple(registry.supporting(movable=True, prior=True))
 
 
 def guided_search(model, prior, task: Task, start: torch.Tensor, *, weight: float, method: str = "relaxed",
-                  samples: int = 32, chains: int = 4, budget: float = 300, temperature: float = 0.02, m: int = 16,
-                  seed: int = 0, draws: torch.Tensor | None = None) -> GuidedResult:
+                  samples: int = 32, chains: int = 4, budget: float = 300, seed: int = 0,
+                  draws: torch.Tensor | None = None, **settings) -> GuidedResult:
     """Prior draws, then a search of the energy ``L + weight * NLL / (h w)`` from the best C of them.
 
     Args:
@@ -86,8 +90,9 @@ def guided_search(model, prior, task: Task, start: torch.Tensor, *, weight: floa
         samples: S prior draws per pair (S decoder calls), >= chains.
         chains: C chains per pair; the budget is shared among them.
         budget: decoder-call equivalents per pair of the search after the draws.
-        temperature, m: of :func:`~vqtto.search.screened_annealing`.
         draws: ``(B, S, h, w)`` draws made before (shared between weights); None: drawn here.
+        settings: the method's own settings (:func:`vqtto.search.registry.settings_of`), e.g.
+            ``temperature`` and ``m`` of the screened annealing.
     """
     if method not in GUIDED:
         raise ValueError(f"method must be one of {list(GUIDED)}, got {method!r}")
@@ -103,33 +108,33 @@ def guided_search(model, prior, task: Task, start: torch.Tensor, *, weight: floa
     penalty = energy_prior.penalty(draws.flatten(0, 1).to(start.device)).view(losses.shape).cpu()
     starts = start_grids(draws, losses + penalty, chains).to(start.device)
     b = start.shape[0]
-    if method == "relaxed":
-        chain_best, spent = _relaxed_chains(model, task, starts, energy_prior, budget)
+    if not registry.get(method).chains:
+        chain_best, spent, decoded = _relaxed_chains(model, task, starts, energy_prior, budget, method, settings)
     else:
         with torch.no_grad():
             z = model.lookup(start)
-        trace = search.screened_annealing(model, z, task.loss, temperature=temperature, m=m, chains=chains,
-                                          budget=budget, seed=seed, start=starts, movable=task.movable,
-                                          prior=energy_prior, radius=task.radius)
-        chain_best, spent = trace.chain_indices, trace.decoder_equivalents / b
+        trace = registry.run(method, model, z, task.loss, budget=budget, seed=seed, start=starts, chains=chains,
+                             movable=task.movable, prior=energy_prior, radius=task.radius, **settings)
+        chain_best, spent, decoded = trace.chain_indices, trace.decoder_equivalents / b, trace.decoded_images
     energy = draw_losses(model, task, chain_best) + energy_prior.penalty(
         chain_best.flatten(0, 1).to(start.device)).view(b, -1).cpu()
     drawn = 0 if task.radius is not None else draws.shape[1]
     return GuidedResult(grids=chain_best[torch.arange(b), energy.argmin(1)], chains=chain_best, draws=draws,
                         draw_best=draws[torch.arange(b), losses.argmin(1)], equivalents=drawn + spent,
-                        seconds=(time.perf_counter() - t0) / b)
+                        seconds=(time.perf_counter() - t0) / b, decoded_images=decoded + drawn * b)
 
 
-def _relaxed_chains(model, task: Task, starts: torch.Tensor, energy_prior, budget: float) -> tuple[torch.Tensor, float]:
-    """The relaxed search from each chain's start ``(B, C, h, w)``, one batch row per chain; returns each
-    chain's best grid ``(B, C, h, w)`` (CPU) and the equivalents spent per pair."""
+def _relaxed_chains(model, task: Task, starts: torch.Tensor, energy_prior, budget: float, method: str,
+                    settings: dict) -> tuple[torch.Tensor, float, int]:
+    """A search without chains of its own (the relaxed ones) from each chain's start ``(B, C, h, w)``,
+    one batch row per chain sharing the pair's budget; returns each chain's best grid ``(B, C, h, w)``
+    (CPU), the equivalents spent per pair and the images decoded."""
     b, c = starts.shape[:2]
     rows = torch.arange(b, device=starts.device).repeat_interleave(c)
-    steps = max(1, int(budget // (c * search.FORWARD_BACKWARD)))
     with torch.no_grad():
         z = model.lookup(starts.flatten(0, 1))
     movable = None if task.movable is None else task.movable.to(starts.device)[rows]
-    trace = search.relaxed_straight_through(model, z, task.loss.rows(rows), max_steps=steps, max_unique=steps,
-                                            prior=energy_prior if energy_prior.weight > 0 else None, movable=movable,
-                                            radius=task.radius)
-    return trace.best_indices.view(b, c, *starts.shape[2:]).cpu(), trace.decoder_equivalents / b
+    trace = registry.run(method, model, z, task.loss.rows(rows), budget=budget / c,
+                         prior=energy_prior if energy_prior.weight > 0 else None, movable=movable,
+                         radius=task.radius, **settings)
+    return trace.best_indices.view(b, c, *starts.shape[2:]).cpu(), trace.decoder_equivalents / b, trace.decoded_images
