@@ -39,7 +39,7 @@ class Param:
 
     ``check`` (a :class:`Check`, or any callable of the value) returns None when the value is fine,
     or a phrase saying what is allowed; a :class:`Check` also gets the profile being run, and its
-    bounds are appended to the help (:meth:`full_help`), so the cell states every range.
+    bounds are appended to ``help``, so the cell states every range.
     """
 
     kind: type | tuple[type, ...]
@@ -48,9 +48,12 @@ class Param:
     nullable: bool = False
     default: Any = _NO_DEFAULT
 
-    def full_help(self) -> str:
-        """The help and, for a :class:`Check`, what it allows (the line of ``--help-notebook``)."""
-        return f"{self.help} [{self.check.describe()}]" if isinstance(self.check, Check) else self.help
+    def __post_init__(self) -> None:
+        # What a Check allows ends the help, so the cell and `papermill --help-notebook` state every range.
+        if isinstance(self.check, Check):
+            bounds = f" [{self.check.describe()}]"
+            if not self.help.endswith(bounds):
+                object.__setattr__(self, "help", self.help + bounds)
 
     def type_annotation(self) -> str:
         """The annotation of the parameters cell (what ``papermill --help-notebook`` shows as the type)."""
@@ -419,7 +422,7 @@ def parameters_cell(schema: Mapping[str, Param]) -> str:
         raise ValueError(f"parameters {missing} have no default in the schema")
     heads = [f"{name}: {spec.type_annotation()} = {_literal(spec.default)}" for name, spec in schema.items()]
     width = max(len(h) for h in heads) + 2
-    return "\n".join(f"{h:<{width}}# {spec.full_help()}" for h, spec in zip(heads, schema.values()))
+    return "\n".join(f"{h:<{width}}# {spec.help}" for h, spec in zip(heads, schema.values()))
 
 
 def defaults(schema: Mapping[str, Param]) -> dict[str, Any]:
