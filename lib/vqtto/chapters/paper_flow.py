@@ -44,8 +44,8 @@ TOY_PARAMS = {
     "n_blocks": Param(int, f"affine coupling blocks per flow (paper: {paper.FLOW_BLOCKS.value})", between(1, 64),
                       default=paper.FLOW_BLOCKS.value),
     "hidden": Param(int, "width of the MLP conditioners", between(1, 4096), default=32),
-    "lr_adam": Param(float, "learning rate with Adam (the paper gives none)", above(0.0, 10.0), default=0.001),
-    "lr_sgd": Param(float, "learning rate with SGD-Nesterov, momentum 0.9 (the paper gives none)", above(0.0, 10.0),
+    "lr_adam": Param(float, "learning rate with Adam (the paper gives none)", above(0.0, 100.0), default=0.001),
+    "lr_sgd": Param(float, "learning rate with SGD-Nesterov, momentum 0.9 (the paper gives none)", above(0.0, 100.0),
                     default=0.001),
 }
 

@@ -40,7 +40,7 @@ PARAMS = chapter_schema({
     "grid_batch": Param(int, "samples per step of the code-grid flow", between(1, 16384), default=64),
     "grid_blocks": Param(int, "coupling layers of the code-grid flow", between(1, 64), default=4),
     "grid_hidden": Param(int, "MLP width of the code-grid flow", between(1, 4096), default=64),
-    "grid_lr": Param(float, "Adam learning rate of the code-grid flow", above(0.0, 10.0), default=0.003),
+    "grid_lr": Param(float, "Adam learning rate of the code-grid flow", above(0.0, 100.0), default=0.003),
     "n_pairs": Param(int, f"source-target test pairs for the searches (paper: {paper.TABLE1_PAIRS.value})", work(1, smoke=64, quick=1000, full=5000),
                      default=32),
     "pair_seed": Param(int, "seed of vqtto.pairs.test_pairs (the same pairs in every chapter)", seed(), default=0),
