@@ -402,7 +402,7 @@ def test_simplex_flow_chapter_records_a_diverged_grid_flow_and_goes_on(tmp_path,
 
     monkeypatch.setenv("VQTTO_RESULTS", str(tmp_path / "results"))
     book.execute("06_simplex_flow", "smoke", out_dir=tmp_path,
-                 overrides={"grid_lr": 1e12, "ks": [3], "configurations": [1], "pixelcnn_prior": False})
+                 overrides={"grid_lr": 100.0, "ks": [3], "configurations": [1], "pixelcnn_prior": False})
     result = report.load_result(simplex_flow.SimplexFlowResult, "smoke", tmp_path / "results")
     assert result.grid_flow.diverged and result.grid_flow.final_kl is None
     assert not result.search_findings.prior_fitted and "diverged" in result.search_verdict

@@ -18,7 +18,7 @@ import torch
 from .. import search, stats, tasks
 from ..latent import decode_grids
 from ..data import DATASETS
-from ..params import Param, at_least, chapter_schema, each, greater_than, nonempty, one_of
+from ..params import Param, above, between, chapter_schema, each, nonempty, one_of, seed, share, work
 from ..plots import bare, finish, method_color, method_label
 from ..report import ChapterResult
 from ..stats import Estimate
@@ -26,33 +26,33 @@ from ..tasks import anchors
 
 PARAMS = chapter_schema({
     "dataset": Param(str, "data set of the VQ-VAE and prior", one_of(*DATASETS), default="fashion-mnist"),
-    "k": Param(int, "codebook size (the paper's 512)", at_least(2), default=512),
-    "n_pairs": Param(int, "reported images per task (chapter 2's pairs: targets restored, sources edited)", at_least(1),
+    "k": Param(int, "codebook size (the paper's 512)", between(2, 4096), default=512),
+    "n_pairs": Param(int, "reported images per task (chapter 2's pairs: targets restored, sources edited)", work(1, smoke=32, quick=500, full=5000),
                      default=48),
-    "pair_seed": Param(int, "seed of the reported pairs (chapter 2's)", at_least(0), default=0),
-    "val_pairs": Param(int, "validation images lambda is tuned on (never reported)", at_least(1), default=12),
-    "val_seed": Param(int, "seed of the validation pairs (must differ from pair_seed)", at_least(0), default=1),
-    "masks": Param(list, "inpainting masks (vqtto.tasks.MASKS)", nonempty(each(one_of(*tasks.MASKS), str)),
+    "pair_seed": Param(int, "seed of the reported pairs (chapter 2's)", seed(), default=0),
+    "val_pairs": Param(int, "validation images lambda is tuned on (never reported)", work(1, smoke=16, quick=200, full=1000), default=12),
+    "val_seed": Param(int, "seed of the validation pairs (must differ from pair_seed)", seed(), default=1),
+    "masks": Param(list, "inpainting masks (vqtto.tasks.MASKS)", nonempty(each(one_of(*tasks.MASKS), str, most=len(tasks.MASKS))),
                    default=list(tasks.MASKS)),
-    "factors": Param(list, "super-resolution factors (integers dividing the image size)", nonempty(each(at_least(2), int)),
+    "factors": Param(list, "super-resolution factors (integers dividing the image size)", nonempty(each(between(2, 64), int, most=6)),
                      default=[4, 2]),
     "lambdas": Param(list, "prior weights tried on the validation pairs (loss per nat per position, > 0)",
-                     nonempty(each(greater_than(0), float)), default=[0.001, 0.003, 0.01, 0.03]),
+                     nonempty(each(above(0.0, 10.0), float, most=10)), default=[0.001, 0.003, 0.01, 0.03]),
     "val_inside": Param(float, "share of validation codes inside the real range a weight must reach to be chosen",
-                        at_least(0), default=0.95),
-    "samples": Param(int, "prior draws per pair (the prior-only answer, and the chains' starts)", at_least(1), default=32),
-    "chains": Param(int, "chains per pair of the guided search (at most samples)", at_least(1), default=4),
-    "budget": Param(float, "decoder-call equivalents per pair of the search after the draws", greater_than(0),
+                        share(), default=0.95),
+    "samples": Param(int, "prior draws per pair (the prior-only answer, and the chains' starts)", work(1, smoke=64, quick=512, full=4096), default=32),
+    "chains": Param(int, "chains per pair of the guided search (at most samples)", between(1, 64), default=4),
+    "budget": Param(float, "decoder-call equivalents per pair of the search after the draws", work(0.0, smoke=600.0, quick=20000.0, full=100000.0, lo_open=True),
                     default=600.0),
-    "temperature": Param(float, "start temperature of the annealed search (units of the start energy)", greater_than(0),
+    "temperature": Param(float, "start temperature of the annealed search (units of the start energy)", above(0.0, 10.0),
                          default=0.02),
-    "neighbours": Param(int, "training images averaged by the nearest-neighbour mean", at_least(1), default=10),
+    "neighbours": Param(int, "training images averaged by the nearest-neighbour mean", between(1, 1000), default=10),
     "field_share": Param(float, "receptive field of a token: the pixels it changes by at least this share of its largest change",
-                         at_least(0), default=0.1),
+                         share(), default=0.1),
     "edit": Param(str, "the local change of the editing task (vqtto.tasks.EDITS)", one_of(*tasks.EDITS), default="paste"),
-    "edit_size": Param(int, "side in pixels of the edited square", at_least(1), default=8),
+    "edit_size": Param(int, "side in pixels of the edited square", between(1, 64), default=8),
     "radii": Param(list, "Hamming radii of the editing search (positions that may differ from the source's code)",
-                   nonempty(each(at_least(1), int)), default=[1, 2, 4, 8, 16]),
+                   nonempty(each(between(1, 1024), int, most=10)), default=[1, 2, 4, 8, 16]),
 })
 
 

@@ -15,32 +15,32 @@ import torch
 
 from .. import paper, search, stats
 from ..data import DATASETS
-from ..params import Param, at_least, chapter_schema, each, greater_than, nonempty, one_of
+from ..params import Param, above, between, chapter_schema, each, nonempty, one_of, seed, work
 from ..plots import finish, method_color, search_traversal
 from ..report import ChapterResult
 from ..widgets import png_bytes
 
 PARAMS = chapter_schema({
-    "datasets": Param(list, "data sets for Table 1; the first one also gets the detailed analyses", nonempty(each(one_of(*DATASETS), str)), default=['fashion-mnist']),
-    "k": Param(int, "codebook size of the searched VQ-VAE (the paper's Table 1 uses 512)", at_least(2), default=512),
-    "k_small": Param(int, "also run Algorithm 2 on this smaller codebook (None: skip)", at_least(2), nullable=True, default=40),
-    "n_pairs": Param(int, "random source-target test pairs (paper: 200)", at_least(1), default=200),
-    "pair_seed": Param(int, "seed of the pair draw (shared with other chapters)", at_least(0), default=0),
-    "alpha": Param(float, "step size of Algorithms 2 and 3 (paper: 0.1)", greater_than(0), default=0.1),
-    "lam": Param(int, "most repeats of one step before a search counts as stalled", at_least(1), default=100),
-    "max_unique": Param(int, "most distinct grids per search", at_least(1), default=500),
-    "top_m": Param(int, "positions moved per step by the top-m variant", at_least(1), default=4),
+    "datasets": Param(list, "data sets for Table 1; the first one also gets the detailed analyses", nonempty(each(one_of(*DATASETS), str, most=len(DATASETS))), default=['fashion-mnist']),
+    "k": Param(int, "codebook size of the searched VQ-VAE (the paper's Table 1 uses 512)", between(2, 4096), default=512),
+    "k_small": Param(int, "also run Algorithm 2 on this smaller codebook (None: skip)", between(2, 4096), nullable=True, default=40),
+    "n_pairs": Param(int, "random source-target test pairs (paper: 200)", work(1, smoke=64, quick=2000, full=20000), default=200),
+    "pair_seed": Param(int, "seed of the pair draw (shared with other chapters)", seed(), default=0),
+    "alpha": Param(float, "step size of Algorithms 2 and 3 (paper: 0.1)", above(0.0, 10000.0), default=0.1),
+    "lam": Param(int, "most repeats of one step before a search counts as stalled", work(1, smoke=1000, quick=2000, full=10000), default=100),
+    "max_unique": Param(int, "most distinct grids per search", work(1, smoke=1000, quick=5000, full=50000), default=500),
+    "top_m": Param(int, "positions moved per step by the top-m variant", between(1, 1024), default=4),
     "alg1_optimizer": Param(str, "how Algorithm 1 steps: sgd (the paper's plain descent) or adam", one_of("sgd", "adam"), default="adam"),
-    "alg1_alpha": Param(float, "step size of Algorithm 1 (Adam's learning rate with adam)", greater_than(0), default=0.1),
-    "alg1_tol": Param(float, "Algorithm 1 stops when the loss changes by at most this", at_least(0), default=1e-07),
-    "alg1_steps": Param(int, "most steps of Algorithm 1", at_least(1), default=500),
-    "relaxed_lr": Param(float, "Adam step size of the relaxed search on the code logits", greater_than(0), default=0.1),
-    "relaxed_steps": Param(int, "decoder rounds of the relaxed search per pair", at_least(1), default=200),
-    "greedy_pairs": Param(int, "pairs given to the greedy coordinate search (it decodes many candidates)", at_least(0), default=32),
-    "certify_pairs": Param(int, "greedy results checked against all their single-position neighbours (0: skip)", at_least(0), default=4),
-    "greedy_width": Param(int, "most candidates the greedy search decodes per pair and round", at_least(16), default=64),
-    "sweep_alphas": Param(list, "step sizes compared in the effect-of-alpha section (floats)", nonempty(each(greater_than(0), float)), default=[0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0]),
-    "sweep_pairs": Param(int, "pairs used per step size in the effect-of-alpha section", at_least(1), default=50),
+    "alg1_alpha": Param(float, "step size of Algorithm 1 (Adam's learning rate with adam)", above(0.0, 100.0), default=0.1),
+    "alg1_tol": Param(float, "Algorithm 1 stops when the loss changes by at most this", between(0.0, 1.0), default=1e-07),
+    "alg1_steps": Param(int, "most steps of Algorithm 1", work(1, smoke=500, quick=10000, full=100000), default=500),
+    "relaxed_lr": Param(float, "Adam step size of the relaxed search on the code logits", above(0.0, 100.0), default=0.1),
+    "relaxed_steps": Param(int, "decoder rounds of the relaxed search per pair", work(1, smoke=500, quick=5000, full=50000), default=200),
+    "greedy_pairs": Param(int, "pairs given to the greedy coordinate search (it decodes many candidates)", work(0, smoke=16, quick=500, full=5000), default=32),
+    "certify_pairs": Param(int, "greedy results checked against all their single-position neighbours (0: skip)", work(0, smoke=8, quick=100, full=1000), default=4),
+    "greedy_width": Param(int, "most candidates the greedy search decodes per pair and round", between(16, 4096), default=64),
+    "sweep_alphas": Param(list, "step sizes compared in the effect-of-alpha section (floats)", nonempty(each(above(0.0, 10000.0), float, most=20)), default=[0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0]),
+    "sweep_pairs": Param(int, "pairs used per step size in the effect-of-alpha section", work(1, smoke=64, quick=1000, full=10000), default=50),
 })
 
 

@@ -18,47 +18,33 @@ import torch
 
 from .. import exact, paper, report, stats
 from ..exact import ReductionCheck, SolverComparison, SpinGlassCheck, SpinGlassTiming
-from ..params import Param, at_least, between, chapter_schema, each, greater_than, nonempty
+from ..params import Param, above, between, chapter_schema, each, grid, nonempty, seed, work
 from ..plots import method_color, method_label
 from ..reduced_searches import STRAIGHT_THROUGH, CutRuns, CutSearchScore, FirstOrderCheck, best_setting, summarise_runs
 
 
-def _pairs(v) -> str | None:
-    ok = all(isinstance(p, list) and len(p) == 2 and all(isinstance(s, int) and s >= 1 for s in p) for p in v)
-    return None if ok and v else "a non-empty list of [h, w] pairs of positive ints"
-
-
-def _grid(v) -> str | None:
-    ok = isinstance(v, list) and len(v) == 2 and all(isinstance(s, int) and s >= 1 for s in v)
-    if not ok:
-        return "a pair [h, w] of positive ints"
-    return None if 3 <= v[0] * v[1] <= 20 else "a grid of 3..20 positions (brute force enumerates 2^(h w))"
-
-
-def _grids(v) -> str | None:
-    ok = isinstance(v, list) and bool(v) and all(_grid(p) is None for p in v)
-    return None if ok else "a non-empty list of grids [h, w] of 3..20 positions each (brute force enumerates 2^(h w))"
-
+#: A worked-example or search grid: brute force enumerates all 2^(h w) grids of it.
+_BRUTE_GRID = grid(3, 20)
 
 PARAMS = chapter_schema({
-    "example_grid": Param(list, "latent grid [h, w] of the worked example (all 2^(h w) grids are drawn)", _grid, default=[3, 4]),
-    "space_ks": Param(list, "codebook sizes for the search-space table (paper: 512 and 40)", nonempty(each(at_least(2))), default=[512, 40]),
-    "space_grids": Param(list, "latent grids [h, w] for the search-space table (7x7 Fashion-MNIST, ...)", _pairs, default=[[7, 7], [8, 8], [21, 21]]),
-    "timing_n": Param(list, "numbers of latent positions (graph vertices) to brute-force and time", nonempty(each(between(3, 24))), default=[4, 6, 8, 10, 12, 14, 16, 18, 20]),
+    "example_grid": Param(list, "latent grid [h, w] of the worked example (all 2^(h w) grids are drawn)", _BRUTE_GRID, default=[3, 4]),
+    "space_ks": Param(list, "codebook sizes for the search-space table (paper: 512 and 40)", nonempty(each(between(2, 4096), most=10)), default=[512, 40]),
+    "space_grids": Param(list, "latent grids [h, w] for the search-space table (7x7 Fashion-MNIST, ...)", nonempty(each(grid(1, 4096), list, most=10)), default=[[7, 7], [8, 8], [21, 21]]),
+    "timing_n": Param(list, "numbers of latent positions (graph vertices) to brute-force and time", nonempty(each(between(3, 24), most=20)), default=[4, 6, 8, 10, 12, 14, 16, 18, 20]),
     "edge_p": Param(float, "edge probability of the random graphs G(n, p)", between(0.05, 1.0), default=0.5),
     "weighted": Param(bool, "random edge weights in [0.1, 1] instead of unit weights", default=False),
-    "search_grid": Param(list, "latent grid [h, w] of the instances the gradient searches attack", _grid, default=[4, 4]),
-    "n_instances": Param(int, "random MAX-CUT instances for the search comparison", at_least(1), default=40),
-    "starts": Param(int, "random starting latents per instance and search", at_least(1), default=8),
-    "alphas": Param(list, "step sizes alpha of the straight-through searches (Algorithms 2 and 3)", nonempty(each(greater_than(0), float)), default=[0.1, 1.0, 10.0]),
-    "lam": Param(int, "most repeats of one straight-through step (the paper's lambda)", at_least(1), default=100),
-    "random_grids": Param(int, "uniformly random grids per run for the random baseline", at_least(1), default=32),
-    "seed": Param(int, "seed of the random graphs and starting latents", at_least(0), default=0),
-    "sg_check_grids": Param(list, "latent grids [h, w] on which random spin glasses are checked on every grid", _grids, default=[[2, 3], [3, 3], [3, 4]]),
-    "sg_check_instances": Param(int, "random spin glasses checked per grid of sg_check_grids", at_least(1), default=3),
-    "sg_timing_grids": Param(list, "latent grids [h, w] of the spin glasses solved exactly and timed", _grids, default=[[2, 2], [2, 3], [3, 3], [3, 4], [4, 4]]),
-    "sg_search_grid": Param(list, "latent grid [h, w] of the spin glasses the gradient searches attack", _grid, default=[3, 4]),
-    "sg_instances": Param(int, "random spin glasses for the search comparison", at_least(1), default=8),
+    "search_grid": Param(list, "latent grid [h, w] of the instances the gradient searches attack", _BRUTE_GRID, default=[4, 4]),
+    "n_instances": Param(int, "random MAX-CUT instances for the search comparison", work(1, smoke=100, quick=1000, full=10000), default=40),
+    "starts": Param(int, "random starting latents per instance and search", work(1, smoke=64, quick=256, full=1024), default=8),
+    "alphas": Param(list, "step sizes alpha of the straight-through searches (Algorithms 2 and 3)", nonempty(each(above(0.0, 10000.0), float, most=10)), default=[0.1, 1.0, 10.0]),
+    "lam": Param(int, "most repeats of one straight-through step (the paper's lambda)", work(1, smoke=1000, quick=2000, full=10000), default=100),
+    "random_grids": Param(int, "uniformly random grids per run for the random baseline", work(1, smoke=1024, quick=10000, full=100000), default=32),
+    "seed": Param(int, "seed of the random graphs and starting latents", seed(), default=0),
+    "sg_check_grids": Param(list, "latent grids [h, w] on which random spin glasses are checked on every grid", nonempty(each(_BRUTE_GRID, list, most=10)), default=[[2, 3], [3, 3], [3, 4]]),
+    "sg_check_instances": Param(int, "random spin glasses checked per grid of sg_check_grids", work(1, smoke=20, quick=100, full=1000), default=3),
+    "sg_timing_grids": Param(list, "latent grids [h, w] of the spin glasses solved exactly and timed", nonempty(each(_BRUTE_GRID, list, most=10)), default=[[2, 2], [2, 3], [3, 3], [3, 4], [4, 4]]),
+    "sg_search_grid": Param(list, "latent grid [h, w] of the spin glasses the gradient searches attack", _BRUTE_GRID, default=[3, 4]),
+    "sg_instances": Param(int, "random spin glasses for the search comparison", work(1, smoke=50, quick=500, full=5000), default=8),
 })
 
 # Decoded grids per second assumed for the years column of the search-space table.

@@ -19,7 +19,7 @@ from matplotlib.ticker import MaxNLocator
 
 from .. import flows, paper, stats
 from ..gumbel import GumbelSoftmax
-from ..params import Param, at_least, chapter_schema, each, greater_than, nonempty, one_of
+from ..params import Param, above, between, chapter_schema, each, nonempty, one_of, work
 from ..plots import method_color, method_label
 from ..report import ChapterResult
 
@@ -34,18 +34,18 @@ KIND_STYLE = {
 # The toy experiment's parameters, shared with chapter 6 (which trains other flows on the same targets).
 TOY_PARAMS = {
     "configurations": Param(list, "which of the paper's four configurations to run, e.g. [1, 2, 3, 4]",
-                            nonempty(each(one_of(*flows.CONFIGURATIONS))), default=[1, 2, 3, 4]),
+                            nonempty(each(one_of(*flows.CONFIGURATIONS), most=len(flows.CONFIGURATIONS))), default=[1, 2, 3, 4]),
     "ks": Param(list, "numbers of classes of the toy targets (the paper gives none), e.g. [4, 40]",
-                nonempty(each(at_least(3))), default=[4, 40]),
-    "zipf_s": Param(float, "toy class probabilities pi_i proportional to 1/i^zipf_s", at_least(0.0), default=1.0),
-    "seeds": Param(int, "seeds per configuration, k and flow", at_least(1), default=3),
-    "steps": Param(int, "reverse-KL steps per toy run", at_least(1), default=400),
-    "batch": Param(int, "samples per reverse-KL estimate", at_least(1), default=256),
-    "n_blocks": Param(int, f"affine coupling blocks per flow (paper: {paper.FLOW_BLOCKS.value})", at_least(1),
+                nonempty(each(between(3, 1000), most=10)), default=[4, 40]),
+    "zipf_s": Param(float, "toy class probabilities pi_i proportional to 1/i^zipf_s", between(0.0, 10.0), default=1.0),
+    "seeds": Param(int, "seeds per configuration, k and flow", work(1, smoke=10, quick=20, full=100), default=3),
+    "steps": Param(int, "reverse-KL steps per toy run", work(1, smoke=500, quick=10000, full=50000), default=400),
+    "batch": Param(int, "samples per reverse-KL estimate", between(1, 16384), default=256),
+    "n_blocks": Param(int, f"affine coupling blocks per flow (paper: {paper.FLOW_BLOCKS.value})", between(1, 64),
                       default=paper.FLOW_BLOCKS.value),
-    "hidden": Param(int, "width of the MLP conditioners", at_least(1), default=32),
-    "lr_adam": Param(float, "learning rate with Adam (the paper gives none)", greater_than(0.0), default=0.001),
-    "lr_sgd": Param(float, "learning rate with SGD-Nesterov, momentum 0.9 (the paper gives none)", greater_than(0.0),
+    "hidden": Param(int, "width of the MLP conditioners", between(1, 4096), default=32),
+    "lr_adam": Param(float, "learning rate with Adam (the paper gives none)", above(0.0, 100.0), default=0.001),
+    "lr_sgd": Param(float, "learning rate with SGD-Nesterov, momentum 0.9 (the paper gives none)", above(0.0, 100.0),
                     default=0.001),
 }
 

@@ -12,7 +12,7 @@ import torch
 
 from .. import stats
 from ..data import DATASETS
-from ..params import Param, at_least, between, chapter_schema, each, greater_than, nonempty, one_of
+from ..params import Param, above, between, chapter_schema, each, nonempty, one_of, seed, work
 from ..plots import finish, method_color
 from ..report import ChapterResult
 
@@ -20,28 +20,28 @@ LN2 = math.log(2.0)
 
 PARAMS = chapter_schema({
     "dataset": Param(str, "data set whose VQ-VAE codes the prior models", one_of(*DATASETS), default='fashion-mnist'),
-    "k": Param(int, "codebook size of the VQ-VAE (paper: 512)", at_least(2), default=512),
+    "k": Param(int, "codebook size of the VQ-VAE (paper: 512)", between(2, 4096), default=512),
     "class_conditional": Param(bool, "condition the prior on the class label", default=False),
-    "epochs": Param(int, "prior training epochs; None takes the profile's", at_least(1), nullable=True, default=None),
-    "seed": Param(int, "seed of the prior's initialisation, batch order and samples", at_least(0), default=0),
-    "n_samples": Param(int, "samples per row in the samples figure", at_least(1), default=10),
-    "temperatures": Param(list, "sampling temperatures, one row of samples each (YAML list; -y/-f)", nonempty(each(greater_than(0), float)), default=[1.0, 0.7]),
-    "n_random": Param(int, "uniform-random grids scored by the prior", at_least(1), default=1000),
-    "n_pairs": Param(int, "source-target test pairs searched with Algorithm 2 (paper: 200)", at_least(1), default=100),
-    "pair_seed": Param(int, "seed of the test pairs (the same pairs in every chapter)", at_least(0), default=0),
-    "alpha": Param(float, "step size of Algorithm 2 (paper: 0.1)", greater_than(0), default=0.1),
-    "lam": Param(int, "most repeats of one Algorithm 2 step before it counts as stalled", at_least(1), default=100),
-    "relaxed_lr": Param(float, "Adam step size of the relaxed search (the control of chapter 2)", greater_than(0), default=0.1),
-    "relaxed_steps": Param(int, "decoder rounds of the relaxed search per pair", at_least(1), default=100),
-    "max_unique": Param(int, "most distinct grids per Algorithm 2 search", between(2, 100000), default=200),
+    "epochs": Param(int, "prior training epochs; None takes the profile's", work(1, smoke=10, quick=30, full=300), nullable=True, default=None),
+    "seed": Param(int, "seed of the prior's initialisation, batch order and samples", seed(), default=0),
+    "n_samples": Param(int, "samples per row in the samples figure", between(1, 64), default=10),
+    "temperatures": Param(list, "sampling temperatures, one row of samples each (YAML list; -y/-f)", nonempty(each(above(0.0, 10.0), float, most=10)), default=[1.0, 0.7]),
+    "n_random": Param(int, "uniform-random grids scored by the prior", work(1, smoke=2000, quick=50000, full=500000), default=1000),
+    "n_pairs": Param(int, "source-target test pairs searched with Algorithm 2 (paper: 200)", work(1, smoke=64, quick=1000, full=5000), default=100),
+    "pair_seed": Param(int, "seed of the test pairs (the same pairs in every chapter)", seed(), default=0),
+    "alpha": Param(float, "step size of Algorithm 2 (paper: 0.1)", above(0.0, 10000.0), default=0.1),
+    "lam": Param(int, "most repeats of one Algorithm 2 step before it counts as stalled", work(1, smoke=1000, quick=2000, full=10000), default=100),
+    "relaxed_lr": Param(float, "Adam step size of the relaxed search (the control of chapter 2)", above(0.0, 100.0), default=0.1),
+    "relaxed_steps": Param(int, "decoder rounds of the relaxed search per pair", work(1, smoke=500, quick=5000, full=50000), default=100),
+    "max_unique": Param(int, "most distinct grids per Algorithm 2 search", work(2, smoke=1000, quick=5000, full=50000), default=200),
     "samplers": Param(list, "chapter 3's samplers whose best grids are scored too (ids of its METHOD_IDS)",
-                      each(one_of("gwg", "dmala", "dmala-codebook", "pas-sa", "screened-sa"), str),
+                      each(one_of("gwg", "dmala", "dmala-codebook", "pas-sa", "screened-sa"), str, most=5),
                       default=["gwg", "dmala", "pas-sa", "screened-sa"]),
     "sampler_budget": Param(float, "decoder-call equivalents per pair of each sampler (chapter 3 runs 1000)",
-                            greater_than(0), default=300.0),
-    "sampler_chains": Param(int, "chains per pair of each sampler (chapter 3's default)", at_least(1), default=2),
+                            work(0.0, smoke=600.0, quick=20000.0, full=100000.0, lo_open=True), default=300.0),
+    "sampler_chains": Param(int, "chains per pair of each sampler (chapter 3's default)", between(1, 64), default=2),
     "sampler_temperature": Param(float, "start temperature of the samplers (one of chapter 3's candidates; it tunes it)",
-                                 greater_than(0), default=0.02),
+                                 above(0.0, 10.0), default=0.02),
 })
 
 

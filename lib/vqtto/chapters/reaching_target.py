@@ -17,7 +17,7 @@ import torch
 
 from .. import search, stats
 from ..data import DATASETS
-from ..params import Param, at_least, chapter_schema, each, greater_than, nonempty, one_of
+from ..params import Param, above, between, chapter_schema, each, nonempty, one_of, seed, work
 from ..plots import method_color, method_label
 from ..report import ChapterResult
 
@@ -29,33 +29,33 @@ MASKABLE = tuple(m for m in METHOD_IDS if m in search.registry.supporting(movabl
 
 PARAMS = chapter_schema({
     "dataset": Param(str, "data set of the searched VQ-VAE", one_of(*DATASETS), default="fashion-mnist"),
-    "k": Param(int, "codebook size of the main model (the paper's 512)", at_least(2), default=512),
-    "k_small": Param(int, "also run the best method and the baseline on this codebook (None: skip)", at_least(2),
+    "k": Param(int, "codebook size of the main model (the paper's 512)", between(2, 4096), default=512),
+    "k_small": Param(int, "also run the best method and the baseline on this codebook (None: skip)", between(2, 4096),
                      nullable=True, default=40),
     "pair_draw": Param(int, "pairs drawn with pair_seed as chapter 2 draws them (its n_pairs); the first n_pairs are searched",
-                       at_least(1), default=200),
-    "n_pairs": Param(int, "reported source-target pairs (paper: 200)", at_least(1), default=48),
-    "pair_seed": Param(int, "seed of the reported pairs (chapter 2's)", at_least(0), default=0),
-    "val_pairs": Param(int, "validation pairs every setting is tuned on (never the reported ones)", at_least(1), default=12),
-    "val_seed": Param(int, "seed of the validation pairs (must differ from pair_seed)", at_least(0), default=1),
-    "methods": Param(list, "methods compared (ids of vqtto.plots.METHODS)", nonempty(each(one_of(*METHOD_IDS), str)),
+                       between(1, 10000), default=200),
+    "n_pairs": Param(int, "reported source-target pairs (paper: 200)", work(1, smoke=32, quick=500, full=5000), default=48),
+    "pair_seed": Param(int, "seed of the reported pairs (chapter 2's)", seed(), default=0),
+    "val_pairs": Param(int, "validation pairs every setting is tuned on (never the reported ones)", work(1, smoke=16, quick=200, full=1000), default=12),
+    "val_seed": Param(int, "seed of the validation pairs (must differ from pair_seed)", seed(), default=1),
+    "methods": Param(list, "methods compared (ids of vqtto.plots.METHODS)", nonempty(each(one_of(*METHOD_IDS), str, most=len(METHOD_IDS))),
                      default=list(METHOD_IDS)),
     "budgets": Param(list, "decoder-call equivalents per pair at which methods are compared (floats, the last is the run's)",
-                     nonempty(each(greater_than(0), float)), default=[100.0, 300.0, 1000.0]),
-    "chains": Param(int, "chains per pair of the samplers", at_least(1), default=2),
+                     nonempty(each(work(0.0, smoke=600.0, quick=20000.0, full=100000.0, lo_open=True), float, most=10)), default=[100.0, 300.0, 1000.0]),
+    "chains": Param(int, "chains per pair of the samplers", between(1, 64), default=2),
     "temperatures": Param(list, "sampler temperatures tried on the validation pairs (units of the start loss)",
-                          nonempty(each(greater_than(0), float)), default=[0.002, 0.02]),
+                          nonempty(each(above(0.0, 10.0), float, most=10)), default=[0.002, 0.02]),
     "relaxed_noises": Param(list, "Gumbel noise scales tried for the annealed relaxed search (floats, at least 0)",
-                            nonempty(each(at_least(0), float)), default=[0.5, 2.0]),
-    "restart_noise": Param(float, "noise of Algorithm 2's restarts (units of the latents' std)", at_least(0), default=0.5),
-    "polish_m": Param(int, "candidates decoded per round by the final screened polish", at_least(1), default=64),
-    "polish_rounds": Param(int, "most rounds of the final polish", at_least(1), default=20),
-    "sub_k": Param(int, "codebook size of the exact sub-problems", at_least(2), default=40),
-    "sub_m": Param(list, "free positions per sub-problem (k**m grids are enumerated per pair)", nonempty(each(at_least(1), int)),
+                            nonempty(each(between(0.0, 10.0), float, most=10)), default=[0.5, 2.0]),
+    "restart_noise": Param(float, "noise of Algorithm 2's restarts (units of the latents' std)", between(0.0, 10.0), default=0.5),
+    "polish_m": Param(int, "candidates decoded per round by the final screened polish", between(1, 4096), default=64),
+    "polish_rounds": Param(int, "most rounds of the final polish", work(1, smoke=100, quick=1000, full=10000), default=20),
+    "sub_k": Param(int, "codebook size of the exact sub-problems", between(2, 512), default=40),
+    "sub_m": Param(list, "free positions per sub-problem (k**m grids are enumerated per pair)", nonempty(each(between(1, 3), int, most=3)),
                    default=[2]),
-    "sub_pairs": Param(int, "pairs given exact sub-problems", at_least(1), default=16),
-    "sub_budget": Param(float, "decoder-call equivalents per pair of each method on a sub-problem", greater_than(0), default=150.0),
-    "cert_pairs": Param(int, "pairs whose best grid gets the radius-1 certificate (0: skip)", at_least(0), default=2),
+    "sub_pairs": Param(int, "pairs given exact sub-problems", work(1, smoke=16, quick=200, full=1000), default=16),
+    "sub_budget": Param(float, "decoder-call equivalents per pair of each method on a sub-problem", work(0.0, smoke=600.0, quick=20000.0, full=100000.0, lo_open=True), default=150.0),
+    "cert_pairs": Param(int, "pairs whose best grid gets the radius-1 certificate (0: skip)", work(0, smoke=8, quick=100, full=1000), default=2),
 })
 
 

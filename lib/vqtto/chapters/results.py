@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from ..params import Param, chapter_schema, one_of
+from ..params import Param, PathName, chapter_schema
 from ..profiles import PROFILES
 
 PARAMS = chapter_schema({
     "results_dir": Param(str, "folder of the chapters' recorded results; None: $VQTTO_RESULTS or _build/results",
-                         nullable=True, default=None),
+                         PathName(), nullable=True, default=None),
 }, device=False)

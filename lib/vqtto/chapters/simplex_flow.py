@@ -20,7 +20,7 @@ from .. import flows, paper, stats
 from ..constraints import mse_to
 from ..data import DATASETS
 from ..latent import decode_grids
-from ..params import Param, at_least, chapter_schema, each, greater_than, nonempty, one_of
+from ..params import Param, above, between, chapter_schema, each, nonempty, one_of, seed, work
 from ..plots import image_rows, method_color, method_label
 from .paper_flow import (TOY_PARAMS, ToyExperimentResult, diverged_configurations, divergence_fractions,
                          divergence_rows, final_kls, reverse_kl_figure, run_toy, toy_result_fields)
@@ -29,40 +29,32 @@ from .paper_flow import (TOY_PARAMS, ToyExperimentResult, diverged_configuration
 SIMPLEX_KINDS = ("simplex", "simplex-untempered")
 
 
-def _start_end(values: list) -> str | None:
-    """Check of ``pulse_tau``: two temperatures > 0, ``[start, end]``."""
-    msg = each(greater_than(0.0), item_kind=float)(values)
-    if msg is None and len(values) != 2:
-        msg = "[start, end]: a list of exactly two floats > 0"
-    return msg
-
-
 PARAMS = chapter_schema({
     **TOY_PARAMS,
     "kinds": Param(list, f"flows onto the simplex trained on the toy targets, from {list(SIMPLEX_KINDS)}",
-                   nonempty(each(one_of(*SIMPLEX_KINDS), item_kind=str)), default=list(SIMPLEX_KINDS)),
+                   nonempty(each(one_of(*SIMPLEX_KINDS), item_kind=str, most=len(SIMPLEX_KINDS))), default=list(SIMPLEX_KINDS)),
     "dataset": Param(str, "data set of the VQ-VAE for the code-grid part", one_of(*DATASETS), default="fashion-mnist"),
-    "k_grid": Param(int, "codebook size of the VQ-VAE for the code-grid part (book: 40)", at_least(3), default=40),
-    "code_images": Param(int, "training images encoded to fit the per-position categorical", at_least(1), default=10000),
-    "grid_tau": Param(float, "temperature of the relaxed code-grid prior", greater_than(0.0), default=0.3),
-    "grid_steps": Param(int, "reverse-KL steps of the code-grid flow", at_least(1), default=600),
-    "grid_batch": Param(int, "samples per step of the code-grid flow", at_least(1), default=64),
-    "grid_blocks": Param(int, "coupling layers of the code-grid flow", at_least(1), default=4),
-    "grid_hidden": Param(int, "MLP width of the code-grid flow", at_least(1), default=64),
-    "grid_lr": Param(float, "Adam learning rate of the code-grid flow", greater_than(0.0), default=0.003),
-    "n_pairs": Param(int, f"source-target test pairs for the searches (paper: {paper.TABLE1_PAIRS.value})", at_least(1),
+    "k_grid": Param(int, "codebook size of the VQ-VAE for the code-grid part (book: 40)", between(3, 4096), default=40),
+    "code_images": Param(int, "training images encoded to fit the per-position categorical", between(1, 60000), default=10000),
+    "grid_tau": Param(float, "temperature of the relaxed code-grid prior", above(0.0, 10.0), default=0.3),
+    "grid_steps": Param(int, "reverse-KL steps of the code-grid flow", work(1, smoke=500, quick=10000, full=100000), default=600),
+    "grid_batch": Param(int, "samples per step of the code-grid flow", between(1, 16384), default=64),
+    "grid_blocks": Param(int, "coupling layers of the code-grid flow", between(1, 64), default=4),
+    "grid_hidden": Param(int, "MLP width of the code-grid flow", between(1, 4096), default=64),
+    "grid_lr": Param(float, "Adam learning rate of the code-grid flow", above(0.0, 100.0), default=0.003),
+    "n_pairs": Param(int, f"source-target test pairs for the searches (paper: {paper.TABLE1_PAIRS.value})", work(1, smoke=64, quick=1000, full=5000),
                      default=32),
-    "pair_seed": Param(int, "seed of vqtto.pairs.test_pairs (the same pairs in every chapter)", at_least(0), default=0),
-    "pulse_steps": Param(int, "Adam steps on z in the PULSE-style search", at_least(1), default=200),
-    "pulse_lr": Param(float, "Adam learning rate on z", greater_than(0.0), default=1.0),
-    "pulse_tau": Param(list, "[start, end] temperature annealed during the search (YAML list)", _start_end,
+    "pair_seed": Param(int, "seed of vqtto.pairs.test_pairs (the same pairs in every chapter)", seed(), default=0),
+    "pulse_steps": Param(int, "Adam steps on z in the PULSE-style search", work(1, smoke=500, quick=5000, full=50000), default=200),
+    "pulse_lr": Param(float, "Adam learning rate on z", above(0.0, 100.0), default=1.0),
+    "pulse_tau": Param(list, "[start, end] temperature annealed during the search (YAML list)", each(above(0.0, 100.0), float, most=2, length=2),
                        default=[3.0, 0.05]),
-    "alpha": Param(float, f"Algorithm 2 step size (paper: {paper.ALPHA.value})", greater_than(0.0), default=0.1),
+    "alpha": Param(float, f"Algorithm 2 step size (paper: {paper.ALPHA.value})", above(0.0, 10000.0), default=0.1),
     "lam": Param(int, "most repeats of one Algorithm 2 step before it counts as stalled (the paper's lambda; "
-                      "it gives no value)", at_least(1), default=100),
+                      "it gives no value)", work(1, smoke=1000, quick=2000, full=10000), default=100),
     "pixelcnn_prior": Param(bool, "also score the codes found under the PixelCNN prior of chapter 4 (k_grid; trained "
                                   "if not cached)", default=True),
-    "seed": Param(int, "seed of the code-grid flow and the search starts", at_least(0), default=0),
+    "seed": Param(int, "seed of the code-grid flow and the search starts", seed(), default=0),
 })
 
 

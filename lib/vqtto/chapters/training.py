@@ -11,20 +11,21 @@ import torch
 from .. import data, paper
 from ..data import DATASETS
 from ..training import vqvae_metrics
-from ..params import Param, at_least, chapter_schema, each, nonempty, one_of
+from ..params import Param, between, chapter_schema, each, nonempty, one_of, seed, work
 from ..report import ChapterResult
 
 PARAMS = chapter_schema({
     "dataset": Param(str, "data set to train on", one_of(*DATASETS), default='fashion-mnist'),
-    "k": Param(int, "the reduced codebook size, compared with k_reference (paper: 40)", at_least(2), default=40),
-    "k_reference": Param(int, "the default codebook size (paper: 512)", at_least(2), default=512),
-    "k_sweep": Param(list, "further codebook sizes to train, e.g. [256, 128, 64] (YAML list; -y/-f)", each(at_least(2)), default=[]),
-    "epochs": Param(int, "training epochs; None takes the profile's", at_least(1), nullable=True, default=None),
+    "k": Param(int, "the reduced codebook size, compared with k_reference (paper: 40)", between(2, 4096), default=40),
+    "k_reference": Param(int, "the default codebook size (paper: 512)", between(2, 4096), default=512),
+    "k_sweep": Param(list, "further codebook sizes to train, e.g. [256, 128, 64] (YAML list; -y/-f)", each(between(2, 4096), most=8), default=[]),
+    "epochs": Param(int, "training epochs; None takes the profile's", work(1, smoke=10, quick=20, full=200),
+                   nullable=True, default=None),
     "dead_code_restart": Param(bool, "restart unused codes from encoder outputs during training", default=True),
     "compare_no_restart": Param(bool, "also train k_reference without restarts, to show what they do", default=True),
     "seeds": Param(list, "seeds of the k_reference and k models for the gap's spread; the first also draws the figures",
-                   nonempty(each(at_least(0))), default=[0, 1, 2]),
-    "n_show": Param(int, "test images shown in the reconstruction figure", at_least(1), default=10),
+                   nonempty(each(seed(), most=10)), default=[0, 1, 2]),
+    "n_show": Param(int, "test images shown in the reconstruction figure", between(1, 32), default=10),
 })
 
 
