@@ -197,7 +197,11 @@ def _bad_cases(f):
         "weight without a prior": (["--source", f["a"], "--weight", "0.1"], "--weight needs a prior"),
         "negative weight": (["--source", f["a"], "--weight", "-1"], "--weight must be a number >= 0"),
         "prior of another kind": (["--source", f["a"], "--prior", f["a"]], "--prior"),
-        "budget": (["--source", f["a"], "--budget", "0"], "--budget must be > 0"),
+        "budget": (["--source", f["a"], "--budget", "0"], "--budget must be a finite number > 0"),
+        "infinite budget": (["--source", f["a"], "--budget", "inf"], "--budget must be a finite number > 0"),
+        "samples": (["--source", f["a"], "--samples", "0"], "--samples must be an integer >= 1"),
+        "chains": (["--source", f["a"], "--chains", "0"], "--chains must be an integer >= 1"),
+        "infinite weight": (["--source", f["a"], "--weight", "inf"], "--weight must be a number >= 0"),
         "pairs of a folder model": (["--pairs", "2"], "trained on a folder"),
     }
 

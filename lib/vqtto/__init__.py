@@ -8,12 +8,17 @@ The library under the book. Modules, one concept each:
 - ``data``         Fashion-MNIST, CIFAR-10 and Mini-ImageNet as in-memory tensors
 - ``pairs``        the random source-target test pairs every searching chapter shares
 - ``vqvae``        encoder, vector quantiser, decoder
-- ``latent``       the latent-decoder protocol the searches need, and a probe that checks a model
+- ``latent``       the latent-decoder protocol the searches need, a probe that checks a model, and the
+                   one chunked encoder / decoder pass (``encode_grids``, ``decode_grids``)
 - ``adapters``     models built on vector-quantize-pytorch as latent decoders
 - ``training``     one training loop, used for the VQ-VAE, the PixelCNN and the benchmark
 - ``artifacts``    a safe cache (JSON + tensors, digest-checked) keyed by the hash of a full config
-- ``models``       trained VQ-VAEs and priors, from the cache or trained on demand
-- ``search``       Algorithms 1-3 of the paper and the searches past it (a package, one driver)
+- ``models``       trained VQ-VAEs and priors, from the cache or trained on demand; checkpoint files
+- ``search``       Algorithms 1-3 of the paper and the searches past it (a package, one driver), and
+                   ``search.registry``: every search by id, and the default (the best measured)
+- ``tasks``        what the user has (``Task``: reconstruction, inpaint, super_resolve, edit), the one
+                   entry point ``tasks.solve``, the prior-guided search, the answers without search
+                   (``tasks.anchors``), and ``Benchmark``: a task posed from known images for measuring
 - ``constraints``  pluggable losses on decoded images (MSE, masked MSE, downscaled MSE)
 - ``codes``        index-grid data sets encoded by a trained VQ-VAE (cached)
 - ``pixelcnn``     the gated PixelCNN prior over index grids and its likelihood metrics

@@ -394,7 +394,7 @@ def _prior_choice(args, source) -> PriorChoice:
     the tasks where the book uses one (not reconstruct), unless ``--no-prior``."""
     from . import models, tasks
 
-    if args.weight is not None and (args.weight < 0 or args.weight != args.weight):
+    if args.weight is not None and not 0 <= args.weight < float("inf"):
         raise BadInput(f"--weight must be a number >= 0 (task loss per nat per position), got {args.weight}")
     if args.prior is not None:
         if args.no_prior:
@@ -422,6 +422,11 @@ def _prior_choice(args, source) -> PriorChoice:
         raise BadInput(f"--method {args.method} cannot search with a prior; one of {', '.join(tasks.guided.GUIDED)} "
                        f"can (or pass --no-prior)")
     chosen.weight = tasks.default_weight(TASK_KINDS[args.task]) if args.weight is None else args.weight
+    chains, budget = args.chains or 4, tasks.DEFAULT_BUDGET if args.budget is None else args.budget
+    if chains > args.samples:
+        raise BadInput(f"--chains ({chains}) must be <= --samples ({args.samples}): each chain starts at one draw")
+    if args.task != "edit" and budget <= args.samples:
+        raise BadInput(f"--budget ({budget:g}) must exceed --samples ({args.samples}): each draw costs one equivalent")
     return chosen
 
 
@@ -434,8 +439,12 @@ def check_search(args) -> Callable[[], int]:
         raise BadInput("give --source (and --target) image files or folders, or --pairs N; not both")
     if args.source is None and args.target is not None:
         raise BadInput("--target needs --source")
-    if args.budget is not None and not args.budget > 0:
-        raise BadInput(f"--budget must be > 0 (decoder-call equivalents per pair), got {args.budget}")
+    if args.budget is not None and not 0 < args.budget < float("inf"):
+        raise BadInput(f"--budget must be a finite number > 0 (decoder-call equivalents per image), got {args.budget}")
+    if args.samples < 1:
+        raise BadInput(f"--samples must be an integer >= 1 (the prior's draws per image), got {args.samples}")
+    if args.chains is not None and args.chains < 1:
+        raise BadInput(f"--chains must be an integer >= 1, got {args.chains}")
     source = model_source(args.model)
     shape = source.image_shape
     if args.task == "super-resolve" and (args.factor < 2 or shape[1] % args.factor or shape[2] % args.factor):
