@@ -14,7 +14,7 @@ import pytest
 
 from vqtto import book
 from vqtto.params import (Check, Device, Each, Grid, NonEmpty, OneOf, Param, ParameterError, PathName, Range, Work,
-                          at_least, between, defaults, each, validate, work)
+                          between, defaults, each, validate, work)
 from vqtto.profiles import PROFILES
 
 CHAPTERS = book.chapters()
@@ -157,7 +157,7 @@ def test_each_profiles_values_and_the_defaults_pass_the_bounds(chapter):
 def test_the_walk_catches_an_unbounded_parameter_and_a_check_it_cannot_read():
     """The guard itself: a new parameter declared with no upper bound, or with a plain function, fails the walk."""
     with pytest.raises(Unbounded, match="infinite"):
-        _wrong_for_param(Param(int, "pairs", at_least(1), default=4), "smoke")
+        _wrong_for_param(Param(int, "pairs", Range(1, float("inf")), default=4), "smoke")
     with pytest.raises(Unbounded, match="not a vqtto.params.Check"):
         _wrong_for_param(Param(float, "noise", lambda v: None, default=0.5), "smoke")
     with pytest.raises(Unbounded, match="no check"):

@@ -95,26 +95,26 @@ SAMPLERS = {"alg2-restarts": {"noise": 0.5}, "relaxed": {}, "gwg": {"temperature
 def bench_samplers(model, args, device) -> None:
     """Each sampler batched against one pair at a time (same code, same seeds), and its time to R <= 1."""
     from . import stats
-    from .chapters import reaching_target as ch3
+    from .tasks import pair_benchmark
 
     pp = pairs.test_pairs(args.dataset, args.sampler_pairs, args.seed)
-    pb = ch3.problem(model, pp, device)
+    pb = pair_benchmark.problem(model, pp, device)
     n_loop = min(args.sampler_loop_pairs, args.sampler_pairs)
     print(f"samplers at {args.budget:g} decoder-call equivalents per pair, {args.chains} chains; batched over "
           f"{args.sampler_pairs} pairs vs one pair at a time over the first {n_loop}:")
     seeds = search.chains.pair_seeds(args.seed, args.sampler_pairs)  # pair i draws the same numbers either way
     for name, setting in SAMPLERS.items():
-        tr = ch3.run(name, pb, args.budget, setting, args.chains, seed=seeds)
+        tr = pair_benchmark.run_method(name, pb, args.budget, setting, args.chains, seed=seeds)
         t0 = time.perf_counter()
         for i in range(n_loop):
-            ch3.run(name, pb.subset(slice(i, i + 1)), args.budget, setting, args.chains, seed=[seeds[i]])
+            pair_benchmark.run_method(name, pb.subset(slice(i, i + 1)), args.budget, setting, args.chains, seed=[seeds[i]])
         loop_rate = n_loop / (time.perf_counter() - t0)
-        ttt = ch3.time_to_target(tr, pb.reference)
+        ttt = pair_benchmark.time_to_target(tr, pb.reference)
         r = tr.best_losses / pb.reference
         print(f"  {name:14s} batched {len(tr) / tr.seconds:7.1f} pairs/s, one at a time {loop_rate:6.1f} pairs/s: "
               f"{len(tr) / tr.seconds / loop_rate:5.1f}x (target >= 10x) | R <= 1 on {stats.share(r <= 1):.0%}, median R "
-              f"{stats.median(r):.2f} | time to R <= 1 per pair (batched): median {ch3.time_quantile(ttt, 0.5):.3g} s, "
-              f"90% {ch3.time_quantile(ttt, 0.9):.3g} s (inf: not reached)")
+              f"{stats.median(r):.2f} | time to R <= 1 per pair (batched): median {pair_benchmark.time_quantile(ttt, 0.5):.3g} s, "
+              f"90% {pair_benchmark.time_quantile(ttt, 0.9):.3g} s (inf: not reached)")
 
 
 def _train_for(model, train, test, seconds: float, batch_size: int, lr: float, device) -> dict:

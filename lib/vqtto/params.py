@@ -258,7 +258,7 @@ def above(lo: float, hi: float) -> Range:
     return Range(lo, hi, lo_open=True)
 
 
-def share() -> Range:
+def fraction() -> Range:
     """A share or probability: ``[0, 1]``."""
     return Range(0.0, 1.0)
 
@@ -275,17 +275,6 @@ def seed() -> Range:
 def work(lo: float, *, smoke: float, quick: float, full: float, lo_open: bool = False) -> Work:
     """A count or budget: at least ``lo`` (more than, with ``lo_open``), at most each profile's limit (:class:`Work`)."""
     return Work(lo, {"smoke": smoke, "quick": quick, "full": full}, lo_open)
-
-
-def at_least(lo: float) -> Range:
-    """Numbers >= lo, with no upper bound: kept for callers outside the chapters; a chapter parameter needs
-    a bounded check (the bounds test refuses an unbounded one)."""
-    return Range(lo, float("inf"))
-
-
-def greater_than(lo: float) -> Range:
-    """Numbers > lo, with no upper bound (see :func:`at_least`)."""
-    return Range(lo, float("inf"), lo_open=True)
 
 
 def one_of(*allowed: Any) -> OneOf:

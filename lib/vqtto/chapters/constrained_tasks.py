@@ -18,7 +18,7 @@ import torch
 from .. import search, stats, tasks
 from ..latent import decode_grids
 from ..data import DATASETS
-from ..params import Param, above, between, chapter_schema, each, nonempty, one_of, seed, share, work
+from ..params import Param, above, between, chapter_schema, each, fraction, nonempty, one_of, seed, work
 from ..plots import bare, finish, method_color, method_label
 from ..report import ChapterResult
 from ..stats import Estimate
@@ -39,7 +39,7 @@ PARAMS = chapter_schema({
     "lambdas": Param(list, "prior weights tried on the validation pairs (loss per nat per position, > 0)",
                      nonempty(each(above(0.0, 10.0), float, most=10)), default=[0.001, 0.003, 0.01, 0.03]),
     "val_inside": Param(float, "share of validation codes inside the real range a weight must reach to be chosen",
-                        share(), default=0.95),
+                        fraction(), default=0.95),
     "samples": Param(int, "prior draws per pair (the prior-only answer, and the chains' starts)", work(1, smoke=64, quick=512, full=4096), default=32),
     "chains": Param(int, "chains per pair of the guided search (at most samples)", between(1, 64), default=4),
     "budget": Param(float, "decoder-call equivalents per pair of the search after the draws", work(0.0, smoke=600.0, quick=20000.0, full=100000.0, lo_open=True),
@@ -48,7 +48,7 @@ PARAMS = chapter_schema({
                          default=0.02),
     "neighbours": Param(int, "training images averaged by the nearest-neighbour mean", between(1, 1000), default=10),
     "field_share": Param(float, "receptive field of a token: the pixels it changes by at least this share of its largest change",
-                         share(), default=0.1),
+                         fraction(), default=0.1),
     "edit": Param(str, "the local change of the editing task (vqtto.tasks.EDITS)", one_of(*tasks.EDITS), default="paste"),
     "edit_size": Param(int, "side in pixels of the edited square", between(1, 64), default=8),
     "radii": Param(list, "Hamming radii of the editing search (positions that may differ from the source's code)",

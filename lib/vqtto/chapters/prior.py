@@ -276,12 +276,12 @@ def controls_sentence(controls: Sequence[Control]) -> str:
 def sampler_traces(model, pp, device: torch.device, methods: Sequence[str], budget: float, chains: int,
                    temperature: float) -> dict:
     """Chapter 3's samplers on the pairs ``pp`` (a :class:`vqtto.pairs.Pairs`), run as that chapter runs them
-    (:func:`vqtto.chapters.reaching_target.run`) at ``temperature`` with ``budget`` equivalents per pair:
+    (:func:`vqtto.tasks.pair_benchmark.run_method`) at ``temperature`` with ``budget`` equivalents per pair:
     method id -> its :class:`vqtto.search.SearchTrace` (``best_indices`` ``(B, h, w)``)."""
-    from . import reaching_target
+    from ..tasks import pair_benchmark
 
-    pb = reaching_target.problem(model, pp, device)
-    return {m: reaching_target.run(m, pb, budget, {"temperature": temperature}, chains) for m in methods}
+    pb = pair_benchmark.problem(model, pp, device)
+    return {m: pair_benchmark.run_method(m, pb, budget, {"temperature": temperature}, chains) for m in methods}
 
 
 def drift_at_steps(logliks: list[torch.Tensor], steps: Sequence[int], positions: int) -> list[dict]:

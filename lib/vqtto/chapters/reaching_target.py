@@ -20,6 +20,8 @@ from ..data import DATASETS
 from ..params import Param, above, between, chapter_schema, each, nonempty, one_of, seed, work
 from ..plots import method_color, method_label
 from ..report import ChapterResult
+from ..tasks.pair_benchmark import (Problem, best_at, problem, reported_and_validation, run_method, time_quantile,
+                                    time_to_target)
 
 #: The methods of the chapter, each at a budget of decoder-call equivalents per pair.
 METHOD_IDS = ("alg2-restarts", "alg2-tabu", "relaxed", "relaxed-annealed", "gwg", "dmala", "dmala-codebook", "pas-sa",
@@ -78,68 +80,7 @@ DISPLAY = {
 
 # --- the pairs -----------------------------------------------------------------------------------
 
-@dataclass
-class Problem:
-    """A model and pairs ready to search: ``z`` ``(B, D, h, w)``, ``targets``, ``loss``, ``reference`` ``(B,)`` (CPU)."""
-
-    model: object
-    sources: torch.Tensor
-    targets: torch.Tensor
-    z: torch.Tensor
-    loss: object
-    reference: torch.Tensor
-    ids: list
-
-    def subset(self, sl: slice) -> "Problem":
-        targets = self.targets[sl]
-        return Problem(self.model, self.sources[sl], targets, self.z[sl], search.mse_to(targets), self.reference[sl],
-                       self.ids[sl])
-
-
-def problem(model, pp, device) -> Problem:
-    """Encode the sources of ``pp`` (a :class:`vqtto.pairs.Pairs`) and compute each target's yardstick."""
-    with torch.no_grad():
-        z = model.encode(pp.sources.to(device))
-    targets = pp.targets.to(device)
-    ids = list(zip(pp.source_ids.tolist(), pp.target_ids.tolist()))
-    return Problem(model, pp.sources.to(device), targets, z, search.mse_to(targets),
-                   search.reference_losses(model, targets).cpu(), ids)
-
-
-def reported_and_validation(dataset: str, pair_draw: int, n_pairs: int, pair_seed: int, val_pairs: int, val_seed: int):
-    """The reported pairs (the first ``n_pairs`` of chapter 2's draw) and the validation pairs.
-
-    Raises ValueError when the seeds coincide or a validation pair is also a reported pair.
-    """
-    from .. import pairs
-
-    if val_seed == pair_seed:
-        raise ValueError(f"val_seed must differ from pair_seed={pair_seed}: settings are never tuned on reported pairs")
-    rep = pairs.test_pairs(dataset, max(pair_draw, n_pairs), pair_seed)
-    rep = pairs.Pairs(rep.sources[:n_pairs], rep.targets[:n_pairs], rep.source_ids[:n_pairs], rep.target_ids[:n_pairs])
-    val = pairs.test_pairs(dataset, val_pairs, val_seed)
-    shared = set(zip(rep.source_ids.tolist(), rep.target_ids.tolist())) & set(zip(val.source_ids.tolist(), val.target_ids.tolist()))
-    if shared:
-        raise ValueError(f"validation pairs {sorted(shared)} are also reported pairs: choose another val_seed")
-    return rep, val
-
-
 # --- the methods ---------------------------------------------------------------------------------
-
-def run(method: str, pb: Problem, budget: float, setting: Mapping, chains: int, seed: int = 0, start=None,
-        movable=None) -> search.SearchTrace:
-    """Run ``method`` (one of :data:`METHOD_IDS`) on ``pb`` with ``budget`` equivalents per pair and
-    ``setting``, through :mod:`vqtto.search.registry` (samplers with ``chains`` chains per pair)."""
-    if method not in METHOD_IDS:
-        raise ValueError(f"method must be one of {list(METHOD_IDS)}, got {method!r}")
-    spec = search.registry.get(method)
-    kw = dict(setting)
-    if "seed" in search.registry.settings_of(method):
-        kw.setdefault("seed", seed)
-    if spec.chains:
-        kw.setdefault("chains", chains)
-    return search.registry.run(method, pb.model, pb.z, pb.loss, budget=budget, start=start, movable=movable, **kw)
-
 
 def candidate_settings(method: str, temperatures: Sequence[float], relaxed_noises: Sequence[float],
                        restart_noise: float) -> list[dict]:
@@ -165,7 +106,7 @@ def tune(methods: Sequence[str], val: Problem, budget: float, chains: int, grids
             continue
         scored = []
         for s in grids[m]:
-            r = run(m, val, budget, s, chains).best_losses / val.reference
+            r = run_method(m, val, budget, s, chains).best_losses / val.reference
             scored.append((stats.median(r), stats.share(r <= 1), s))
             rows.append({"method": m, "setting": str(s) or "-", "median R (validation)": round(scored[-1][0], 3),
                          "share R <= 1 (validation)": f"{scored[-1][1]:.0%}"})
@@ -175,38 +116,12 @@ def tune(methods: Sequence[str], val: Problem, budget: float, chains: int, grids
 
 # --- success against cost -------------------------------------------------------------------------
 
-def best_at(trace: search.SearchTrace, budgets: Sequence[float]) -> torch.Tensor:
-    """``(B, len(budgets))``: each pair's best loss among the grids found within each budget."""
-    out = torch.empty(len(trace), len(budgets), dtype=torch.float64)
-    for i, (l, c) in enumerate(zip(trace.losses, trace.costs)):
-        for j, b in enumerate(budgets):
-            ok = c <= b + 1e-9
-            out[i, j] = float(l[ok].min()) if bool(ok.any()) else float(l[0])
-    return out
-
-
 def curve_points(trace: search.SearchTrace, reference: torch.Tensor, n_points: int = 40) -> tuple[np.ndarray, np.ndarray]:
     """Share of pairs at R <= 1 against decoder-call equivalents per pair (``n_points`` log-spaced)."""
     top = max(float(c.max()) for c in trace.costs)
     xs = np.unique(np.geomspace(3, max(4.0, top), n_points))
     r = best_at(trace, xs.tolist()) / reference.double()[:, None]
     return xs, (r <= 1).double().mean(0).numpy()
-
-
-def time_to_target(trace: search.SearchTrace, reference: torch.Tensor) -> torch.Tensor:
-    """``(B,)`` amortised seconds per pair until R <= 1 (batch wall time / B; inf where never)."""
-    out = torch.full((len(trace),), math.inf, dtype=torch.float64)
-    for i, (l, t) in enumerate(zip(trace.losses, trace.times)):
-        hit = (l.double() <= reference[i].double()).nonzero()
-        if hit.numel():
-            out[i] = float(t[hit[0, 0]]) / len(trace)
-    return out
-
-
-def time_quantile(ttt: torch.Tensor, q: float) -> float:
-    """The ``q`` quantile of times that may be inf (never reached): inf when it falls among those."""
-    x = stats.quantile(torch.where(torch.isfinite(ttt), ttt, torch.full_like(ttt, 1e12)), q)
-    return math.inf if x > 1e11 else x
 
 
 def summary_rows(traces: Mapping[str, search.SearchTrace], reference: torch.Tensor, budgets: Sequence[float]) -> list[dict]:
@@ -312,7 +227,7 @@ def exact_rows(model, pb: Problem, m: int, methods: Sequence[str], settings: Map
     start = torch.where(mask, src, own)
     rows = []
     for name in methods:
-        tr = run(name, pb, budget, settings.get(name, {}), chains, seed, start=start, movable=mask)
+        tr = run_method(name, pb, budget, settings.get(name, {}), chains, seed, start=start, movable=mask)
         out = search.optimum_rate(tr.best_losses, sub)
         n = len(pb.targets)
         found = stats.Estimate(out["found"], *stats.share_interval(round(out["found"] * n), n), n)
