@@ -280,7 +280,7 @@ def _masked_one_at_a_time(model: MaskedTokenPrior, grids: torch.Tensor, batch_si
     return torch.cat(out)
 
 
-def pseudo_nll_terms(prior, grids: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+def pseudo_nll_terms(prior, grids: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
     """``-log p(z_p | z_-p)`` in nats at every position ``(n, h, w)`` of grids ``(n, h, w)`` int64.
 
     Each position is hidden in turn with every other position visible: the terms of the
@@ -297,7 +297,7 @@ def pseudo_nll_terms(prior, grids: torch.Tensor, batch_size: int = 4096) -> torc
     return (-own).view_as(grids).to(grids.device)
 
 
-def pseudo_nll(prior, grids: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+def pseudo_nll(prior, grids: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
     """The negative log *pseudo*-likelihood per position, ``-(1 / h w) sum_p log p(z_p | z_-p)``, in nats,
     of each grid ``(n, h, w)`` int64 -> ``(n,)``.
 
@@ -309,7 +309,7 @@ def pseudo_nll(prior, grids: torch.Tensor, batch_size: int = 4096) -> torch.Tens
 
 
 @torch.no_grad()
-def evaluate(prior, grids: torch.Tensor, batch_size: int = 4096) -> dict[str, float]:
+def evaluate(prior, grids: torch.Tensor, batch_size: int = 1024) -> dict[str, float]:
     """Test metrics of a masked prior on grids ``(N, h, w)``: ``pseudo_nats_per_position`` (mean
     :func:`pseudo_nll`), ``masked_nats`` (the training objective under fixed masks), ``uniform_nats`` (log k)."""
     model = _unwrap(prior)
@@ -417,7 +417,7 @@ class MaskedGridPrior:
             not finite.
     """
 
-    def __init__(self, prior, weight: float, k: int, grid: tuple[int, int], batch_size: int = 4096) -> None:
+    def __init__(self, prior, weight: float, k: int, grid: tuple[int, int], batch_size: int = 1024) -> None:
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
             raise ValueError(f"lambda (prior weight) must be a finite number >= 0, got {weight!r}")
         model = _unwrap(prior)
