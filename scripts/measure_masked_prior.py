@@ -49,16 +49,18 @@ def main() -> None:
     ap.add_argument("--weight", type=float, default=0.003, help="lambda of the guided search")
     ap.add_argument("--score", type=int, default=500, help="test grids for the NLL comparison")
     ap.add_argument("--pixelcnn", action="store_true", help="also the PixelCNN's draws and guided search")
+    ap.add_argument("--no-pixelcnn", action="store_true", help="leave out everything that needs the PixelCNN "
+                    "(its NLL and the guided search), e.g. while it is not trained yet")
     ap.add_argument("--profile", default="quick", help="model profile (smoke: a dry run in seconds)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy 2-core machine)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     vq = models.vqvae("fashion-mnist", 512, args.profile, device="cpu")
-    if args.profile != "smoke" and not artifacts.path_for("pixelcnn", models.prior_config(vq.config, args.profile)).exists():
+    if args.profile != "smoke" and not args.no_pixelcnn and not artifacts.path_for("pixelcnn", models.prior_config(vq.config, args.profile)).exists():
         raise SystemExit(f"the {args.profile} PixelCNN (k=512) is not in the cache yet: train it first with "
                          f"models.prior('fashion-mnist', 512, {args.profile!r})")
-    pix = models.prior("fashion-mnist", 512, args.profile, device="cpu")
+    pix = None if args.no_pixelcnn else models.prior("fashion-mnist", 512, args.profile, device="cpu")
     mpr = masked_prior.masked_prior("fashion-mnist", 512, args.profile, device="cpu")
     clf = cm.classifier("fashion-mnist", args.profile, device="cpu")
     model = vq.model
@@ -67,8 +69,10 @@ def main() -> None:
     print(f"priors (nats per position, first {args.score} test grids):")
     print(f"  masked prior pseudo-NLL {float(masked_prior.pseudo_nll(mpr, test_grids).mean()):.3f}"
           f"  (cached: {mpr.test['pseudo_nats_per_position']:.3f} on its first {mpr.config['train']['score_limit']})")
-    print(f"  PixelCNN NLL            {pixelcnn.evaluate(pix.model, test_grids, None, torch.device('cpu'))['nats_per_position']:.3f}"
-          f"  (cached, every test grid: {pix.test['nats_per_position']:.3f}); uniform {mpr.test['uniform_nats']:.3f}")
+    if pix is not None:
+        print(f"  PixelCNN NLL            {pixelcnn.evaluate(pix.model, test_grids, None, torch.device('cpu'))['nats_per_position']:.3f}"
+              f"  (cached, every test grid: {pix.test['nats_per_position']:.3f})")
+    print(f"  uniform                 {mpr.test['uniform_nats']:.3f}")
     print(f"classifier test accuracy {clf.test['accuracy']:.4f}")
 
     val = pairs.test_pairs("fashion-mnist", args.images, 1)
@@ -87,12 +91,13 @@ def main() -> None:
         losses = draw_losses(model, task, draws)
         b = truth.shape[0]
         decoded = _decode(model, draws.flatten(0, 1)).view(b, args.samples, *truth.shape[1:])
-        guided = guided_search(model, pix.model, task, start, weight=args.weight, draws=draws, seed=0)
         nb = anchors.nearest_training(task, train, 10)
         nearest, knn = anchors.neighbour_answers(train, nb)
-        answers = {"masked best-of-S": decoded[torch.arange(b), losses.argmin(1)], "masked mean-of-S": decoded.mean(1),
-                   "masked + guided": _decode(model, guided.grids)}
-        if args.pixelcnn:
+        answers = {"masked best-of-S": decoded[torch.arange(b), losses.argmin(1)], "masked mean-of-S": decoded.mean(1)}
+        if pix is not None:
+            guided = guided_search(model, pix.model, task, start, weight=args.weight, draws=draws, seed=0)
+            answers["masked + guided"] = _decode(model, guided.grids)
+        if pix is not None and args.pixelcnn:
             pg = guided_search(model, pix.model, task, start, weight=args.weight, samples=args.samples, seed=0)
             answers["PixelCNN best-of-S"] = _decode(model, pg.draw_best)
             answers["PixelCNN + guided"] = _decode(model, pg.grids)
