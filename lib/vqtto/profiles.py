@@ -52,6 +52,43 @@ PRIOR_PRESETS: dict[str, dict[str, dict]] = {
     },
 }
 
+# Keys are MaskedPriorConfig / MaskedTrainConfig field names (vqtto.masked_prior). Quick is sized to
+# train within 3 minutes on 2 CPU cores at k=512 over all 60k Fashion-MNIST grids.
+MASKED_PRIOR_PRESETS: dict[str, dict[str, dict]] = {
+    "smoke": {
+        "model": {"dim": 16, "layers": 1, "heads": 2, "ff_mult": 2},
+        "train": {"epochs": 2, "batch_size": 64, "train_limit": 1024, "test_limit": 256, "evals_per_epoch": 2,
+                  "val_limit": 128, "score_limit": 64},
+    },
+    "quick": {
+        "model": {"dim": 64, "layers": 2, "heads": 4, "ff_mult": 2},
+        "train": {"epochs": 1, "batch_size": 128, "lr": 2e-3, "train_limit": None, "test_limit": None,
+                  "evals_per_epoch": 4, "val_limit": 1000, "score_limit": 500},
+    },
+    "full": {
+        "model": {"dim": 256, "layers": 8, "heads": 8, "ff_mult": 4, "dropout": 0.1},
+        "train": {"epochs": 60, "batch_size": 256, "lr": 5e-4, "train_limit": None, "test_limit": None,
+                  "evals_per_epoch": 2, "val_limit": 2000, "score_limit": 10000},
+    },
+}
+
+# Keys are ClassifierConfig / ClassifierTrainConfig field names (vqtto.completion): the small CNN
+# that judges whether a completed image keeps its class. Quick trains within 2 minutes of CPU.
+CLASSIFIER_PRESETS: dict[str, dict[str, dict]] = {
+    "smoke": {
+        "model": {"channels": 4, "hidden": 16},
+        "train": {"epochs": 1, "batch_size": 64, "train_limit": 1024, "test_limit": 256, "evals_per_epoch": 2},
+    },
+    "quick": {
+        "model": {"channels": 16, "hidden": 64},
+        "train": {"epochs": 2, "batch_size": 128, "train_limit": None, "test_limit": None, "evals_per_epoch": 2},
+    },
+    "full": {
+        "model": {"channels": 32, "hidden": 128},
+        "train": {"epochs": 10, "batch_size": 128, "train_limit": None, "test_limit": None, "evals_per_epoch": 2},
+    },
+}
+
 
 def check_profile(profile: str) -> None:
     if profile not in PROFILES:
@@ -71,6 +108,16 @@ def vqvae_preset(profile: str) -> dict[str, dict]:
 def prior_preset(profile: str) -> dict[str, dict]:
     """The PixelCNN prior's ``"model"`` and ``"train"`` presets of ``profile`` (copies, safe to modify)."""
     return _copy(PRIOR_PRESETS, profile)
+
+
+def masked_prior_preset(profile: str) -> dict[str, dict]:
+    """The masked-token prior's ``"model"`` and ``"train"`` presets of ``profile`` (copies, safe to modify)."""
+    return _copy(MASKED_PRIOR_PRESETS, profile)
+
+
+def classifier_preset(profile: str) -> dict[str, dict]:
+    """The class-consistency classifier's ``"model"`` and ``"train"`` presets of ``profile`` (copies)."""
+    return _copy(CLASSIFIER_PRESETS, profile)
 
 
 def apply_overrides(preset: dict[str, dict], overrides: dict, model_fields: set[str], train_fields: set[str],
