@@ -63,6 +63,8 @@ def _make_files(root):
     f["not_ckpt"] = f["a"]
     f["prior"] = root / "prior.ckpt"
     artifacts.save(f["prior"], "pixelcnn", {"tiny": True}, {"state_dict": {}})
+    f["masked"] = root / "masked.ckpt"
+    artifacts.save(f["masked"], "masked-prior", {"vqvae": {"another": "model"}, "model": {}}, {"state_dict": {}})
     return f
 
 
@@ -158,6 +160,12 @@ def test_book_params_prints_a_chapters_yaml(capsys):
     assert "profile: smoke" in capsys.readouterr().out
 
 
+def test_a_masked_prior_is_trained_over_the_caches_models_only(files, tmp_path, capsys):
+    out = tmp_path / "masked.ckpt"
+    assert _run("prior", "--kind", "masked", "--model", files["model"], "--out", out, "--quiet") == 2
+    assert "--kind masked trains over the cache's models" in capsys.readouterr().err and not out.exists()
+
+
 def test_training_on_a_folder_of_mixed_sizes_is_refused(files, tmp_path, capsys):
     folder = tmp_path / "mixed"
     folder.mkdir()
@@ -197,6 +205,8 @@ def _bad_cases(f):
         "weight without a prior": (["--source", f["a"], "--weight", "0.1"], "--weight needs a prior"),
         "negative weight": (["--source", f["a"], "--weight", "-1"], "--weight must be a number >= 0"),
         "prior of another kind": (["--source", f["a"], "--prior", f["a"]], "--prior"),
+        "masked prior of another model": (["--source", f["a"], "--task", "inpaint", "--mask", f["mask"], "--prior",
+                                           f["masked"]], "models the codes of another VQ-VAE"),
         "budget": (["--source", f["a"], "--budget", "0"], "--budget must be a finite number > 0"),
         "infinite budget": (["--source", f["a"], "--budget", "inf"], "--budget must be a finite number > 0"),
         "samples": (["--source", f["a"], "--samples", "0"], "--samples must be an integer >= 1"),
@@ -208,7 +218,7 @@ def _bad_cases(f):
 
 @pytest.mark.parametrize("case", list(_bad_cases({k: Path(k) for k in (
     "missing", "corrupt", "truncated", "a", "big", "rgb", "mask_small", "mask_black", "mask_white", "not_ckpt",
-    "prior", "mask")})))
+    "prior", "mask", "masked")})))
 def test_bad_input_is_refused_with_exit_code_2_before_any_work(files, tmp_path, capsys, case):
     argv, message = _bad_cases(files)[case]
     if "--model" not in argv:

@@ -134,3 +134,22 @@ def test_the_task_holds_what_the_user_has_and_the_benchmark_the_truth(world):
         tasks.super_resolve(images, 1)
     with pytest.raises(ValueError, match="radius must be an integer >= 0"):
         tasks.edit(images, tasks.anchors.encoder_grids(model, images), -1)
+
+
+def test_solve_takes_a_masked_token_prior_for_its_draws_and_energy(world):
+    from vqtto.masked_prior import MaskedGridPrior, MaskedPriorConfig, MaskedTokenPrior
+
+    model, _, images, grid = world
+    torch.manual_seed(0)
+    masked = MaskedTokenPrior(MaskedPriorConfig(k=8, height=grid[0], width=grid[1], dim=16, layers=1, heads=2)).eval()
+    assert isinstance(tasks.guided.energy_term(masked, 0.1, 8, grid), MaskedGridPrior)
+    hidden = torch.zeros(28, 28, dtype=torch.bool)
+    hidden[:, 14:] = True  # the right half: a raster-order prior cannot see the visible left codes below a row
+    task = tasks.inpaint(images, hidden, model)
+    found = tasks.solve(model, task, prior=masked, weight=0.05, samples=4, chains=2, budget=40)
+    frozen = ~task.movable.cpu()
+    assert torch.equal(found.grids[frozen], found.start[frozen])
+    assert torch.equal(found.draws[:, :, frozen[0]], found.start[:, None][:, :, frozen[0]].expand_as(found.draws[:, :, frozen[0]]))
+    other = MaskedTokenPrior(MaskedPriorConfig(k=16, height=grid[0], width=grid[1], dim=16, layers=1, heads=2))
+    with pytest.raises(ValueError, match="k=16"):
+        tasks.solve(model, task, prior=other, samples=4, chains=2, budget=40)

@@ -210,6 +210,8 @@ def check_prior(args) -> Callable[[], int]:
     folder = isinstance(source.config["dataset"], dict)
     if folder and args.class_conditional:
         raise BadInput(f"--class-conditional: the model {source.label} was trained on a folder, which has no labels")
+    if args.kind == "masked":
+        return _check_masked_prior(args, overrides)
     models.prior_config(source.config, args.profile, args.class_conditional, **overrides)  # validates
 
     def build(device: torch.device, progress: bool) -> tuple[dict, str]:
@@ -226,6 +228,25 @@ def check_prior(args) -> Callable[[], int]:
                         f"position, {test['bits_per_image']:.1f} bits per image (uniform: {test['uniform_nats']:.4f})")
 
     return _training_work(args, "pixelcnn", build)
+
+
+def _check_masked_prior(args, overrides: dict) -> Callable[[], int]:
+    """``vqtto prior --kind masked``: the masked-token prior over the cache's model's codes."""
+    from . import masked_prior
+
+    if args.model is not None or args.class_conditional:
+        raise BadInput("--kind masked trains over the cache's models (--dataset, --k, --profile); it takes neither "
+                       "--model nor --class-conditional")
+    source = model_source(None, args.dataset, args.k, args.profile)
+    masked_prior.masked_prior_config(source.config, args.profile, **overrides)  # validates
+
+    def build(device: torch.device, progress: bool) -> tuple[dict, str]:
+        trained = masked_prior.masked_prior(args.dataset, k=args.k, profile=args.profile, device=device,
+                                            progress=progress, **overrides)
+        return trained.config, (f"masked-token prior k={trained.k}: test pseudo-NLL "
+                                f"{trained.test['pseudo_nats_per_position']:.4f} nats per position")
+
+    return _training_work(args, "masked-prior", build)
 
 
 # --- search ----------------------------------------------------------------------------------------
@@ -400,12 +421,12 @@ def _prior_choice(args, source) -> PriorChoice:
         if args.no_prior:
             raise BadInput("--prior and --no-prior contradict each other")
         try:
-            config, payload = models.read_checkpoint(args.prior, "pixelcnn")
+            config, payload = models.read_checkpoint(args.prior, ("pixelcnn", "masked-prior"))
         except models.CheckpointError as err:
             raise BadInput(f"--prior {err}") from None
         if config.get("vqvae") != source.config:
             raise BadInput(f"--prior {args.prior} models the codes of another VQ-VAE than {source.label}")
-        if config["model"].get("n_classes"):
+        if config["model"].get("n_classes"):  # a PixelCNN's; a masked prior has none
             raise BadInput(f"--prior {args.prior} is class-conditional; a search needs an unconditional prior")
         chosen = PriorChoice(config, payload, str(args.prior), None)
     elif args.no_prior or args.task == "reconstruct" or source.cached is None:
@@ -413,7 +434,8 @@ def _prior_choice(args, source) -> PriorChoice:
     else:
         found = source.cached_prior(source.cached["profile"])
         chosen = (PriorChoice(None, None, "none (none in the cache)", None) if found is None else
-                  PriorChoice(*found, "the cache's PixelCNN over the model's codes", None))
+                  PriorChoice(found[0], {**found[1], "kind": "pixelcnn"}, "the cache's PixelCNN over the model's codes",
+                              None))
     if chosen.config is None:
         if args.weight is not None:
             raise BadInput("--weight needs a prior: give --prior (or use the cache's, without --no-prior)")
@@ -488,7 +510,8 @@ def _run_search(args, source, prior: PriorChoice, inputs: SearchInputs, settings
     with distributed.staged_cache():
         vq = source.load(device, progress)
     model = vq.model
-    pixelcnn = None if prior.config is None else models.prior_from(prior.config, prior.payload, device)
+    pixelcnn = None if prior.config is None else models.prior_from(prior.config, prior.payload, device,
+                                                                   prior.payload["kind"])
     task = build_task(args, model, inputs, source.image_shape)
     budget = tasks.DEFAULT_BUDGET if args.budget is None else args.budget
     kw = dict(method=args.method, prior=pixelcnn, weight=prior.weight, budget=budget, seed=args.seed,
@@ -582,6 +605,9 @@ def build_parser() -> argparse.ArgumentParser:
     _model_options(p)
     p.add_argument("--model", type=Path, default=None, help="VQ-VAE checkpoint (default: the cache's model of --dataset, --k, --profile)")
     p.add_argument("--class-conditional", action="store_true", help="condition the prior on the class labels")
+    p.add_argument("--kind", default="pixelcnn", choices=("pixelcnn", "masked"),
+                   help="pixelcnn: raster-order PixelCNN; masked: a bidirectional masked-token prior (MaskGIT-style), "
+                        "whose completions see every visible code")
     _common(p, "checkpoint file to write (default: the cache only)")
     p.set_defaults(handler=check_prior)
 
@@ -612,7 +638,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="decoder-call equivalents per image, the prior's draws included (default: "
                         "vqtto.tasks.DEFAULT_BUDGET, 1000)")
     s.add_argument("--prior", type=Path, default=None,
-                   help="PixelCNN checkpoint over the model's codes (vqtto prior --out): put it in the search")
+                   help="prior checkpoint over the model's codes (vqtto prior --out; PixelCNN or masked): put it in "
+                        "the search")
     s.add_argument("--no-prior", action="store_true", help="do not use the cache's prior even where there is one")
     s.add_argument("--weight", type=float, default=None,
                    help="the prior's weight, task loss per nat per position (default: the book's tuned weight for "

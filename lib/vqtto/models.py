@@ -189,12 +189,14 @@ class CheckpointError(ValueError):
     """A checkpoint file that cannot be used: unreadable, not a vqtto checkpoint, of another kind, corrupt."""
 
 
-def read_checkpoint(path: Path, kind: str) -> tuple[dict, dict]:
-    """The ``(config, payload)`` of the checkpoint at ``path``, verified, holding a ``kind``; no code runs.
+def read_checkpoint(path: Path, kind: str | tuple[str, ...]) -> tuple[dict, dict]:
+    """The ``(config, payload)`` of the checkpoint at ``path``, verified, holding a ``kind`` (or one of
+    several kinds, then the payload's ``"kind"`` says which); no code runs.
 
     Raises:
         CheckpointError: naming ``path`` and what is wrong with it.
     """
+    kinds = (kind,) if isinstance(kind, str) else tuple(kind)
     try:
         with open(path, "rb") as fh:
             header = json.loads(fh.readline())
@@ -204,10 +206,12 @@ def read_checkpoint(path: Path, kind: str) -> tuple[dict, dict]:
         raise CheckpointError(f"{path}: not a vqtto checkpoint (no JSON header line)") from None
     if not isinstance(header, dict) or "kind" not in header or "config" not in header:
         raise CheckpointError(f"{path}: not a vqtto checkpoint")
-    if header["kind"] != kind:
-        raise CheckpointError(f"{path}: holds a {header['kind']!r} checkpoint, not a {kind!r} one")
+    if header["kind"] not in kinds:
+        wanted = " or ".join(repr(k) for k in kinds)
+        raise CheckpointError(f"{path}: holds a {header['kind']!r} checkpoint, not a {wanted} one")
     try:
-        return header["config"], artifacts.read(path, kind, header["config"])
+        payload = artifacts.read(path, header["kind"], header["config"])
+        return header["config"], ({**payload, "kind": header["kind"]} if len(kinds) > 1 else payload)
     except (artifacts.CorruptArtifact, artifacts.ArtifactMismatch) as err:
         raise CheckpointError(str(err)) from None
 
@@ -226,9 +230,15 @@ def vqvae_from(config: dict, payload: dict, device: torch.device) -> TrainedVQVA
     return TrainedVQVAE(model=model, history=History(**payload["history"]), test=payload["test"], config=config)
 
 
-def prior_from(config: dict, payload: dict, device: torch.device) -> GatedPixelCNN:
-    """A prior checkpoint's ``(config, payload)`` -> the :class:`GatedPixelCNN` on ``device``, in eval mode."""
-    model = GatedPixelCNN(PixelCNNConfig(**config["model"]))
+def prior_from(config: dict, payload: dict, device: torch.device, kind: str = "pixelcnn") -> nn.Module:
+    """A prior checkpoint's ``(config, payload)`` -> the :class:`GatedPixelCNN` (``kind`` "pixelcnn") or
+    :class:`~vqtto.masked_prior.MaskedTokenPrior` ("masked-prior") on ``device``, in eval mode."""
+    if kind == "masked-prior":
+        from .masked_prior import MaskedPriorConfig, MaskedTokenPrior
+
+        model = MaskedTokenPrior(MaskedPriorConfig(**config["model"]))
+    else:
+        model = GatedPixelCNN(PixelCNNConfig(**config["model"]))
     model.load_state_dict(payload["state_dict"])
     return model.to(device).eval()
 

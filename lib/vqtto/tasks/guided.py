@@ -21,7 +21,7 @@ from .. import search
 from ..search import registry
 from .problems import Task
 
-__all__ = ["GUIDED", "GuidedResult", "draw_losses", "guided_search", "start_grids"]
+__all__ = ["GUIDED", "GuidedResult", "draw_completions", "draw_losses", "energy_term", "guided_search", "start_grids"]
 
 
 @dataclass
@@ -45,6 +45,37 @@ class GuidedResult:
     equivalents: float
     seconds: float
     decoded_images: int = 0
+
+
+def _is_masked(prior) -> bool:
+    from ..masked_prior import MaskedTokenPrior, TrainedMaskedPrior
+
+    return isinstance(prior, (MaskedTokenPrior, TrainedMaskedPrior))
+
+
+def energy_term(prior, weight: float, k: int, grid: tuple[int, int]):
+    """``lambda`` times the prior's NLL per position, the prior term of a search's energy: the PixelCNN's
+    exact NLL (:class:`~vqtto.search.GridPrior`) or the masked-token prior's pseudo-NLL
+    (:class:`~vqtto.masked_prior.MaskedGridPrior`). Either refuses a prior of another k or grid."""
+    if _is_masked(prior):
+        from ..masked_prior import MaskedGridPrior
+
+        return MaskedGridPrior(prior, weight, k, grid)
+    return search.GridPrior(prior, weight, k, grid)
+
+
+def draw_completions(model, prior, task: Task, start: torch.Tensor, samples: int, seed: int = 0) -> torch.Tensor:
+    """``(B, S, h, w)`` completions of the task's movable positions (all, if it has none) of ``start``
+    ``(B, h, w)``: in raster order from a PixelCNN (:func:`~vqtto.search.prior_resample`: it sees only
+    the codes before a position), or by iterative parallel decoding from a masked-token prior
+    (:func:`~vqtto.masked_prior.complete`: it sees every frozen code)."""
+    if _is_masked(prior):
+        from ..masked_prior import complete
+
+        movable = task.movable if task.movable is not None else torch.ones_like(start, dtype=torch.bool)
+        return complete(prior, start, movable.to(start.device), samples=samples, seed=seed).cpu()
+    return search.prior_resample(model, prior, task.loss, start, movable=task.movable, samples=samples,
+                                 seed=seed).chain_indices
 
 
 def draw_losses(model, task: Task, draws: torch.Tensor, batch: int = 2048) -> torch.Tensor:
@@ -80,7 +111,7 @@ def guided_search(model, prior, task: Task, start: torch.Tensor, *, weight: floa
 
     Args:
         model: the VQ-VAE (a latent decoder).
-        prior: an unconditional PixelCNN over its codes (checked by :class:`~vqtto.search.GridPrior`).
+        prior: an unconditional PixelCNN over its codes, or a masked-token prior (see :func:`energy_term`).
         task: the :class:`~vqtto.tasks.Task` (its loss, movable positions and radius are used; with a
             radius the chains start at ``start`` itself).
         start: ``(B, h, w)`` int64, the codes kept at the frozen positions (e.g. the encoder's
@@ -96,14 +127,13 @@ def guided_search(model, prior, task: Task, start: torch.Tensor, *, weight: floa
     """
     if method not in GUIDED:
         raise ValueError(f"method must be one of {list(GUIDED)}, got {method!r}")
-    energy_prior = search.GridPrior(prior, weight, model.codebook.shape[0], tuple(start.shape[1:]))
+    energy_prior = energy_term(prior, weight, model.codebook.shape[0], tuple(start.shape[1:]))
     t0 = time.perf_counter()
     if draws is None:
         if task.radius is not None:  # a draw would leave the ball: the chains start at the source itself
             draws = start.cpu()[:, None].expand(-1, samples, -1, -1).clone()
         else:
-            draws = search.prior_resample(model, prior, task.loss, start, movable=task.movable, samples=samples,
-                                          seed=seed).chain_indices
+            draws = draw_completions(model, prior, task, start, samples, seed)
     losses = draw_losses(model, task, draws)
     penalty = energy_prior.penalty(draws.flatten(0, 1).to(start.device)).view(losses.shape).cpu()
     starts = start_grids(draws, losses + penalty, chains).to(start.device)

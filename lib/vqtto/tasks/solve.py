@@ -24,7 +24,7 @@ import torch
 from .. import search
 from ..latent import decode_grids, encode_grids, encode_latents
 from ..search import registry
-from .guided import GUIDED, guided_search
+from .guided import GUIDED, energy_term, guided_search
 from .problems import Benchmark, Task
 
 __all__ = ["DEFAULT_BUDGET", "DEFAULT_WEIGHT", "TUNED_WEIGHTS", "Solution", "check_solve", "default_weight", "solve"]
@@ -145,7 +145,7 @@ def check_solve(task, method: str, prior, weight, budget, samples: int, chains: 
         raise ValueError(f"budget ({budget:g} equivalents per pair) must exceed samples ({samples}): each draw costs one")
     if model is not None:
         grid = tuple(encode_grids(model, task.observed[:1]).shape[1:])
-        search.GridPrior(prior, 0.0 if weight is None else weight, model.codebook.shape[0], grid)
+        energy_term(prior, 0.0 if weight is None else weight, model.codebook.shape[0], grid)
     return task
 
 
@@ -170,7 +170,9 @@ def solve(model, task: Task, *, method: str = registry.DEFAULT, prior=None, weig
         model: the VQ-VAE (a latent autoencoder, :mod:`vqtto.latent`).
         task: a :class:`~vqtto.tasks.Task` (or a :class:`~vqtto.tasks.Benchmark`, whose truth is never used).
         method: a :data:`vqtto.search.registry.REGISTRY` id; default :data:`vqtto.search.registry.DEFAULT`.
-        prior: an unconditional PixelCNN over the model's codes (None: the task loss alone).
+        prior: an unconditional PixelCNN over the model's codes, or a masked-token prior
+            (:mod:`vqtto.masked_prior`, which conditions its draws on every visible code); None: the
+            task loss alone.
         weight: the prior's weight lambda >= 0 (loss per nat per position); None: :func:`default_weight`.
         budget: decoder-call equivalents per pair, the prior's draws included.
         samples, chains: the prior's draws per pair and the chains started from the best of them.
