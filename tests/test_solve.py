@@ -35,6 +35,9 @@ def test_every_list_of_methods_agrees_with_the_registry():
     method = _cli_choices("--method")
     assert list(method.choices) == ids and method.default == registry.DEFAULT == search.DEFAULT
     assert set(tasks.guided.GUIDED) == set(registry.supporting(movable=True, prior=True))
+    task = _cli_choices("--task")
+    assert [c.replace("-", "_") for c in task.choices] == [tasks.CONSTRUCTORS[k] for k in tasks.KINDS]
+    assert all(callable(getattr(tasks, tasks.CONSTRUCTORS[k])) for k in tasks.KINDS)
 
 
 def test_the_registry_refuses_unknown_methods_settings_and_features(world):
@@ -61,7 +64,7 @@ def test_a_budget_buys_the_same_equivalents_in_every_method(world):
 
 def test_solve_defaults_to_the_registry_default_and_improves_on_its_start(world):
     model, _, images, _ = world
-    task = tasks.reconstruction(images.roll(1, 0), sources=images)
+    task = tasks.reconstruct(images.roll(1, 0), sources=images)
     found = tasks.solve(model, task, budget=60)
     assert found.method == registry.DEFAULT and found.trace.method == registry.DEFAULT
     assert found.grids.shape == (4, 7, 7) and found.images.shape == images.shape
@@ -116,7 +119,7 @@ def test_solve_refuses_bad_input_before_any_work(world, case, monkeypatch):
 
 def test_a_shared_run_joins_into_the_unshared_one(world):
     model, _, images, _ = world
-    task = tasks.reconstruction(images.roll(1, 0), sources=images)
+    task = tasks.reconstruct(images.roll(1, 0), sources=images)
     whole = tasks.solve(model, task, budget=45)
     parts = tasks.Solution.join([tasks.solve(model, task.rows(torch.arange(i, j)), budget=45) for i, j in ((0, 1), (1, 4))])
     assert torch.equal(whole.grids, parts.grids) and torch.allclose(whole.losses, parts.losses)

@@ -29,6 +29,7 @@ from typing import Callable
 import torch
 
 from . import artifacts, distributed, search
+from . import tasks as tasks_mod
 from . import data as data_mod
 from . import images as images_mod
 from .device import pick_device
@@ -251,10 +252,10 @@ def _check_masked_prior(args, overrides: dict) -> Callable[[], int]:
 
 # --- search ----------------------------------------------------------------------------------------
 
-TASKS = ("reconstruct", "super-resolve", "inpaint", "edit")
-#: What each --task is called in :mod:`vqtto.tasks`.
-TASK_KINDS = {"reconstruct": "reconstruction", "super-resolve": "super-resolution", "inpaint": "inpainting",
-              "edit": "editing"}
+#: ``--task`` name -> the :data:`vqtto.tasks.KINDS` it poses: the names of the :mod:`vqtto.tasks`
+#: constructors (``super-resolve`` is ``tasks.super_resolve``), one vocabulary for both.
+TASK_KINDS = {name.replace("_", "-"): kind for kind, name in tasks_mod.CONSTRUCTORS.items()}
+TASKS = tuple(TASK_KINDS)
 #: Options of ``search`` that every method takes (solve's own), so not among the method settings.
 GENERAL = ("budget", "chains", "seed")
 
@@ -498,7 +499,7 @@ def build_task(args, model, inputs: SearchInputs, shape: tuple[int, int, int]):
     elif args.task == "edit":
         return tasks.edit(targets, encode_grids(model, inputs.sources), args.radius)
     else:
-        task = tasks.reconstruction(targets)
+        task = tasks.reconstruct(targets)
     return task if inputs.sources is None else replace(task, source=inputs.sources.to(dev))
 
 

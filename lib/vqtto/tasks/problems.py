@@ -4,7 +4,7 @@ A :class:`Task` holds only what a user can give: an observed image, the loss on 
 positions may change, a Hamming radius, the codes (or images) a search starts from. Build one
 from what you have:
 
-- :func:`reconstruction`: reach target images (the paper's task), from source images or their codes;
+- :func:`reconstruct`: reach target images (the paper's task), from source images or their codes;
 - :func:`inpaint`: an image with hidden pixels (``hidden``: True = hidden, the one mask
   convention of the library); the loss is the MSE on the visible pixels, and only the token
   positions whose receptive field touches a hidden pixel may change (:func:`touching_positions`);
@@ -28,11 +28,14 @@ import torch.nn.functional as F
 
 from ..constraints import PairLoss, downscale, downscaled_mse_to, masked_mse_to, mse_to
 
-__all__ = ["EDITS", "KINDS", "MASKS", "Benchmark", "Task", "edit", "editing", "hidden_mask", "inpaint", "inpainting",
-           "measure", "psnr", "receptive_fields", "reconstruction", "super_resolution", "super_resolve",
+__all__ = ["CONSTRUCTORS", "EDITS", "KINDS", "MASKS", "Benchmark", "Task", "edit", "editing", "hidden_mask", "inpaint", "inpainting",
+           "measure", "psnr", "receptive_fields", "reconstruct", "super_resolution", "super_resolve",
            "touching_positions", "upsample"]
 
 KINDS = ("reconstruction", "inpainting", "super-resolution", "editing")
+#: The constructor that poses each kind from what the user has: the command line's ``--task`` names.
+CONSTRUCTORS = {"reconstruction": "reconstruct", "inpainting": "inpaint", "super-resolution": "super_resolve",
+                "editing": "edit"}
 MASKS = ("bottom-half", "centre-square", "random-half")
 EDITS = ("paste", "brighten", "erase")
 
@@ -276,7 +279,7 @@ def edit(edited: torch.Tensor, start: torch.Tensor, radius: int, name: str = "ed
 _edit_task = edit  # editing() has an argument of that name
 
 
-def reconstruction(targets: torch.Tensor, sources: torch.Tensor | None = None) -> Task:
+def reconstruct(targets: torch.Tensor, sources: torch.Tensor | None = None) -> Task:
     """The paper's task: reach images ``targets`` ``(B, C, H, W)``, starting from the encoding of
     ``sources`` (same shape; None: of the targets themselves)."""
     _check_images("targets", targets)
