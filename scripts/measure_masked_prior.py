@@ -24,8 +24,10 @@ import time
 
 import torch
 
-from vqtto import anchors, artifacts, data, masked_prior, models, pairs, pixelcnn, tasks
-from vqtto import completion as cm
+from vqtto import anchors, cache as artifacts, data, models, tasks
+from vqtto.models import masked as masked_prior, pixelcnn
+from vqtto.data import pairs
+from vqtto.tasks import completion as cm
 from vqtto.task_search import draw_losses, guided_search
 
 

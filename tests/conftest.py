@@ -34,7 +34,7 @@ def smoke_stage():
 @pytest.fixture
 def tiny_vqvae():
     """A small random VQ-VAE on 1 x 28 x 28 images, k=8, D=4."""
-    from vqtto.vqvae import VQVAE, VQVAEConfig
+    from vqtto.models.autoencoder import VQVAE, VQVAEConfig
 
     torch.manual_seed(0)
     return VQVAE(VQVAEConfig(k=8, hidden=8, embedding_dim=4, n_res=1))

@@ -6,7 +6,7 @@ from torch import nn
 from vector_quantize_pytorch import VectorQuantize
 
 from vqtto import search
-from vqtto.adapters import VectorQuantizeAdapter
+from vqtto.models.adapters import VectorQuantizeAdapter
 from vqtto.latent import LatentAutoencoder, LatentDecoder, LatentShapes, check_latent_decoder
 
 D, K = 4, 16

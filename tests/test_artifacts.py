@@ -7,7 +7,7 @@ import pickle
 import pytest
 import torch
 
-from vqtto import artifacts
+from vqtto import cache as artifacts
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from vqtto.chapters import reaching_target as chapter
+from vqtto.book.chapters import reaching_target as chapter
 
 
 class _Trace(SimpleNamespace):
@@ -45,7 +45,7 @@ def test_leads_are_paired_and_the_verdict_says_whether_they_are_resolved():
 
 
 def test_constrained_tasks_verdict_needs_every_task_inside_and_reads_the_paired_intervals():
-    from vqtto.chapters.constrained_tasks import TaskVerdict, stays_real_verdict
+    from vqtto.book.chapters.constrained_tasks import TaskVerdict, stays_real_verdict
     from vqtto.stats import Estimate
 
     def verdict(task, inside, causal):
@@ -61,7 +61,7 @@ def test_constrained_tasks_verdict_needs_every_task_inside_and_reads_the_paired_
 
 
 def test_the_prior_weight_is_the_best_one_that_keeps_the_codes_real():
-    from vqtto.chapters.constrained_tasks import choose_weight
+    from vqtto.book.chapters.constrained_tasks import choose_weight
 
     rows = [{"lambda": 0.0, "median MSE": 0.01, "inside real 95%": 0.0},
             {"lambda": 0.001, "median MSE": 0.02, "inside real 95%": 0.8},

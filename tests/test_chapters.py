@@ -22,10 +22,10 @@ def execute_smoke(chapter, out_dir):
 
 
 @pytest.mark.chapter
-@pytest.mark.parametrize("chapter", book.chapters())
+@pytest.mark.parametrize("chapter", book.chapter_names())
 def test_chapter_runs_with_smoke_profile(chapter, smoke_stage):
     if chapter == "09_results":  # the results page reads what the other chapters recorded
-        for other in book.chapters()[: book.chapters().index(chapter)]:
+        for other in book.chapter_names()[: book.chapter_names().index(chapter)]:
             if not (smoke_stage / f"{other}.ipynb").exists():
                 execute_smoke(other, smoke_stage)
     out = execute_smoke(chapter, smoke_stage)  # raises ChapterFailed on an error cell
@@ -72,11 +72,11 @@ def test_a_cell_past_the_timeout_stops_the_chapter(tmp_path, monkeypatch):
 
 def test_profiles_name_only_real_chapters():
     for profile in ("smoke", "quick", "full"):
-        for chapter in book.chapters():
+        for chapter in book.chapter_names():
             assert book.profile_params(profile, chapter)["profile"] == profile
 
 
-@pytest.mark.parametrize("chapter", book.chapters())
+@pytest.mark.parametrize("chapter", book.chapter_names())
 def test_parameters_cell_matches_the_schema_and_documents_every_parameter(chapter):
     """What `papermill --help-notebook` lists is exactly what the chapter validates, each with a meaning."""
     import papermill as pm

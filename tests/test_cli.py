@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vqtto import artifacts, cli, search
+from vqtto import cache as artifacts, cli, search
 
 SIDE = 16  # tiny grayscale images; the VQ-VAE gives 4 x 4 grids
 

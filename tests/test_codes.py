@@ -5,10 +5,11 @@ import math
 import pytest
 import torch
 
-from vqtto import artifacts, codes
-from vqtto.chapters import prior as chapter
+from vqtto import cache as artifacts
+from vqtto.data import codes
+from vqtto.book.chapters import prior as chapter
 from vqtto.models import TrainedVQVAE
-from vqtto.training import History
+from vqtto.models.training import History
 
 
 def _trained(model, dataset="fashion-mnist", tag=0):
@@ -96,7 +97,7 @@ def test_drift_and_verdict_follow_the_numbers():
 
 
 def test_prior_controls_blend_codes_and_compare_searches_at_equal_steps():
-    from vqtto.chapters import prior as chapter
+    from vqtto.book.chapters import prior as chapter
 
     start, target = torch.zeros(200, 2, 2, dtype=torch.long), torch.ones(200, 2, 2, dtype=torch.long)
     half = chapter.mixed_grids(start, target, 0.5, seed=1)

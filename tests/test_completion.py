@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from vqtto import artifacts
-from vqtto import completion as cm
+from vqtto import cache as artifacts
+from vqtto.tasks import completion as cm
 
 
 def _images(b=3, seed=0):

@@ -11,8 +11,8 @@ import torch
 
 from vqtto import distributed, search
 from vqtto.data import ImageSet
-from vqtto.training import PriorTrainConfig, TrainConfig, train_prior, train_vqvae
-from vqtto.vqvae import VQVAE, VQVAEConfig
+from vqtto.models.training import PriorTrainConfig, TrainConfig, train_prior, train_vqvae
+from vqtto.models.autoencoder import VQVAE, VQVAEConfig
 
 CPU = torch.device("cpu")
 N_IMAGES, BATCH = 90, 21  # 5 steps per epoch: shares of 11 and 10 images, and the last step 3 and 3
@@ -43,7 +43,7 @@ def _train():
                        CPU, progress=False)
     grids = torch.randint(16, (N_IMAGES, 4, 4), generator=torch.Generator().manual_seed(2))
     codes = type("Codes", (), {"indices": grids, "labels": data.labels})
-    from vqtto.pixelcnn import GatedPixelCNN, PixelCNNConfig
+    from vqtto.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
 
     torch.manual_seed(1)
     prior = GatedPixelCNN(PixelCNNConfig(k=16, height=4, width=4, channels=8, n_layers=1, n_classes=3))
@@ -69,7 +69,7 @@ def _search(name):
             z = model.encode(sources[rows])
         return SEARCHES[name](model, z, loss.rows(rows))
 
-    return distributed.sharded(run, N_PAIRS)
+    return distributed.sharded(run, N_PAIRS, search.join_traces)
 
 
 def _worker():
@@ -124,7 +124,8 @@ def _crash_worker(cache):
     """Train a cached VQ-VAE on both ranks; rank 1 raises at its second dead-code check."""
     os.environ["VQTTO_CACHE"] = cache
     from vqtto import data as data_mod
-    from vqtto import models, training
+    from vqtto import models
+    from vqtto.models import training
 
     data_mod.load = lambda dataset, split="train", root=None, limit=None: ImageSet(
         torch.zeros(64, 1, 28, 28), torch.zeros(64, dtype=torch.long), dataset)

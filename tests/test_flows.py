@@ -9,9 +9,9 @@ from torch import nn
 from torch.distributions.relaxed_categorical import ExpRelaxedCategorical
 
 from vqtto import flows
-from vqtto.constraints import mse_to
-from vqtto.gumbel import GumbelSoftmax, zipf_probs
-from vqtto.vqvae import VQVAE, VQVAEConfig
+from vqtto.search.losses import mse_to
+from vqtto.flows.gumbel import GumbelSoftmax, zipf_probs
+from vqtto.models.autoencoder import VQVAE, VQVAEConfig
 
 
 @pytest.mark.parametrize("k,tau", [(3, 1.0), (4, 0.3), (5, 0.1)])
@@ -256,7 +256,7 @@ def test_code_grid_helpers_agree_with_the_categorical():
 
 
 def test_a_diverging_grid_flow_is_recorded_said_and_searched_through_without_crashing():
-    from vqtto.chapters import simplex_flow
+    from vqtto.book.chapters import simplex_flow
 
     probs = flows.fit_code_categorical(torch.randint(5, (40, 2, 2)), 5)
     flow, run = flows.fit_grid_flow(probs, 0.3, n_blocks=1, hidden=8, steps=10, batch=8, lr=1e12, seed=0)
@@ -273,7 +273,7 @@ def test_a_diverging_grid_flow_is_recorded_said_and_searched_through_without_cra
 
 def _values(scale: dict, n: int = 8, pixelcnn: bool = False) -> dict:
     """Per-pair values for the search rows: relative loss ``scale[row] * (1 + small per-pair noise)``."""
-    from vqtto.chapters import simplex_flow
+    from vqtto.book.chapters import simplex_flow
 
     noise = 1 + 0.01 * torch.arange(n, dtype=torch.float64)
     out = {}
@@ -285,7 +285,7 @@ def _values(scale: dict, n: int = 8, pixelcnn: bool = False) -> dict:
 
 
 def test_search_findings_decide_from_paired_intervals():
-    from vqtto.chapters import simplex_flow
+    from vqtto.book.chapters import simplex_flow
 
     fit = simplex_flow.GridFlowFit(steps=3, diverged=False, diverged_at=None, reason=None, first_loss=9.0,
                                    final_kl=4.0, seconds=0.1)
@@ -314,7 +314,7 @@ def _run(configuration, kind, losses, diverged_at=None, final=None, k=3):
 def test_reverse_kl_figure_draws_no_mark_in_the_data_area_for_a_run_diverged_at_step_0():
     from types import SimpleNamespace
 
-    from vqtto.chapters import paper_flow
+    from vqtto.book.chapters import paper_flow
 
     P = SimpleNamespace(ks=[3], configurations=[1, 2], steps=10)
     runs = [_run(1, "paper", [], diverged_at=0), _run(2, "paper", [5.0, 3.0, 2.0], diverged_at=3)]
@@ -334,7 +334,7 @@ def test_reverse_kl_figure_draws_no_mark_in_the_data_area_for_a_run_diverged_at_
 @pytest.mark.parametrize("name", ["configurations", "ks", "kinds"])
 def test_empty_sweeps_are_refused(name):
     from vqtto import params
-    from vqtto.chapters import paper_flow, simplex_flow
+    from vqtto.book.chapters import paper_flow, simplex_flow
 
     for schema in (paper_flow.PARAMS, simplex_flow.PARAMS):
         if name in schema:
@@ -344,7 +344,7 @@ def test_empty_sweeps_are_refused(name):
 
 def test_pulse_tau_must_be_two_positive_temperatures_and_lambda_is_not_quoted_from_the_paper():
     from vqtto import params
-    from vqtto.chapters import simplex_flow
+    from vqtto.book.chapters import simplex_flow
 
     schema = simplex_flow.PARAMS
     assert params.validate({**params.defaults(schema), "pulse_tau": [2.0, 0.1]}, schema).pulse_tau == [2.0, 0.1]
@@ -357,8 +357,8 @@ def test_pulse_tau_must_be_two_positive_temperatures_and_lambda_is_not_quoted_fr
 def test_chapter_results_are_recorded_and_read_back_with_their_verdicts(tmp_path):
     from types import SimpleNamespace
 
-    from vqtto import report
-    from vqtto.chapters import paper_flow, simplex_flow
+    from vqtto.book import report
+    from vqtto.book.chapters import paper_flow, simplex_flow
 
     P = SimpleNamespace(profile="smoke", configurations=[1, 2], ks=[3], seeds=1, steps=3, n_blocks=1,
                         kinds=["simplex"], n_pairs=2)
@@ -397,8 +397,9 @@ def test_chapter_results_are_recorded_and_read_back_with_their_verdicts(tmp_path
 @pytest.mark.chapter
 def test_simplex_flow_chapter_records_a_diverged_grid_flow_and_goes_on(tmp_path, monkeypatch):
     """``grid_lr: 1e12`` used to crash the chapter formatting the missing final KL."""
-    from vqtto import book, report
-    from vqtto.chapters import simplex_flow
+    from vqtto import book
+    from vqtto.book import report
+    from vqtto.book.chapters import simplex_flow
 
     monkeypatch.setenv("VQTTO_RESULTS", str(tmp_path / "results"))
     book.execute("06_simplex_flow", "smoke", out_dir=tmp_path,

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from vqtto.gumbel import GumbelSoftmax, zipf_probs
+from vqtto.flows.gumbel import GumbelSoftmax, zipf_probs
 
 
 def test_samples_lie_on_the_open_simplex():

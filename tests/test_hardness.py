@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from vqtto import exact as X
+from vqtto.hardness import exact as X
 from vqtto import hardness as H
-from vqtto import reduced_searches as R
+from vqtto.hardness import instance_searches as R
 
 
 def _instances():
@@ -278,7 +278,7 @@ def test_summarise_runs_counts_solved_runs_and_instances():
 @pytest.mark.parametrize("name", ["alphas", "timing_n", "space_ks", "space_grids"])
 def test_chapter_refuses_an_empty_list(name):
     from vqtto import params
-    from vqtto.chapters import hardness as ch
+    from vqtto.book.chapters import hardness as ch
 
     given = {**params.defaults(ch.PARAMS), name: []}
     with pytest.raises(params.ParameterError, match=f"'{name}' must be a non-empty list"):
@@ -286,8 +286,9 @@ def test_chapter_refuses_an_empty_list(name):
 
 
 def test_chapter_result_decides_its_verdicts_and_round_trips(tmp_path):
-    from vqtto import params, report
-    from vqtto.chapters import hardness as ch
+    from vqtto import params
+    from vqtto.book import report
+    from vqtto.book.chapters import hardness as ch
 
     P = params.validate({**params.defaults(ch.PARAMS), "profile": "smoke", "space_grids": [[2, 3]],
                          "space_ks": [2]}, ch.PARAMS)

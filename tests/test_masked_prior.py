@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from vqtto import masked_prior as mp
+from vqtto.models import masked as mp
 from vqtto import search
 from vqtto.search.chains import pair_seeds
 

@@ -3,7 +3,9 @@
 import pytest
 import torch
 
-from vqtto import artifacts, codes, models, training
+from vqtto import cache as artifacts, models
+from vqtto.data import codes
+from vqtto.models import training
 from vqtto import data as data_mod
 
 
@@ -81,7 +83,7 @@ def test_vqvae_matches_a_direct_training_run(toy_data):
     tv = models.vqvae("fashion-mnist", k=8, profile="smoke", device="cpu", progress=False, **SMALL)
     cfg = training.TrainConfig(**tv.config["train"])
     torch.manual_seed(cfg.seed)
-    from vqtto.vqvae import VQVAE, VQVAEConfig
+    from vqtto.models.autoencoder import VQVAE, VQVAEConfig
 
     model = VQVAE(VQVAEConfig(**tv.config["model"]))
     hist = training.train_vqvae(model, data_mod.load("fashion-mnist", "train", limit=96),

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from vqtto import data
-from vqtto.pairs import test_pairs as make_pairs
+from vqtto.data.pairs import test_pairs as make_pairs
 
 
 @pytest.fixture

@@ -14,10 +14,10 @@ import pytest
 
 from vqtto import book
 from vqtto.params import (Check, Device, Each, Grid, NonEmpty, OneOf, Param, ParameterError, PathName, Range, Work,
-                          between, defaults, each, validate, work)
-from vqtto.profiles import PROFILES
+    between, defaults, each, validate, work)
+from vqtto.models.profiles import PROFILES
 
-CHAPTERS = book.chapters()
+CHAPTERS = book.chapter_names()
 _WRONG_TYPE = {int: ["x", 1.5, True, [1]], float: ["x", True, [1.0]], str: [5, ["a"]], list: [5, {"a": 1}],
                bool: [1, "yes"]}
 

@@ -94,7 +94,8 @@ def test_empty_lists_that_would_leave_a_section_silently_empty_are_refused(chapt
 
 def test_dead_helpers_are_gone():
     """Names the review found unused (they had drifted from what the chapters do)."""
-    from vqtto import params, plots
+    from vqtto import params
+    from vqtto.book import plots
 
     assert not hasattr(params, "describe") and not hasattr(plots, "k_colors")
     assert not hasattr(params.Namespace, "as_dict")

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from vqtto.models import prior_config
-from vqtto.pixelcnn import GatedPixelCNN, PixelCNNConfig, bits_per_image, evaluate, nll_per_position, score
-from vqtto.training import PriorTrainConfig, train_prior
+from vqtto.models.pixelcnn import GatedPixelCNN, PixelCNNConfig, bits_per_image, evaluate, nll_per_position, score
+from vqtto.models.training import PriorTrainConfig, train_prior
 
 
 def _model(k=5, h=4, w=5, channels=8, n_layers=4, kernel_size=3, n_classes=0, seed=0):

@@ -5,7 +5,7 @@ from typing import ClassVar
 
 import pytest
 
-from vqtto import report
+from vqtto.book import report
 
 
 @dataclass

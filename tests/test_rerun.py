@@ -22,10 +22,10 @@ SANITIZE = Path(__file__).with_name("nbval-sanitize.cfg")
 
 @pytest.mark.chapter
 def test_every_executed_smoke_chapter_reproduces_its_outputs(smoke_stage):
-    for chapter in book.chapters():
+    for chapter in book.chapter_names():
         if not (smoke_stage / f"{chapter}.ipynb").exists():
             book.execute(chapter, "smoke", out_dir=smoke_stage)
-    notebooks = [str(smoke_stage / f"{c}.ipynb") for c in book.chapters()]
+    notebooks = [str(smoke_stage / f"{c}.ipynb") for c in book.chapter_names()]
     run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval",
                           "--nbval-cell-timeout", os.environ.get("VQTTO_CELL_TIMEOUT", "300"),
                           "--nbval-sanitize-with", str(SANITIZE), "--rootdir", str(smoke_stage), *notebooks],

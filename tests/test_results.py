@@ -6,13 +6,12 @@ import typing
 
 import pytest
 
-from vqtto import report, results
-from vqtto.chapters.constrained_tasks import Lead, TaskVerdict
-from vqtto.chapters.gradient_search import MethodMedian
-from vqtto.chapters.hardness import HardnessResult
-from vqtto.chapters.prior import Control
-from vqtto.chapters.reaching_target import ExactRow, MethodSummary
-from vqtto.chapters.simplex_flow import MedianInterval
+from vqtto.book import report, results_page as results
+from vqtto.book.chapters.constrained_tasks import Lead, TaskVerdict
+from vqtto.book.chapters.gradient_search import MethodMedian
+from vqtto.book.chapters.hardness import HardnessResult
+from vqtto.book.chapters.prior import Control
+from vqtto.book.chapters.reaching_target import ExactRow, MethodSummary
 from vqtto.stats import Estimate
 
 
@@ -51,8 +50,8 @@ def fake_results(profile="quick"):
                control_relative_loss_median=0.9, divergence_fraction={str(c): {"simplex": 0.0} for c in range(1, 5)},
                ks=[3, 8], seeds=3, n_pairs=16)
     sf.search_findings.prior_fitted = True
-    sf.search_findings.relative_loss = {"pulse": MedianInterval(0.85, 0.8, 0.9), "pulse-untrained": MedianInterval(0.9, 0.8, 1.0),
-                                        "alg2": MedianInterval(22.0, 20.0, 25.0), "start": MedianInterval(30.0, 28.0, 33.0)}
+    sf.search_findings.relative_loss = {"pulse": Estimate(0.85, 0.8, 0.9, 16), "pulse-untrained": Estimate(0.9, 0.8, 1.0, 16),
+                                        "alg2": Estimate(22.0, 20.0, 25.0, 16), "start": Estimate(30.0, 28.0, 33.0, 16)}
     gained = [Control("Algorithm 2, final grid", "search", "alg2", 0.6, 4.3, Estimate(0.8, 0.7, 0.9, 100),
                       Estimate(0.37, 0.28, 0.47, 100), 0.05),
               Control("relaxed search, best grid", "search", "relaxed", 0.7, 4.9, Estimate(1.4, 1.2, 1.6, 100),

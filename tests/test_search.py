@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from vqtto import constraints, search
+from vqtto.search import losses as constraints
+from vqtto import search
 
 
 @pytest.fixture
@@ -361,7 +362,7 @@ def test_package_exports_every_public_name():
 
 
 def test_chapter_summaries_match_the_trace(setup):
-    from vqtto.chapters import gradient_search as chapter
+    from vqtto.book.chapters import gradient_search as chapter
 
     model, z, tgt = setup
     tr = search.straight_through(model, z, search.mse_to(tgt), alpha=500.0, lam=100)
@@ -370,7 +371,7 @@ def test_chapter_summaries_match_the_trace(setup):
     assert row["mean"] == round(float(n.mean()), 2) and row["min"] == int(n.min()) and row["max"] == int(n.max())
     cyc = chapter.loop_lengths(tr)
     assert cyc.numel() == sum(r == "loop" for r in tr.stop_reason) and bool((cyc >= 2).all())
-    from vqtto import plots
+    from vqtto.book import plots
 
     cols = plots._columns(50, 17, 8)
     assert len(cols) <= 8 and 17 in cols and cols[0] == 0 and cols[-1] == 49
@@ -405,10 +406,11 @@ def test_chapter_skips_data_sets_that_are_not_on_the_machine(monkeypatch):
     """The full profile lists CIFAR-10 and Mini-ImageNet; without their data the chapter goes on."""
     from types import SimpleNamespace
 
-    from vqtto import models, pairs
-    from vqtto.chapters import gradient_search as chapter
+    from vqtto import models
+    from vqtto.data import pairs
+    from vqtto.book.chapters import gradient_search as chapter
     from vqtto.data import DataUnavailable
-    from vqtto.vqvae import VQVAE, VQVAEConfig
+    from vqtto.models.autoencoder import VQVAE, VQVAEConfig
 
     tiny = VQVAE(VQVAEConfig(k=4, hidden=8, embedding_dim=2))
 

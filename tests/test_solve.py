@@ -6,8 +6,9 @@ import importlib
 import pytest
 import torch
 
-from vqtto import cli, plots, search, tasks
-from vqtto.pixelcnn import GatedPixelCNN, PixelCNNConfig
+from vqtto import cli, search, tasks
+from vqtto.book import plots
+from vqtto.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
 from vqtto.search import registry
 from vqtto.search.trace import METHODS as TRACE_METHODS
 
@@ -140,7 +141,7 @@ def test_the_task_holds_what_the_user_has_and_the_benchmark_the_truth(world):
 
 
 def test_solve_takes_a_masked_token_prior_for_its_draws_and_energy(world):
-    from vqtto.masked_prior import MaskedGridPrior, MaskedPriorConfig, MaskedTokenPrior
+    from vqtto.models.masked import MaskedGridPrior, MaskedPriorConfig, MaskedTokenPrior
 
     model, _, images, grid = world
     torch.manual_seed(0)

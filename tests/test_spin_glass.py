@@ -5,9 +5,9 @@ import pytest
 import torch
 from torch import nn
 
-from vqtto import exact as X
-from vqtto import reduced_searches as R
-from vqtto import spin_glass as S
+from vqtto.hardness import exact as X
+from vqtto.hardness import instance_searches as R
+from vqtto.hardness import spin_glass as S
 
 
 def _instances():

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from vqtto import search, tasks
-from vqtto.tasks import anchors
-from vqtto.pixelcnn import GatedPixelCNN, PixelCNNConfig
+from vqtto.tasks import baselines as anchors
+from vqtto.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
 from vqtto.tasks.guided import guided_search
 
 

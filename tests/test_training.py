@@ -7,9 +7,9 @@ import torch
 from torch import nn
 
 from vqtto.data import ImageSet
-from vqtto.training import (Loop, PriorTrainConfig, TrainConfig, cosine_decay, fit, train_prior, vqvae_metrics,
-                            train_vqvae)
-from vqtto.vqvae import VQVAE, VQVAEConfig
+from vqtto.models.training import (Loop, PriorTrainConfig, TrainConfig, cosine_decay, fit, train_prior, vqvae_metrics,
+    train_vqvae)
+from vqtto.models.autoencoder import VQVAE, VQVAEConfig
 
 CPU = torch.device("cpu")
 
@@ -108,7 +108,7 @@ class _Grids:
 
 @pytest.mark.parametrize("n_classes", [0, 3])
 def test_prior_training_is_reproducible(n_classes):
-    from vqtto.pixelcnn import GatedPixelCNN, PixelCNNConfig
+    from vqtto.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
 
     g = torch.Generator().manual_seed(0)
     z, y = torch.randint(5, (90, 3, 3), generator=g), torch.randint(3, (90,), generator=g)
@@ -149,7 +149,7 @@ def test_cosine_decay_and_time_budget():
 def test_restart_verdict_follows_the_numbers():
     from types import SimpleNamespace
 
-    from vqtto.chapters.training import gap_verdict, restart_verdict
+    from vqtto.book.chapters.training import gap_verdict, restart_verdict
 
     def tv(mse, used):
         return SimpleNamespace(k=512, test={"recon": mse, "codes_used": used, "perplexity": used * 0.8})
@@ -170,7 +170,7 @@ def test_restart_verdict_follows_the_numbers():
 def test_flatness_is_measured_from_the_recorded_curves():
     from types import SimpleNamespace
 
-    from vqtto.chapters import training as chapter
+    from vqtto.book.chapters import training as chapter
 
     epochs = [0.1 * i for i in range(1, 21)]
     flat = [0.01] * 20

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from vqtto.vqvae import VQVAE, VQVAEConfig, codebook_usage
+from vqtto.models.autoencoder import VQVAE, VQVAEConfig, codebook_usage
 
 
 def test_shapes(tiny_vqvae):

@@ -5,7 +5,7 @@ import base64
 import ipywidgets as widgets
 import pytest
 
-from vqtto.widgets import image_widget, live_explorer, static_explorer
+from vqtto.book.widgets import image_widget, live_explorer, static_explorer
 
 MODES = ["all", "single", "top"]
 ALPHAS = ["0.01", "0.1", "1"]

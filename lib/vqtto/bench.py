@@ -26,7 +26,8 @@ import time
 
 import torch
 
-from . import models, pairs, search
+from . import models, search
+from .data import pairs
 from .device import pick_device
 
 
@@ -120,10 +121,10 @@ def bench_samplers(model, args, device) -> None:
 def _train_for(model, train, test, seconds: float, batch_size: int, lr: float, device) -> dict:
     """Train ``model`` for about ``seconds`` of wall time; images/s and final test MSE.
 
-    The loop is the book's (:func:`vqtto.training.fit`) with the quick preset's dead-code restart
+    The loop is the book's (:func:`vqtto.models.training.fit`) with the quick preset's dead-code restart
     every 50 steps, for both models, and no evaluation until the budget is spent.
     """
-    from .training import DeadCodeRestarts, Loop, fit, vqvae_loss, vqvae_metrics
+    from .models.training import DeadCodeRestarts, Loop, fit, vqvae_loss, vqvae_metrics
 
     loop = Loop(batch_size=batch_size, lr=lr, seed=0, epochs=None, seconds=seconds)
     run = fit(model, (train.images,), vqvae_loss(model), loop, device, on_step=DeadCodeRestarts(model, 50),
@@ -146,8 +147,8 @@ def _decoder_fb(model, n: int, device, repeats: int = 5) -> float:
 
 def bench_vqvae(args) -> None:
     from . import data
-    from .profiles import vqvae_preset
-    from .vqvae import VQVAE, VQVAEConfig
+    from .models.profiles import vqvae_preset
+    from .models.autoencoder import VQVAE, VQVAEConfig
 
     device = pick_device(args.device)
     train = data.load("fashion-mnist", "train")
@@ -201,9 +202,9 @@ def train_throughput(n_images: int, epochs: int, batch_size: int, kind: str) -> 
     """One rank's part of data-parallel training of the quick-preset VQ-VAE (k=512) on the first
     ``n_images`` Fashion-MNIST images, ``batch_size`` the global batch; returns images/s."""
     from . import data
-    from .profiles import vqvae_preset
-    from .training import DeadCodeRestarts, Loop, fit, vqvae_loss
-    from .vqvae import VQVAE, VQVAEConfig
+    from .models.profiles import vqvae_preset
+    from .models.training import DeadCodeRestarts, Loop, fit, vqvae_loss
+    from .models.autoencoder import VQVAE, VQVAEConfig
 
     device = _rank_device(kind)
     images = data.load("fashion-mnist", "train", limit=n_images).images
@@ -218,9 +219,9 @@ def train_throughput(n_images: int, epochs: int, batch_size: int, kind: str) -> 
 def search_throughput(n_pairs: int, max_unique: int, kind: str) -> tuple[float, bool]:
     """One rank's share of Algorithm 2 on ``n_pairs`` test pairs, sharded; returns pairs/s and whether
     the cached quick model was searched (else a random one of its architecture)."""
-    from . import artifacts, distributed
-    from .profiles import vqvae_preset
-    from .vqvae import VQVAE, VQVAEConfig
+    from . import cache as artifacts, distributed
+    from .models.profiles import vqvae_preset
+    from .models.autoencoder import VQVAE, VQVAEConfig
 
     device = _rank_device(kind)
     cached = artifacts.path_for("vqvae", models.vqvae_config("fashion-mnist", 512, "quick")).exists()
@@ -237,7 +238,7 @@ def search_throughput(n_pairs: int, max_unique: int, kind: str) -> tuple[float, 
             z = model.encode(pp.sources[rows].to(device))
         return search.straight_through(model, z, loss.rows(rows.to(device)), max_unique=max_unique)
 
-    _, seconds = _timed(lambda: distributed.sharded(run, n_pairs))
+    _, seconds = _timed(lambda: distributed.sharded(run, n_pairs, search.join_traces))
     return n_pairs / seconds, cached
 
 

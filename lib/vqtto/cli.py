@@ -6,7 +6,7 @@ library functions the notebooks call. Run under ``torchrun`` it trains data-para
 the search pairs across the ranks (:mod:`vqtto.distributed`); only rank 0 writes.
 
 Checkpoints (``train --out``, ``prior --out``, ``search --model``) are the cache's files
-(:mod:`vqtto.artifacts`: one JSON header line and tensors read with ``weights_only=True``), so
+(:mod:`vqtto.cache`: one JSON header line and tensors read with ``weights_only=True``), so
 loading one runs no code and any cache file is a checkpoint.
 """
 
@@ -28,12 +28,12 @@ from typing import Callable
 
 import torch
 
-from . import artifacts, distributed, search
+from . import cache as artifacts, distributed, search
 from . import tasks as tasks_mod
 from . import data as data_mod
-from . import images as images_mod
+from .data import images as images_mod
 from .device import pick_device
-from .profiles import PROFILES
+from .models.profiles import PROFILES
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -233,7 +233,7 @@ def check_prior(args) -> Callable[[], int]:
 
 def _check_masked_prior(args, overrides: dict) -> Callable[[], int]:
     """``vqtto prior --kind masked``: the masked-token prior over the cache's model's codes."""
-    from . import masked_prior
+    from .models import masked as masked_prior
 
     if args.model is not None or args.class_conditional:
         raise BadInput("--kind masked trains over the cache's models (--dataset, --k, --profile); it takes neither "
@@ -317,7 +317,7 @@ class SearchInputs:
 
 
 def _pairs_inputs(args, source) -> SearchInputs:
-    from . import pairs
+    from .data import pairs
 
     dataset = source.config["dataset"]
     if not isinstance(dataset, str):
@@ -577,7 +577,7 @@ def _common(p: argparse.ArgumentParser, out_help: str, out_required: bool = Fals
 def _model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default="fashion-mnist", choices=data_mod.DATASETS, help="a data set the library knows")
     p.add_argument("--k", type=int, default=512, help="codebook size")
-    p.add_argument("--profile", default="quick", choices=PROFILES, help="model presets (vqtto.profiles)")
+    p.add_argument("--profile", default="quick", choices=PROFILES, help="model presets (vqtto.models.profiles)")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default: the profile's)")
     p.add_argument("--seed", type=int, default=None, help="seed of initialisation and batch order (default: the profile's, 0)")
     p.add_argument("--batch-size", type=int, default=None,
@@ -654,7 +654,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("book", help="execute the book's chapters, build the site (python -m vqtto.book)",
                        formatter_class=HelpFormatter, description=book.__doc__)
-    book.add_commands(b.add_subparsers(dest="cmd", required=True))
+    book.add_commands(b.add_subparsers(dest="cmd", required=True), HelpFormatter)
     b.set_defaults(handler=lambda args: lambda: book.run_command(args))
     return parser
 

@@ -10,7 +10,7 @@ rank waiting for a dead peer fails instead of hanging.
 
 What the ranks share:
 
-- training (:class:`DataParallelStep`, used by :func:`vqtto.training.fit`): every rank draws the
+- training (:class:`DataParallelStep`, used by :func:`vqtto.models.training.fit`): every rank draws the
   same permutation from the same seed, takes a contiguous share of each *global* batch
   (:func:`rank_share`) and steps through ``DistributedDataParallel``, its loss weighted so that the
   averaged gradient is the global batch's mean gradient; logged terms are averaged over the
@@ -43,7 +43,7 @@ import time
 import traceback
 import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, is_dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable
@@ -52,8 +52,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from . import artifacts
-from .search.trace import SearchTrace
+from . import cache as artifacts
 
 TIMEOUT_ENV = "VQTTO_DIST_TIMEOUT"
 DEFAULT_TIMEOUT = 600.0
@@ -314,40 +313,27 @@ def staged_cache():
 
 # --- searches ------------------------------------------------------------------------------------
 
-def join_traces(traces: list[SearchTrace]) -> SearchTrace:
-    """Traces of consecutive shares of the pairs -> one trace of all pairs, in order.
-
-    Per-pair fields are concatenated, ``decoded_images`` summed, ``seconds`` the longest share's.
-    """
-    first = traces[0]
-
-    def cat(name: str):
-        parts = [getattr(t, name) for t in traces]
-        if any(p is None for p in parts):
-            return None
-        return torch.cat(parts) if isinstance(parts[0], torch.Tensor) else [x for p in parts for x in p]
-
-    per_pair = ("grids", "losses", "raw_steps", "stop_reason", "loop_to", "loop_steps", "final_latents",
-                "continuous_losses")
-    return replace(first, **{name: cat(name) for name in per_pair},
-                   decoded_images=sum(t.decoded_images for t in traces), seconds=max(t.seconds for t in traces))
-
-
 def _to_cpu(result):
-    """A trace (or a solution holding one) with its final latents moved to the CPU, for gathering."""
-    if isinstance(result, SearchTrace):
-        return result if result.final_latents is None else replace(result, final_latents=result.final_latents.cpu())
-    trace = getattr(result, "trace", None)
-    return result if trace is None else replace(result, trace=_to_cpu(trace))
+    """``result`` (a dataclass such as a trace or a solution) with its tensors moved to the CPU, for gathering."""
+    if not is_dataclass(result):
+        return result
+    changes = {}
+    for f in fields(result):
+        value = getattr(result, f.name)
+        if isinstance(value, torch.Tensor) and value.device.type != "cpu":
+            changes[f.name] = value.cpu()
+        elif is_dataclass(value):
+            changes[f.name] = _to_cpu(value)
+    return replace(result, **changes) if changes else result
 
 
-def sharded(search: Callable[[torch.Tensor], Any], n_pairs: int, join: Callable[[list], Any] | None = None):
+def sharded(search: Callable[[torch.Tensor], Any], n_pairs: int, join: Callable[[list], Any]):
     """Run ``search(rows)`` on this rank's contiguous share of the pair indices ``0 .. n_pairs-1``.
 
     Returns the result for all ``n_pairs`` pairs, in order, on rank 0 (on one process:
     ``search(arange(n_pairs))`` itself) and None on the other ranks; the ranks' results are put
-    together by ``join`` (default: :func:`join_traces`, for a search returning a trace; a
-    :class:`vqtto.tasks.Solution` has ``Solution.join``). A rank whose share is empty (fewer pairs
+    together by ``join`` (:func:`vqtto.search.join_traces` for a search returning a trace,
+    ``Solution.join`` for :func:`vqtto.tasks.solve`). A rank whose share is empty (fewer pairs
     than ranks) searches nothing. For a search whose pairs are independent (Algorithms 1-3, the
     greedy and the relaxed search) the joined result equals the unsharded run's.
     """
@@ -361,7 +347,7 @@ def sharded(search: Callable[[torch.Tensor], Any], n_pairs: int, join: Callable[
     dist.all_gather_object(gathered, trace)
     if not w.main:
         return None
-    return (join or join_traces)([t for t in gathered if t is not None])
+    return join([t for t in gathered if t is not None])
 
 
 # --- a local group without torchrun --------------------------------------------------------------

@@ -12,8 +12,8 @@ Starting a search from images (and :func:`vqtto.search.reference_losses`) also n
 ``encode(images (B, C, H, W)) -> (B, D, h, w)``: that is :class:`LatentAutoencoder`.
 :func:`check_latent_decoder` probes a model for all of this before any work, with an error that
 names what is missing or of the wrong shape. :func:`encode_latents`, :func:`encode_grids` and
-:func:`decode_grids` are the one chunked way to go between images and grids through the protocol. :class:`vqtto.vqvae.VQVAE` is a latent
-autoencoder; :class:`vqtto.adapters.VectorQuantizeAdapter` makes one of a model built on
+:func:`decode_grids` are the one chunked way to go between images and grids through the protocol. :class:`vqtto.models.autoencoder.VQVAE` is a latent
+autoencoder; :class:`vqtto.models.adapters.VectorQuantizeAdapter` makes one of a model built on
 vector-quantize-pytorch.
 """
 

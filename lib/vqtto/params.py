@@ -304,7 +304,7 @@ def _apply(check: Callable | None, value: Any, profile: str | None) -> str | Non
 
 
 def _profile_param() -> Param:
-    from .profiles import PROFILES
+    from .models.profiles import PROFILES
 
     return Param(str, "model presets shared by all chapters: " + " | ".join(PROFILES), one_of(*PROFILES),
                  default="quick")

@@ -2,10 +2,10 @@
 
 Every search works on a *latent decoder*: any object with ``codebook`` ``(k, D)``,
 ``nearest(z (B, D, h, w)) -> (B, h, w)`` int64, ``lookup(idx (B, h, w)) -> (B, D, h, w)`` and
-``decode(codes) -> (B, C, H, W)`` (:class:`vqtto.vqvae.VQVAE` is one). A search starts from
+``decode(codes) -> (B, C, H, W)`` (:class:`vqtto.models.autoencoder.VQVAE` is one). A search starts from
 continuous latents ``z_start`` ``(B, D, h, w)`` (usually the encoder's output for B source
 images) and minimises a per-pair loss ``images (B, C, H, W) -> (B,)`` (see
-:mod:`vqtto.constraints`, re-exported here: ``search.mse_to`` etc.). All searches are batched:
+:mod:`vqtto.search.losses`, re-exported here: ``search.mse_to`` etc.). All searches are batched:
 the B pairs advance together, each with its own hash set and stop state, and finished pairs cost
 no further decoder calls. They all run on one driver and return one :class:`SearchTrace`.
 
@@ -50,14 +50,14 @@ Costs: every search counts decoder-call equivalents (:data:`FORWARD` = 1 per ima
 :attr:`SearchTrace.decoder_equivalents`, and per grid in :attr:`SearchTrace.costs`.
 """
 
-from ..constraints import LossFn, PairLoss, downscale, downscaled_mse_to, masked_mse_to, mse_to
+from .losses import LossFn, PairLoss, downscale, downscaled_mse_to, masked_mse_to, mse_to
 from .continuous import gradient_descent
 from .driver import (BUDGET, MOVED, RETRY, REVISITS, STALLED, Evaluate, Evaluator, Proposer, Recorder, check_positive,
-                     check_start, drive, pair_losses)
+    check_start, drive, pair_losses)
 from .greedy import greedy_coordinate
 from .relaxed import ball_argmax, relaxed_straight_through
 from .straight import MASKS, mask_gradient, straight_through
-from .trace import FORWARD, FORWARD_BACKWARD, METHODS, STOP_REASONS, SearchTrace
+from .trace import FORWARD, FORWARD_BACKWARD, METHODS, STOP_REASONS, SearchTrace, join_traces
 from .voronoi import nearest_exact, position_steps, steps_to_change
 from .yardsticks import quantized_losses, reference_losses, relative_losses
 from .first_order import apply_moves, best_moves, first_order_table, linearisation_check
@@ -74,7 +74,7 @@ from . import registry
 from .registry import DEFAULT, REGISTRY, MethodSpec
 
 __all__ = [
-    # losses (from vqtto.constraints)
+    # losses (from vqtto.search.losses)
     "LossFn", "PairLoss", "downscale", "downscaled_mse_to", "masked_mse_to", "mse_to",
     # the searches
     "gradient_descent", "straight_through", "mask_gradient", "MASKS", "greedy_coordinate", "relaxed_straight_through",
@@ -89,7 +89,7 @@ __all__ = [
     # the prior in the search, and the prior alone
     "GridPrior", "prior_resample", "ball_argmax",
     # what they return
-    "METHODS", "STOP_REASONS", "SearchTrace", "FORWARD", "FORWARD_BACKWARD",
+    "METHODS", "STOP_REASONS", "SearchTrace", "join_traces", "FORWARD", "FORWARD_BACKWARD",
     # geometry
     "nearest_exact", "position_steps", "steps_to_change",
     # yardsticks

@@ -19,7 +19,7 @@ import math
 
 import torch
 
-from ..constraints import LossFn
+from .losses import LossFn
 from .chains import ChainSearch, sample_categorical
 from .driver import check_positive
 from .first_order import apply_moves

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..constraints import LossFn
+from .losses import LossFn
 from .driver import check_positive, pair_losses
 from .first_order import apply_moves
 
@@ -47,7 +47,7 @@ def radius1_certificate(model, loss: LossFn, grids: torch.Tensor, *, chunk: int 
 
     check_positive("chunk", chunk, integer=True, minimum=1)
     if not hasattr(loss, "rows"):
-        raise ValueError("radius1_certificate needs a loss with .rows() (a vqtto.constraints.PairLoss)")
+        raise ValueError("radius1_certificate needs a loss with .rows() (a vqtto.search.losses.PairLoss)")
     t0 = time.perf_counter()
     k = model.codebook.shape[0]
     b, h, w = grids.shape

@@ -20,7 +20,7 @@ from typing import Sequence
 
 import torch
 
-from ..constraints import LossFn
+from .losses import LossFn
 from .driver import BUDGET, MOVED, RETRY, Evaluator, check_positive, check_start, drive
 from .first_order import first_order_table
 from .trace import SearchTrace
@@ -81,7 +81,7 @@ def sample_categorical(logits: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 def repeat_loss(loss: LossFn, rows: torch.Tensor):
     """``loss`` restricted to ``rows`` (repeats allowed); refuses a loss that cannot be restricted."""
     if not hasattr(loss, "rows"):
-        raise ValueError("several chains per pair need a loss with .rows() (a vqtto.constraints.PairLoss, "
+        raise ValueError("several chains per pair need a loss with .rows() (a vqtto.search.losses.PairLoss, "
                          "e.g. search.mse_to(targets)); a plain callable cannot score repeated rows")
     return loss.rows(rows)
 

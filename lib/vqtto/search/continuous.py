@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from ..constraints import LossFn
+from .losses import LossFn
 from .driver import BUDGET, MOVED, RETRY, STALLED, Evaluator, check_positive, check_start, drive
 from .trace import SearchTrace
 

@@ -17,7 +17,7 @@ from typing import Callable
 
 import torch
 
-from ..constraints import LossFn
+from .losses import LossFn
 from .trace import FORWARD, FORWARD_BACKWARD, SearchTrace
 
 __all__ = ["BUDGET", "Evaluate", "Evaluator", "MOVED", "Proposer", "RETRY", "REVISITS", "Recorder", "STALLED",
@@ -65,7 +65,7 @@ def check_start(model, z_start: torch.Tensor) -> None:
 def pair_losses(loss: LossFn, images: torch.Tensor, rows: torch.Tensor, n_pairs: int) -> torch.Tensor:
     """Losses ``(n,)`` of ``images`` ``(n, C, H, W)`` belonging to pairs ``rows`` ``(n,)``.
 
-    A :class:`~vqtto.constraints.PairLoss` is restricted to those rows; any other callable is
+    A :class:`~vqtto.search.losses.PairLoss` is restricted to those rows; any other callable is
     called on a full ``(n_pairs, C, H, W)`` batch (zeros elsewhere) and the rows are picked out,
     so ``rows`` must then be distinct.
     """

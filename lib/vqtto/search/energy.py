@@ -26,7 +26,7 @@ class GridPrior:
     """``lambda`` times a PixelCNN's NLL per position, for grids of one VQ-VAE.
 
     Args:
-        prior: a :class:`~vqtto.pixelcnn.GatedPixelCNN` (unconditional) over the model's codes.
+        prior: a :class:`~vqtto.models.pixelcnn.GatedPixelCNN` (unconditional) over the model's codes.
         weight: ``lambda`` >= 0 (0: the term is there but weighs nothing).
         k: the searched model's codebook size; must be the prior's.
         grid: ``(h, w)`` of the searched model's index grids; must be the prior's.
@@ -41,7 +41,7 @@ class GridPrior:
             raise ValueError(f"lambda (prior weight) must be a finite number >= 0, got {weight!r}")
         cfg = getattr(prior, "cfg", None)
         if cfg is None or not hasattr(prior, "log_probs_all"):
-            raise ValueError(f"prior must be a vqtto.pixelcnn.GatedPixelCNN, got {type(prior).__name__}")
+            raise ValueError(f"prior must be a vqtto.models.pixelcnn.GatedPixelCNN, got {type(prior).__name__}")
         if cfg.k != k:
             raise ValueError(f"prior was trained for k={cfg.k} codes but the searched model has k={k}")
         if (cfg.height, cfg.width) != tuple(grid):

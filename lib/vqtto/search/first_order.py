@@ -43,7 +43,7 @@ def linearisation_check(model, loss, idx: torch.Tensor, n_moves: int = 64, seed:
     """Predicted (table) against true loss change of ``n_moves`` random single-position moves.
 
     For each grid of ``idx`` ``(B, h, w)`` (pair i scored with ``loss`` row i, a
-    :class:`~vqtto.constraints.PairLoss`), draws ``n_moves`` random (position, code) changes and
+    :class:`~vqtto.search.losses.PairLoss`), draws ``n_moves`` random (position, code) changes and
     returns ``{"predicted": (B, n_moves), "true": (B, n_moves), "rank": (B, n_moves)}``: the
     table's entry, the decoded loss change and the move's rank in its pair's table (0 = the
     table's most promising move). Ready for a scatter plot of the figure of the first-order table.

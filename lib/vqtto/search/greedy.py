@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from ..constraints import LossFn
+from .losses import LossFn
 from .driver import MOVED, RETRY, STALLED, Evaluator, check_positive, check_start, drive
 from .first_order import first_order_table
 from .trace import SearchTrace

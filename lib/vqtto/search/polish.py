@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from ..constraints import LossFn
+from .losses import LossFn
 from .chains import movable_mask
 from .driver import MOVED, STALLED, Evaluator, check_positive, check_start, drive
 from .first_order import apply_moves, best_moves, first_order_table

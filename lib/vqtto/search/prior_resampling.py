@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from ..constraints import LossFn
+from .losses import LossFn
 from .chains import PairRandom, best_paths, movable_mask, pair_seeds, repeat_loss, sample_categorical
 from .driver import Evaluator, check_positive
 from .trace import FORWARD, SearchTrace
@@ -45,8 +45,8 @@ def prior_resample(model, prior, loss: LossFn, start: torch.Tensor, *, movable: 
 
     Args:
         model: the latent decoder (``codebook``, ``lookup``, ``decode``) whose codes ``prior`` models.
-        prior: an unconditional :class:`~vqtto.pixelcnn.GatedPixelCNN` with the model's k and grid.
-        loss: a :class:`~vqtto.constraints.PairLoss` over the B pairs.
+        prior: an unconditional :class:`~vqtto.models.pixelcnn.GatedPixelCNN` with the model's k and grid.
+        loss: a :class:`~vqtto.search.losses.PairLoss` over the B pairs.
         start: ``(B, h, w)`` int64, the codes kept at the frozen positions.
         movable: ``(B, h, w)`` or ``(h, w)`` bool, the positions drawn (None: all: plain samples).
         samples: S draws per pair, >= 1; each costs one decoder call.

@@ -60,7 +60,7 @@ class MethodSpec:
 
     Attributes:
         id: the method id (also :attr:`SearchTrace.method` of what it returns, and the key of
-            :data:`vqtto.plots.METHODS`).
+            :data:`vqtto.book.plots.METHODS`).
         fn: the search function ``fn(model, z_start, loss, **kwargs) -> SearchTrace``.
         fixed: keyword arguments the id fixes (e.g. Algorithm 3's ``mask="single"``).
         budget_args: decoder-call equivalents per pair -> the keyword arguments that spend them.
@@ -207,7 +207,7 @@ def check_settings(method: str, settings: Mapping) -> None:
     for refusing bad input before a model is loaded or trained."""
     import torch
 
-    from ..constraints import mse_to
+    from .losses import mse_to
 
     allowed = settings_of(method)
     unknown = sorted(set(settings) - set(allowed))

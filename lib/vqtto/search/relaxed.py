@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from ..constraints import LossFn
+from .losses import LossFn
 from .chains import movable_mask
 from .driver import MOVED, STALLED, Evaluator, check_positive, check_start, drive
 from .trace import SearchTrace

@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from ..constraints import LossFn
+from .losses import LossFn
 from .chains import best_paths, pair_seeds
 from .driver import check_positive, check_start
 from .straight import straight_through
@@ -45,7 +45,7 @@ def restarted_straight_through(model, z_start: torch.Tensor, loss: LossFn, *, bu
     check_positive("lam", lam, integer=True, minimum=1)
     check_start(model, z_start)
     if not hasattr(loss, "rows"):
-        raise ValueError("restarted_straight_through needs a loss with .rows() (a vqtto.constraints.PairLoss)")
+        raise ValueError("restarted_straight_through needs a loss with .rows() (a vqtto.search.losses.PairLoss)")
     t0 = time.perf_counter()
     b = z_start.shape[0]
     gens = [torch.Generator().manual_seed(s) for s in pair_seeds(seed, b)]

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from ..constraints import LossFn
+from .losses import LossFn
 from .chains import ChainSearch, check_choice, sample_categorical
 from .driver import check_positive
 from .trace import SearchTrace
@@ -101,7 +101,7 @@ def gibbs_with_gradients(model, z_start: torch.Tensor, loss: LossFn, *, temperat
     Args:
         model: a latent decoder with ``codebook`` ``(k, D)``.
         z_start: ``(B, D, h, w)``; the chains start at ``nearest(z_start)`` (or at ``start``).
-        loss: a :class:`~vqtto.constraints.PairLoss` (its rows are repeated per chain).
+        loss: a :class:`~vqtto.search.losses.PairLoss` (its rows are repeated per chain).
         temperature: T in units of each pair's start loss, > 0.
         chains: chains per pair, >= 1.
         budget: decoder-call equivalents per pair, all chains together (a step costs 3 per chain).

@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from ..constraints import LossFn
+from .losses import LossFn
 from .driver import MOVED, STALLED, Evaluator, check_positive, check_start, drive
 from .trace import SearchTrace
 from .voronoi import nearest_exact, position_steps

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..constraints import LossFn
+from .losses import LossFn
 from .driver import check_positive, pair_losses
 
 __all__ = ["MAX_GRIDS", "Subproblem", "enumerate_subproblem", "free_mask", "free_positions", "optimum_rate"]
@@ -88,7 +88,7 @@ def enumerate_subproblem(model, loss: LossFn, base: torch.Tensor, positions: tor
         raise ValueError(f"the sub-problem holds k**m = {k}**{m} = {n_grids:,} grids per pair, more than "
                          f"max_grids={max_grids:,}: lower m (free positions) or k, or raise max_grids")
     if not hasattr(loss, "rows"):
-        raise ValueError("enumerate_subproblem needs a loss with .rows() (a vqtto.constraints.PairLoss)")
+        raise ValueError("enumerate_subproblem needs a loss with .rows() (a vqtto.search.losses.PairLoss)")
     t0 = time.perf_counter()
     dev = base.device
     digits = torch.arange(n_grids, device=dev)[:, None] // (k ** torch.arange(m, device=dev))[None] % k   # (N, m)

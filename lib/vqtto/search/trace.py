@@ -8,11 +8,11 @@ visited, their losses ``(T_i,)`` and the raw steps each change took, plus why th
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
-__all__ = ["FORWARD", "FORWARD_BACKWARD", "METHODS", "STOP_REASONS", "SearchTrace"]
+__all__ = ["FORWARD", "FORWARD_BACKWARD", "METHODS", "STOP_REASONS", "SearchTrace", "join_traces"]
 
 #: Decoder-call equivalents of decoding one image (forward), and of decoding it and taking the
 #: gradient of its loss with respect to the codes (forward + backward).
@@ -124,3 +124,22 @@ class SearchTrace:
         """All raw-step counts of the changes of all pairs (start grids excluded), ``(N,)`` int64."""
         parts = [r[1:] for r in self.raw_steps]
         return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
+
+
+def join_traces(traces: list[SearchTrace]) -> SearchTrace:
+    """Traces of consecutive shares of the pairs -> one trace of all pairs, in order.
+
+    Per-pair fields are concatenated, ``decoded_images`` summed, ``seconds`` the longest share's.
+    """
+    first = traces[0]
+
+    def cat(name: str):
+        parts = [getattr(t, name) for t in traces]
+        if any(p is None for p in parts):
+            return None
+        return torch.cat(parts) if isinstance(parts[0], torch.Tensor) else [x for p in parts for x in p]
+
+    per_pair = ("grids", "losses", "raw_steps", "stop_reason", "loop_to", "loop_steps", "final_latents",
+                "continuous_losses")
+    return replace(first, **{name: cat(name) for name in per_pair},
+                   decoded_images=sum(t.decoded_images for t in traces), seconds=max(t.seconds for t in traces))

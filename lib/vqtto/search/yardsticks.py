@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ..constraints import LossFn, mse_to
+from .losses import LossFn, mse_to
 from .driver import pair_losses
 
 __all__ = ["quantized_losses", "reference_losses", "relative_losses"]

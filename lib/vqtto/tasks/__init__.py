@@ -8,14 +8,14 @@
 - :mod:`~vqtto.tasks.solve`: :func:`solve`, the book's and the command line's one entry point,
   and the :class:`Solution` it returns.
 - :mod:`~vqtto.tasks.guided`: the prior-guided search :func:`solve` runs when given a prior.
-- :mod:`~vqtto.tasks.anchors`: answers without search (the encoder on the evidence, the nearest
+- :mod:`~vqtto.tasks.baselines`: answers without search (the encoder on the evidence, the nearest
   training images and their mean), the yardsticks a search must beat.
 """
 
-from . import anchors, guided
-from .problems import (CONSTRUCTORS, EDITS, KINDS, MASKS, Benchmark, Task, edit, editing, hidden_mask, inpaint, inpainting, measure,
-                       psnr, receptive_fields, reconstruct, super_resolution, super_resolve, touching_positions,
-                       upsample)
+from . import baselines as anchors, guided
+from .problems import (CONSTRUCTORS, EDITS, KINDS, MASKS, Benchmark, Task, edit, editing, hidden_mask, inpaint,
+    inpainting, measure, psnr, receptive_fields, reconstruct, super_resolution, super_resolve, touching_positions,
+    upsample)
 from .solve import DEFAULT_BUDGET, DEFAULT_WEIGHT, TUNED_WEIGHTS, Solution, check_solve, default_weight, solve
 
 __all__ = ["CONSTRUCTORS", "EDITS", "KINDS", "MASKS", "Benchmark", "DEFAULT_BUDGET", "DEFAULT_WEIGHT", "Solution", "Task", "anchors",

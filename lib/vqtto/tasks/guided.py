@@ -48,7 +48,7 @@ class GuidedResult:
 
 
 def _is_masked(prior) -> bool:
-    from ..masked_prior import MaskedTokenPrior, TrainedMaskedPrior
+    from ..models.masked import MaskedTokenPrior, TrainedMaskedPrior
 
     return isinstance(prior, (MaskedTokenPrior, TrainedMaskedPrior))
 
@@ -56,9 +56,9 @@ def _is_masked(prior) -> bool:
 def energy_term(prior, weight: float, k: int, grid: tuple[int, int]):
     """``lambda`` times the prior's NLL per position, the prior term of a search's energy: the PixelCNN's
     exact NLL (:class:`~vqtto.search.GridPrior`) or the masked-token prior's pseudo-NLL
-    (:class:`~vqtto.masked_prior.MaskedGridPrior`). Either refuses a prior of another k or grid."""
+    (:class:`~vqtto.models.masked.MaskedGridPrior`). Either refuses a prior of another k or grid."""
     if _is_masked(prior):
-        from ..masked_prior import MaskedGridPrior
+        from ..models.masked import MaskedGridPrior
 
         return MaskedGridPrior(prior, weight, k, grid)
     return search.GridPrior(prior, weight, k, grid)
@@ -68,9 +68,9 @@ def draw_completions(model, prior, task: Task, start: torch.Tensor, samples: int
     """``(B, S, h, w)`` completions of the task's movable positions (all, if it has none) of ``start``
     ``(B, h, w)``: in raster order from a PixelCNN (:func:`~vqtto.search.prior_resample`: it sees only
     the codes before a position), or by iterative parallel decoding from a masked-token prior
-    (:func:`~vqtto.masked_prior.complete`: it sees every frozen code)."""
+    (:func:`~vqtto.models.masked.complete`: it sees every frozen code)."""
     if _is_masked(prior):
-        from ..masked_prior import complete
+        from ..models.masked import complete
 
         movable = task.movable if task.movable is not None else torch.ones_like(start, dtype=torch.bool)
         return complete(prior, start, movable.to(start.device), samples=samples, seed=seed).cpu()

@@ -37,7 +37,7 @@ class Problem:
 
 
 def problem(model, pp, device) -> Problem:
-    """Encode the sources of ``pp`` (a :class:`vqtto.pairs.Pairs`) and compute each target's yardstick."""
+    """Encode the sources of ``pp`` (a :class:`vqtto.data.pairs.Pairs`) and compute each target's yardstick."""
     with torch.no_grad():
         z = model.encode(pp.sources.to(device))
     targets = pp.targets.to(device)
@@ -51,7 +51,7 @@ def reported_and_validation(dataset: str, pair_draw: int, n_pairs: int, pair_see
 
     Raises ValueError when the seeds coincide or a validation pair is also a reported pair.
     """
-    from .. import pairs
+    from ..data import pairs
 
     if val_seed == pair_seed:
         raise ValueError(f"val_seed must differ from pair_seed={pair_seed}: settings are never tuned on reported pairs")

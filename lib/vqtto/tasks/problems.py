@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
-from ..constraints import PairLoss, downscale, downscaled_mse_to, masked_mse_to, mse_to
+from ..search.losses import PairLoss, downscale, downscaled_mse_to, masked_mse_to, mse_to
 
 __all__ = ["CONSTRUCTORS", "EDITS", "KINDS", "MASKS", "Benchmark", "Task", "edit", "editing", "hidden_mask", "inpaint", "inpainting",
            "measure", "psnr", "receptive_fields", "reconstruct", "super_resolution", "super_resolve",
@@ -50,7 +50,7 @@ class Task:
         observed: ``(B, C, H, W)`` what the user has, as an image at the model's resolution: the
             target, the masked image (hidden pixels 0), the bilinear upsampling of the
             low-resolution image, the edited image.
-        loss: the :class:`~vqtto.constraints.PairLoss` a search minimises.
+        loss: the :class:`~vqtto.search.losses.PairLoss` a search minimises.
         hidden: ``(B, 1, H, W)`` bool, the hidden pixels (inpainting), else None.
         movable: ``(B, h, w)`` bool token positions a search may change, or None (all).
         factor: the pooling factor (super-resolution), else None.

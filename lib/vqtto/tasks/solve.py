@@ -90,9 +90,7 @@ class Solution:
             return parts[0]
         n = [len(p) for p in parts]
         cat = lambda name: None if getattr(parts[0], name) is None else torch.cat([getattr(p, name) for p in parts])  # noqa: E731
-        from ..distributed import join_traces
-
-        trace = None if parts[0].trace is None else join_traces([p.trace for p in parts])
+        trace = None if parts[0].trace is None else search.join_traces([p.trace for p in parts])
         return Solution(cat("grids"), cat("images"), cat("losses"), cat("start"), cat("start_losses"), cat("final"),
                         parts[0].method, parts[0].settings,
                         sum(p.equivalents * k for p, k in zip(parts, n)) / sum(n),
@@ -171,7 +169,7 @@ def solve(model, task: Task, *, method: str = registry.DEFAULT, prior=None, weig
         task: a :class:`~vqtto.tasks.Task` (or a :class:`~vqtto.tasks.Benchmark`, whose truth is never used).
         method: a :data:`vqtto.search.registry.REGISTRY` id; default :data:`vqtto.search.registry.DEFAULT`.
         prior: an unconditional PixelCNN over the model's codes, or a masked-token prior
-            (:mod:`vqtto.masked_prior`, which conditions its draws on every visible code); None: the
+            (:mod:`vqtto.models.masked`, which conditions its draws on every visible code); None: the
             task loss alone.
         weight: the prior's weight lambda >= 0 (loss per nat per position); None: :func:`default_weight`.
         budget: decoder-call equivalents per pair, the prior's draws included.

@@ -1,0 +1,408 @@
+"""Chapter 3, searching that reaches the target: the field's discrete optimisers on one table.
+
+The searches live in :mod:`vqtto.search`; this module holds the chapter's parameters, which
+method runs with which settings (tuned on validation pairs), success-against-cost curves, the
+exact-optimum and certificate tables, and the chapter's typed result with its verdicts.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, ClassVar, Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from ... import search, stats
+from ...data import DATASETS
+from ...params import Param, above, between, chapter_schema, each, nonempty, one_of, seed, work
+from ..plots import method_color, method_label
+from ..report import ChapterResult
+from ...tasks.pair_benchmark import (Problem, best_at, problem, reported_and_validation, run_method, time_quantile,
+    time_to_target)
+
+#: The methods of the chapter, each at a budget of decoder-call equivalents per pair.
+METHOD_IDS = ("alg2-restarts", "alg2-tabu", "relaxed", "relaxed-annealed", "gwg", "dmala", "dmala-codebook", "pas-sa",
+              "screened-sa")
+#: Those that take a mask of movable positions with their own chains (the exact sub-problems).
+MASKABLE = tuple(m for m in METHOD_IDS if m in search.registry.supporting(movable=True, chains=True))
+
+PARAMS = chapter_schema({
+    "dataset": Param(str, "data set of the searched VQ-VAE", one_of(*DATASETS), default="fashion-mnist"),
+    "k": Param(int, "codebook size of the main model (the paper's 512)", between(2, 4096), default=512),
+    "k_small": Param(int, "also run the best method and the baseline on this codebook (None: skip)", between(2, 4096),
+                     nullable=True, default=40),
+    "pair_draw": Param(int, "pairs drawn with pair_seed as chapter 2 draws them (its n_pairs); the first n_pairs are searched",
+                       between(1, 10000), default=200),
+    "n_pairs": Param(int, "reported source-target pairs (paper: 200)", work(1, smoke=32, quick=500, full=5000), default=48),
+    "pair_seed": Param(int, "seed of the reported pairs (chapter 2's)", seed(), default=0),
+    "val_pairs": Param(int, "validation pairs every setting is tuned on (never the reported ones)", work(1, smoke=16, quick=200, full=1000), default=12),
+    "val_seed": Param(int, "seed of the validation pairs (must differ from pair_seed)", seed(), default=1),
+    "methods": Param(list, "methods compared (ids of vqtto.book.plots.METHODS)", nonempty(each(one_of(*METHOD_IDS), str, most=len(METHOD_IDS))),
+                     default=list(METHOD_IDS)),
+    "budgets": Param(list, "decoder-call equivalents per pair at which methods are compared (floats, the last is the run's)",
+                     nonempty(each(work(0.0, smoke=600.0, quick=20000.0, full=100000.0, lo_open=True), float, most=10)), default=[100.0, 300.0, 1000.0]),
+    "chains": Param(int, "chains per pair of the samplers", between(1, 64), default=2),
+    "temperatures": Param(list, "sampler temperatures tried on the validation pairs (units of the start loss)",
+                          nonempty(each(above(0.0, 10.0), float, most=10)), default=[0.002, 0.02]),
+    "relaxed_noises": Param(list, "Gumbel noise scales tried for the annealed relaxed search (floats, at least 0)",
+                            nonempty(each(between(0.0, 10.0), float, most=10)), default=[0.5, 2.0]),
+    "restart_noise": Param(float, "noise of Algorithm 2's restarts (units of the latents' std)", between(0.0, 10.0), default=0.5),
+    "polish_m": Param(int, "candidates decoded per round by the final screened polish", between(1, 4096), default=64),
+    "polish_rounds": Param(int, "most rounds of the final polish", work(1, smoke=100, quick=1000, full=10000), default=20),
+    "sub_k": Param(int, "codebook size of the exact sub-problems", between(2, 512), default=40),
+    "sub_m": Param(list, "free positions per sub-problem (k**m grids are enumerated per pair)", nonempty(each(between(1, 3), int, most=3)),
+                   default=[2]),
+    "sub_pairs": Param(int, "pairs given exact sub-problems", work(1, smoke=16, quick=200, full=1000), default=16),
+    "sub_budget": Param(float, "decoder-call equivalents per pair of each method on a sub-problem", work(0.0, smoke=600.0, quick=20000.0, full=100000.0, lo_open=True), default=150.0),
+    "cert_pairs": Param(int, "pairs whose best grid gets the radius-1 certificate (0: skip)", work(0, smoke=8, quick=100, full=1000), default=2),
+})
+
+
+@dataclass(frozen=True)
+class Display:
+    """What the chapter draws, per profile: display only."""
+
+    n_show: int      # traversals drawn (the first pairs, as chapter 2's Figure 4)
+    max_cols: int    # most reconstructions per traversal row
+    n_moves: int     # random moves per pair in the figure of the first-order table
+    explorer_pairs: int = 2   # pairs offered in the method explorer
+
+
+DISPLAY = {
+    "smoke": Display(n_show=2, max_cols=6, n_moves=16, explorer_pairs=1),
+    "quick": Display(n_show=4, max_cols=12, n_moves=64, explorer_pairs=2),
+    "full": Display(n_show=4, max_cols=12, n_moves=256, explorer_pairs=3),
+}
+
+
+# --- the pairs -----------------------------------------------------------------------------------
+
+# --- the methods ---------------------------------------------------------------------------------
+
+def candidate_settings(method: str, temperatures: Sequence[float], relaxed_noises: Sequence[float],
+                       restart_noise: float) -> list[dict]:
+    """The settings tried for ``method`` on the validation pairs."""
+    if method in MASKABLE:
+        return [{"temperature": float(t)} for t in temperatures]
+    if method == "relaxed-annealed":
+        return [{"noise": float(s)} for s in relaxed_noises]
+    if method == "alg2-restarts":
+        return [{"noise": restart_noise}]
+    return [{}]
+
+
+def tune(methods: Sequence[str], val: Problem, budget: float, chains: int, grids: Mapping[str, list[dict]]):
+    """Each method's setting with the largest share at R <= 1 (then lowest median R) on the validation
+    pairs; ``(settings, rows)``. A method with a single candidate setting is not run."""
+    settings, rows = {}, []
+    for m in methods:
+        if len(grids[m]) == 1:  # nothing to choose: no validation run
+            settings[m] = grids[m][0]
+            rows.append({"method": m, "setting": str(grids[m][0]) or "-", "median R (validation)": "not tuned",
+                         "share R <= 1 (validation)": "-"})
+            continue
+        scored = []
+        for s in grids[m]:
+            r = run_method(m, val, budget, s, chains).best_losses / val.reference
+            scored.append((stats.median(r), stats.share(r <= 1), s))
+            rows.append({"method": m, "setting": str(s) or "-", "median R (validation)": round(scored[-1][0], 3),
+                         "share R <= 1 (validation)": f"{scored[-1][1]:.0%}"})
+        settings[m] = min(scored, key=lambda x: (-x[1], x[0]))[2]
+    return settings, rows
+
+
+# --- success against cost -------------------------------------------------------------------------
+
+def curve_points(trace: search.SearchTrace, reference: torch.Tensor, n_points: int = 40) -> tuple[np.ndarray, np.ndarray]:
+    """Share of pairs at R <= 1 against decoder-call equivalents per pair (``n_points`` log-spaced)."""
+    top = max(float(c.max()) for c in trace.costs)
+    xs = np.unique(np.geomspace(3, max(4.0, top), n_points))
+    r = best_at(trace, xs.tolist()) / reference.double()[:, None]
+    return xs, (r <= 1).double().mean(0).numpy()
+
+
+def summary_rows(traces: Mapping[str, search.SearchTrace], reference: torch.Tensor, budgets: Sequence[float]) -> list[dict]:
+    """One row per method: share at R <= 1 per budget and median R, each with its 95% interval over pairs,
+    cost and time."""
+    rows = []
+    for name, tr in traces.items():
+        r = tr.best_losses.double() / reference.double()
+        med = stats.median_estimate(r)
+        row = {"method": method_label(name)}
+        at = (best_at(tr, budgets) / reference.double()[:, None]) <= 1
+        for j, b in enumerate(budgets):
+            row[f"R <= 1 at {b:g}"] = stats.share_estimate(at[:, j]).percent()
+        ttt = time_to_target(tr, reference)
+        row.update({"median R": round(med.value, 3), "95% interval": f"[{med.low:.3f}, {med.high:.3f}]",
+                    "ended in a loop": f"{tr.fraction('loop'):.0%}",
+                    "equivalents per pair": round(tr.decoder_equivalents / len(tr), 1),
+                    "wall time per pair": f"{tr.seconds / len(tr):.3g} s",
+                    "time to R <= 1, median / 90% (per pair)": f"{time_quantile(ttt, 0.5):.3g} s / {time_quantile(ttt, 0.9):.3g} s"})
+        rows.append(row)
+    return rows
+
+
+def success_figure(traces: Mapping[str, search.SearchTrace], reference: torch.Tensor, budgets: Sequence[float], title: str):
+    """The chapter's main figure: share of pairs at R <= 1 against decoder-call equivalents per pair."""
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    for name, tr in traces.items():
+        xs, ys = curve_points(tr, reference)
+        ax.step(xs, ys, where="post", color=method_color(name), lw=2.2 if name == "alg2-restarts" else 1.6,
+                ls="--" if name == "alg2-restarts" else "-", label=method_label(name))
+    for b in budgets:
+        ax.axvline(b, color="k", lw=0.6, ls=":")
+    ax.set_xscale("log")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("decoder-call equivalents per pair (forward 1, forward + backward 3; log scale)")
+    ax.set_ylabel("share of pairs with R <= 1")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def best_method(traces: Mapping[str, search.SearchTrace], reference: torch.Tensor) -> str:
+    """The method with the largest share at R <= 1 (then the lowest median R) at the run's budget."""
+    def key(name):
+        r = traces[name].best_losses.double() / reference.double()
+        return (-stats.share(r <= 1), stats.median(r))
+    return min(traces, key=key)
+
+
+# --- the first-order table ---------------------------------------------------------------------
+
+def table_figure(check: Mapping[str, torch.Tensor], title: str):
+    """Predicted (table) against true loss change of random single moves, and how the table ranks them."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    p, t = check["predicted"].flatten().numpy(), check["true"].flatten().numpy()
+    axes[0].scatter(p, t, s=6, alpha=0.4)
+    lim = [min(p.min(), t.min()), max(p.max(), t.max())]
+    axes[0].plot(lim, lim, "k:", lw=0.8)
+    axes[0].set_xlabel("predicted change D[p, j]")
+    axes[0].set_ylabel("true change of the loss")
+    better = t < 0
+    rank = check["rank"].flatten().numpy()
+    bins = np.unique(np.geomspace(1, max(2, rank.max() + 1), 20).round())
+    axes[1].hist([rank[better] + 1, rank[~better] + 1], bins=bins, label=["truly better", "truly worse"], stacked=True)
+    axes[1].set_xscale("log")
+    axes[1].set_xlabel("rank of the move in the table (1 = most promising; log scale)")
+    axes[1].set_ylabel("random moves")
+    axes[1].legend(fontsize=8)
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+# --- exact references ----------------------------------------------------------------------------
+
+@dataclass
+class ExactRow:
+    """One method on the sub-problems with m free positions: how often it found the exact optimum."""
+
+    m: int
+    k: int
+    method: str
+    found: stats.Estimate    # share of pairs at the optimum, with its 95% interval
+    median_gap: float
+    pairs: int
+    grids_per_pair: int
+
+
+def exact_rows(model, pb: Problem, m: int, methods: Sequence[str], settings: Mapping[str, dict], budget: float,
+               chains: int, seed: int = 0) -> tuple[list[ExactRow], float]:
+    """Enumerate each pair's sub-problem (own code fixed but m positions) and score each method on it."""
+    with torch.no_grad():
+        own = model.nearest(model.encode(pb.targets))
+        src = model.nearest(pb.z)
+    h, w = own.shape[1:]
+    pos = search.free_positions(len(pb.targets), h, w, m, seed=seed)
+    sub = search.enumerate_subproblem(model, pb.loss, own, pos.to(own.device))
+    mask = search.free_mask(pos, h, w).to(own.device)
+    start = torch.where(mask, src, own)
+    rows = []
+    for name in methods:
+        tr = run_method(name, pb, budget, settings.get(name, {}), chains, seed, start=start, movable=mask)
+        out = search.optimum_rate(tr.best_losses, sub)
+        n = len(pb.targets)
+        found = stats.Estimate(out["found"], *stats.share_interval(round(out["found"] * n), n), n)
+        rows.append(ExactRow(m=m, k=model.codebook.shape[0], method=name, found=found,
+                             median_gap=out["median gap"], pairs=len(pb.targets), grids_per_pair=sub.n_grids))
+    return rows, sub.seconds
+
+
+def exact_table(rows: Sequence[ExactRow]) -> list[dict]:
+    return [{"k": r.k, "free positions m": r.m, "grids per pair": f"{r.grids_per_pair:,}", "method": method_label(r.method),
+             "found the exact optimum": r.found.percent(), "median gap when missed": f"{r.median_gap:.2%}",
+             "pairs": r.pairs} for r in rows]
+
+
+def certificate_rows(cert: search.Certificate, method: str) -> list[dict]:
+    return [{"method": method_label(method), "pair": i, "neighbours decoded": cert.neighbours,
+             "1-move local optimum": bool(cert.local_optimum[i]), "better neighbours": int(cert.better_neighbours[i]),
+             "best neighbour improves the loss by": f"{max(0.0, float(cert.improvement[i])):.2%}"}
+            for i in range(len(cert.loss))]
+
+
+# --- the result ----------------------------------------------------------------------------------
+
+@dataclass
+class MethodSummary:
+    """One method on the reported pairs at the run's budget: median R and share at R <= 1, each with
+    its 95% interval over pairs (:class:`vqtto.stats.Estimate`)."""
+
+    method: str
+    median_r: stats.Estimate
+    share_r_le_1: stats.Estimate
+    share_at_budgets: list[float]
+    equivalents_per_pair: float
+    seconds_per_pair: float
+    setting: dict = field(default_factory=dict)
+
+
+@dataclass
+class Polished:
+    """The best method's grids after the screened polish: median R and share at R <= 1 (with intervals),
+    the extra decoder-call equivalents per pair, and the share of pairs where the polish stopped
+    because none of its screened moves helped."""
+
+    median: stats.Estimate
+    share: stats.Estimate
+    equivalents: float
+    certified_among_screened: float
+
+
+def polish_summary(pol: search.SearchTrace, reference: torch.Tensor) -> Polished:
+    """:class:`Polished` of the screened polish's trace ``pol`` on pairs with yardsticks ``reference`` ``(B,)``."""
+    r = pol.best_losses.double() / reference.double()
+    return Polished(stats.median_estimate(r), stats.share_estimate(r <= 1), pol.decoder_equivalents / len(pol),
+                    pol.fraction("stalled"))
+
+
+def share_lead(traces: Mapping[str, search.SearchTrace], reference: torch.Tensor, a: str, b: str) -> stats.Estimate:
+    """How much larger ``a``'s share of pairs at R <= 1 is than ``b``'s, paired over the same pairs, with its
+    95% interval (:func:`vqtto.stats.share_difference`)."""
+    def hit(name):
+        return traces[name].best_losses.double() / reference.double() <= 1
+    return stats.share_difference(hit(a), hit(b))
+
+
+def runner_up(traces: Mapping[str, search.SearchTrace], reference: torch.Tensor, best: str) -> str | None:
+    """The method :func:`best_method` would pick without ``best`` (None: ``best`` is the only one)."""
+    rest = {m: t for m, t in traces.items() if m != best}
+    return best_method(rest, reference) if rest else None
+
+
+@dataclass
+class ReachingTargetResult(ChapterResult):
+    """What chapter 3 measured: success against cost per method, exact optima, the certificate.
+
+    Attributes:
+        summaries: per method, on the reported pairs of the main model (k).
+        small: per method, on the k_small model (empty when skipped).
+        best: the best method's id (largest share at R <= 1, then lowest median R).
+        runner_up: the method ranked second by the same rule (None: only one method).
+        lead_over_runner_up / lead_over_baseline: the best method's share at R <= 1 minus the runner-up's /
+            Algorithm 2 with restarts', paired over pairs, with 95% intervals (None: no such method).
+        polished: median R and share R <= 1 of the best method's grids after the screened polish.
+        exact: the exact-optimum rows of the sub-problems.
+        certified_share: share of certified best grids that are 1-move local optima, with its interval
+            (None: skipped).
+        meets_targets: the issue's targets (97% / median 0.6 within 1,000 equivalents at k=512) reached.
+        verdict: the chapter's sentence.
+    """
+
+    CHAPTER: ClassVar[str] = "reaching_target"
+    dataset: str
+    k: int
+    k_small: int | None
+    n_pairs: int
+    budgets: list[float]
+    summaries: list[MethodSummary]
+    small: list[MethodSummary]
+    best: str
+    runner_up: str | None
+    lead_over_runner_up: stats.Estimate | None
+    lead_over_baseline: stats.Estimate | None
+    polished: Polished
+    exact: list[ExactRow]
+    certified_share: stats.Estimate | None
+    meets_targets: bool
+    verdict: str
+
+
+def summaries(traces: Mapping[str, search.SearchTrace], reference: torch.Tensor, budgets: Sequence[float],
+              settings: Mapping[str, dict]) -> list[MethodSummary]:
+    out = []
+    for name, tr in traces.items():
+        r = tr.best_losses.double() / reference.double()
+        at = ((best_at(tr, budgets) / reference.double()[:, None]) <= 1).double().mean(0).tolist()
+        out.append(MethodSummary(method=name, median_r=stats.median_estimate(r), share_r_le_1=stats.share_estimate(r <= 1),
+                                 share_at_budgets=at, equivalents_per_pair=tr.decoder_equivalents / len(tr),
+                                 seconds_per_pair=tr.seconds / len(tr), setting=dict(settings.get(name, {}))))
+    return out
+
+
+def _lead(lead: stats.Estimate | None, other: str) -> str:
+    if lead is None:
+        return ""
+    shown = "an interval that excludes zero" if lead.excludes(0) else "an interval that includes zero: not resolved on these pairs"
+    return f" Its share at R <= 1 exceeds {other}'s by {lead.percent()} pair by pair ({shown})."
+
+
+def verdict(main: Sequence[MethodSummary], best: str, polished: Polished, exact: Sequence[ExactRow], k: int,
+            budget: float, runner: str | None = None, lead_runner: stats.Estimate | None = None,
+            lead_base: stats.Estimate | None = None) -> tuple[bool, str]:
+    """Whether the issue's targets were met, and a sentence from the numbers (95% intervals over pairs).
+
+    ``runner``, ``lead_runner`` and ``lead_base``: the runner-up and the best method's paired leads in the
+    share at R <= 1 over it and over Algorithm 2 with restarts (:func:`share_lead`); a lead counts as shown
+    only where its interval excludes zero.
+    """
+    s = {m.method: m for m in main}
+    b, base = s[best], s.get("alg2-restarts")
+    share_best = max(b.share_r_le_1.value, polished.share.value)
+    med_best = min(b.median_r.value, polished.median.value)
+    meets = share_best >= 0.97 and med_best <= 0.6 and budget <= 1000 and k >= 512
+    text = (f"At {budget:g} decoder-call equivalents per pair the best method is {method_label(best)}: "
+            f"{b.share_r_le_1.percent()} of the pairs reach R <= 1 (median R {b.median_r.text('.2f')}; 95% intervals "
+            f"over pairs); after the screened polish {polished.share.percent()} (median {polished.median.text('.2f')}, "
+            f"{polished.equivalents:.0f} more equivalents per pair).")
+    if runner is not None:
+        text += _lead(lead_runner, f"the runner-up {method_label(runner)}")
+    if base is not None and best != "alg2-restarts":
+        text += (f" Algorithm 2 with random restarts, at the same cost, reaches R <= 1 on {base.share_r_le_1.percent()} "
+                 f"(median R {base.median_r.text('.2f')})." + _lead(lead_base, "Algorithm 2 with restarts"))
+    text += " "
+    samplers = [m for m in main if m.method in MASKABLE]
+    if samplers:
+        top = max(samplers, key=lambda m: (m.share_r_le_1.value, -m.median_r.value))
+        text += (f"The best of the gradient samplers on the first-order table, {method_label(top.method)}, reaches "
+                 f"{top.share_r_le_1.percent()} (median R {top.median_r.text('.2f')}). ")
+    if exact:
+        ex = max(exact, key=lambda r: r.found.value)
+        text += (f"On the exact sub-problems the best rate of finding the optimum is {ex.found.percent()} "
+                 f"({method_label(ex.method)}, m={ex.m}, {ex.pairs} pairs). ")
+    text += ("The issue's targets (97% at R <= 1, median R <= 0.6 within 1,000 equivalents at k=512) are met."
+             if meets else "The issue's targets (97% at R <= 1, median R <= 0.6 within 1,000 equivalents at k=512) are not met here.")
+    return meets, text
+
+
+def method_explorer_panels(model, traces: Mapping[str, search.SearchTrace], sources: torch.Tensor,
+                           targets: torch.Tensor, pairs: Sequence[int], max_cols: int) -> dict:
+    """PNG traversals for the static method explorer: ``{(method, str(pair)): png}``, one per method and pair."""
+    from ..plots import search_traversal
+    from ..widgets import png_bytes
+
+    panels = {}
+    for method, trace in traces.items():
+        for i in pairs:
+            fig = search_traversal(model, trace, sources, targets, [i], max_cols=max_cols,
+                                   title=f"{method_label(method)}, pair {i}")
+            panels[(method, str(i))] = png_bytes(fig, dpi=70)
+    return panels
