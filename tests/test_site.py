@@ -7,6 +7,7 @@ of every page are kept in ``_build/test-artifacts/screenshots``.
 
 import functools
 import http.server
+import os
 import shutil
 import threading
 from pathlib import Path
@@ -30,6 +31,9 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def site(smoke_stage, tmp_path_factory):
+    """The built smoke site, served. ``VQTTO_TEST_STAGE`` names a folder of smoke-executed chapters to reuse
+    (e.g. ``_build/src`` after ``python -m vqtto.book run --profile smoke``); chapters missing there are executed."""
+    smoke_stage = Path(os.environ.get("VQTTO_TEST_STAGE") or smoke_stage)
     for chapter in book.chapters():
         if not (smoke_stage / f"{chapter}.ipynb").exists():
             book.execute(chapter, "smoke", out_dir=smoke_stage)

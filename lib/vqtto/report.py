@@ -46,6 +46,16 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def show_figure(fig) -> None:
+    """Display a Matplotlib figure here, in the cell's output order, and close it (so the inline backend does
+    not draw it again at the end of the cell)."""
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+
+    display(fig)
+    plt.close(fig)
+
+
 def html_table(rows: Sequence[dict[str, Any]], css_class: str = "vqtto-table", raw: Sequence[str] = ()) -> str:
     """Rows of equal keys -> an HTML table (cells escaped, except the columns named in ``raw``)."""
     import html

@@ -384,7 +384,7 @@ def glance(results: dict) -> list[dict]:
     flow_bad, simplex_bad = len(pf.diverged_configurations), sf.simplex_diverged_configurations
     n_conf = len(pf.configurations)
     return [
-        _glance(f"k=512 → 40 costs little MSE ({paper.K_GAP_SIZES[0]}→{paper.K_GAP_SIZES[1]}, 5.1)",
+        _glance(f"k={paper.K_GAP_SIZES[0]} → {paper.K_GAP_SIZES[1]} costs little MSE (5.1)",
                 f"{quote.value}" if quote else "-",
                 f"{tr.gap:+.4f} ({tr.relative_gap:+.1%} ± {tr.relative_gap_std:.1%}, k={tr.k_reference}→{tr.k})",
                 "no-verdict" if tr.agrees is None else "agrees" if tr.agrees else "refuted",
@@ -400,11 +400,11 @@ def glance(results: dict) -> list[dict]:
         _glance("a PixelCNN prior over the codes converges (5.3)", "converges",
                 f"{pr.test_nats_per_position:.2f} vs log k {pr.log_k:.2f} nats/pos", "agrees" if pr.fits else "partly",
                 "prior", prior_rows(pr)[:1]),
-        _glance("the search leaves the prior's probable region (5.3)", "argued",
-                f"{pr.tail_share.percent()} in real codes' least likely {d['tail']:.0%}",
+        _glance("search leaves the prior's likely region (5.3)", "argued",
+                f"{pr.tail_share.percent()} in the least likely {d['tail']:.0%}",
                 "not-shown" if not pr.leaves_region else "agrees" if pr.beyond_blends else "partly", "prior",
                 prior_rows(pr)[1:]),
-        _glance("the Gaussian → Gumbel-softmax flow is unstable (5.4)", "4 of 4 configurations",
+        _glance("the Gaussian → Gumbel flow is unstable (5.4)", "4 of 4 configurations",
                 f"{flow_bad} of {n_conf} configurations diverge",
                 "agrees" if pf.unstable_in_every_configuration else "partly" if flow_bad else "refuted", "paper_flow",
                 flow_rows(pf, sf)[:1]),
@@ -419,7 +419,7 @@ def glance(results: dict) -> list[dict]:
                 "simplex_flow", flow_rows(pf, sf)[2:]),
         _glance("no search reaches the target (5.2, Fig. 4)", "none reaches it",
                 f"lowest R {searched[low].text('.2f')}", "no-verdict", "gradient_search", search_rows(gs, sf, rt)),
-        _glance(f"latent search is NP-hard ({paper.NP_HARD.section})", "an integer program (wrong way)",
+        _glance(f"latent search is NP-hard ({paper.NP_HARD.section})", "integer program (wrong way)",
                 "reductions " + ("hold" if hd.reduction_holds and hd.conv_reduction_holds else "partly hold"
                                  if hd.reduction_holds or hd.conv_reduction_holds else "fail"),
                 "agrees" if hd.reduction_holds and hd.conv_reduction_holds else
@@ -429,8 +429,8 @@ def glance(results: dict) -> list[dict]:
                 "agrees" if solved and len(solved) == len(ct.verdicts) else "partly" if solved else "not-shown",
                 "constrained_tasks", task_rows(ct)[:1]),
         _glance("staying in the prior's region helps (5.3)", "argued",
-                f"prior lowers MSE on {len(better)}, raises on {len(worse)} of {len(ct.verdicts)} tasks",
-                "refuted" if worse and not better else "agrees" if better and not worse and ct.inside_target else
+                f"better on {len(better)}, worse on {len(worse)} of {len(ct.verdicts)} tasks",
+                "refuted" if worse and not better and ct.inside_target else "agrees" if better and not worse and ct.inside_target else
                 "partly" if better else "not-shown", "constrained_tasks", task_rows(ct)[1:]),
     ]
 
@@ -439,14 +439,18 @@ def _badge(kind: str) -> str:
     return f'<span class="vqtto-badge vqtto-badge-{kind}">{BADGES[kind]}</span>'
 
 
-def glance_html(rows: list[dict]) -> str:
-    """The summary table of :func:`glance` as HTML: short cells, a coloured badge, a link to the chapter."""
+def glance_html(rows: list[dict], caption: str | None = None) -> str:
+    """The summary table of :func:`glance` as HTML: short cells, a coloured badge, a link to the chapter;
+    ``caption`` (plain text, escaped) above it."""
+    import html
+
     from .report import html_table
 
-    return html_table([{"claim (paper section)": r["claim"], "paper": r["paper"], "ours [95%]": r["ours"],
+    table = html_table([{"claim (paper section)": r["claim"], "paper": r["paper"], "ours [95%]": r["ours"],
                         "verdict": _badge(r["badge"]),
                         "ch.": f'<a href="{_stem(r["chapter"])}.html">{int(_stem(r["chapter"])[:2])}</a>'}
                        for r in rows], css_class="vqtto-table vqtto-summary", raw=("verdict", "ch."))
+    return table if caption is None else table.replace("<thead>", f"<caption>{html.escape(caption)}</caption><thead>", 1)
 
 
 def details_html(rows: list[dict]) -> str:
