@@ -185,11 +185,14 @@ def test_results_page_links_reach_the_chapter_pages(site):
 # scrolls sideways (their own or an ancestor's) are clipped or run under the sidebar: listed here.
 CLIPPED = """(extra) => {
   const article = document.querySelector('article.bd-article') || document.querySelector('main');
-  const limit = article.getBoundingClientRect().right + 1;
+  const main = document.querySelector('main.bd-main') || article;
   const out = [];
   const sel = 'article table, article img, article pre, article .cell_output > *, article .output, article svg, article iframe';
   for (const el of article.querySelectorAll(sel)) {
     if (el.offsetParent === null || el.getBoundingClientRect().width === 0) continue;
+    // a cell tagged full-width may use the page's margin too (jupyter-book's wide layout)
+    const wide = el.closest('.tag_full-width') !== null;
+    const limit = Math.min((wide ? main : article).getBoundingClientRect().right, window.innerWidth) + 1;
     if (el.getBoundingClientRect().right <= limit) continue;
     let a = el.parentElement, scrolls = false;
     while (a && a !== document.body) {
@@ -248,8 +251,12 @@ def test_the_results_summary_is_fully_visible_in_the_first_screen(site, browser)
     assert box["x"] >= 0 and box["x"] + box["width"] <= 1280, f"the summary table spans x {box}"
     assert box["y"] >= 0 and box["y"] + box["height"] <= 900, f"the summary table ends at y={box['y'] + box['height']:.0f}"
     wider = page.evaluate("""() => { const out = []; let a = document.querySelector('table.vqtto-summary');
-        while (a && a.tagName !== 'ARTICLE') { if (a.scrollWidth > a.clientWidth + 1) out.push(a.tagName + '.' + a.className);
-                                                a = a.parentElement; } return out; }""")
+        while (a && a !== document.body) {
+          const ox = getComputedStyle(a).overflowX;
+          if ((ox === 'auto' || ox === 'scroll') && a.scrollWidth > a.clientWidth + 1) out.push(a.tagName + '.' + a.className);
+          a = a.parentElement; }
+        if (document.documentElement.scrollWidth > window.innerWidth) out.push('the page');
+        return out; }""")
     assert wider == [], f"the summary table needs sideways scrolling in {wider}"
     assert page.locator("table.vqtto-summary .vqtto-badge").count() == page.locator("table.vqtto-summary tbody tr").count()
     page.screenshot(path=str(SHOTS / "09_results-first-screen.png"), full_page=False)
