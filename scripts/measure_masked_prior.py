@@ -24,11 +24,12 @@ import time
 
 import torch
 
-from vqtto import anchors, cache as artifacts, data, models, tasks
+from vqtto import cache as artifacts, data, models, tasks
+from vqtto.tasks import baselines as anchors
 from vqtto.models import masked as masked_prior, pixelcnn
 from vqtto.data import pairs
 from vqtto.tasks import completion as cm
-from vqtto.task_search import draw_losses, guided_search
+from vqtto.tasks.guided import draw_losses, guided_search
 
 
 def _decode(model, grids: torch.Tensor) -> torch.Tensor:

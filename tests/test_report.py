@@ -45,3 +45,27 @@ def test_other_profile_missing_or_mismatched_files_are_refused(tmp_path):
 def test_record_takes_only_typed_results(tmp_path):
     with pytest.raises(TypeError, match="ChapterResult"):
         report.record({"k": 1}, tmp_path)
+
+
+def test_pivot_puts_one_value_per_row_and_column_and_marks_the_gaps():
+    rows = [{"m": "a", "t": "x", "v": 1}, {"m": "a", "t": "y", "v": 2}, {"m": "b", "t": "x", "v": 3}]
+    assert report.pivot(rows, "m", "t", "v") == [{"m": "a", "x": 1, "y": 2}, {"m": "b", "x": 3, "y": "-"}]
+    with pytest.raises(ValueError, match="two rows with m='a' and t='x'"):
+        report.pivot(rows + [{"m": "a", "t": "x", "v": 9}], "m", "t", "v")
+    with pytest.raises(ValueError, match="value='w' is not a key"):
+        report.pivot(rows, "m", "t", "w")
+
+
+def test_long_table_writes_the_csv_next_to_the_results_and_collapses_the_rows(tmp_path):
+    import csv
+
+    rows = [{"task": "a, b", "MSE": 0.0123456, "note": "<x>"}, {"task": "c", "MSE": 1.5, "note": ""}]
+    shown = report.long_table(rows, "demo", "methods", tmp_path)
+    back = list(csv.DictReader((tmp_path / "demo-methods.csv").open()))
+    assert back == [{"task": "a, b", "MSE": "0.01235", "note": "<x>"}, {"task": "c", "MSE": "1.5", "note": ""}]
+    assert shown.data.startswith('<details class="vqtto-details"><summary>The full table: 2 rows x 3 columns')
+    assert "&lt;x&gt;" in shown.data and "<x>" not in shown.data, "cells are escaped"
+    with pytest.raises(ValueError, match="name must be letters"):
+        report.long_table(rows, "demo", "../evil", tmp_path)
+    with pytest.raises(ValueError, match="rows must not be empty"):
+        report.long_table([], "demo", "empty", tmp_path)

@@ -204,3 +204,41 @@ def test_missing_or_other_profile_results_are_named(tmp_path):
     report.record(fake_results("smoke")["paper_flow"], tmp_path)
     with pytest.raises(report.MissingResults, match=r"\['prior', 'paper_flow'\]"):
         results.load_all("quick", tmp_path)
+
+
+def test_the_glance_table_sorts_the_recorded_verdicts_into_badges():
+    rows = results.glance(fake_results())
+    by = {r["claim"]: r for r in rows}
+    assert len(rows) <= 14, "one short row per claim"
+    assert next(r for c, r in by.items() if "k=512 → 40" in c)["badge"] == "agrees"
+    assert next(r for c, r in by.items() if "ends in a loop" in c)["badge"] == "partly"  # all_loop=False
+    assert next(r for c, r in by.items() if "unstable" in c)["badge"] == "agrees"
+    tasks = next(r for c, r in by.items() if "solves tasks" in c)
+    assert tasks["badge"] == "partly" and tasks["ours"] == "1 of 2 tasks beat the anchors"
+    assert all(r["badge"] in results.BADGES and r["rows"] for r in rows), "every claim keeps its long rows"
+
+
+def test_the_glance_keeps_every_long_row_and_shows_intervals():
+    fake = fake_results()
+    long = [r for g in results.glance(fake) for r in g["rows"]]
+    assert long == results.claims(fake), "the collapsed details hold every row of the long table, in order"
+    rows = results.glance(fake)
+    assert next(r for r in rows if "heuristic" in r["claim"])["ours"] == "83% [47%, 97%] at R ≤ 1 (relaxed)"
+    for r in rows:
+        assert not _bare_shares(r["ours"]), r["ours"]
+
+
+def test_the_glance_html_has_badges_links_and_collapsed_details():
+    rows = results.glance(fake_results())
+    table = results.glance_html(rows)
+    assert table.count("<tr>") == len(rows) + 1 and 'class="vqtto-table vqtto-summary"' in table
+    assert 'class="vqtto-badge vqtto-badge-partly">partly</span>' in table
+    assert 'href="01_training.html">1</a>' in table and 'href="07_hardness.html">7</a>' in table
+    detail = results.details_html(rows)
+    assert detail.count("<details") == len(rows) and " open" not in detail
+    assert "the curves of k=40 had not flattened" in detail
+
+
+def test_a_badge_outside_the_known_kinds_is_refused():
+    with pytest.raises(ValueError, match="badge must be one of"):
+        results._glance("c", "p", "o", "maybe", "training", [])

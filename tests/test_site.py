@@ -7,6 +7,7 @@ of every page are kept in ``_build/test-artifacts/screenshots``.
 
 import functools
 import http.server
+import os
 import shutil
 import threading
 from pathlib import Path
@@ -30,6 +31,9 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def site(smoke_stage, tmp_path_factory):
+    """The built smoke site, served. ``VQTTO_TEST_STAGE`` names a folder of smoke-executed chapters to reuse
+    (e.g. ``_build/src`` after ``python -m vqtto.book run --profile smoke``); chapters missing there are executed."""
+    smoke_stage = Path(os.environ.get("VQTTO_TEST_STAGE") or smoke_stage)
     for chapter in book.chapter_names():
         if not (smoke_stage / f"{chapter}.ipynb").exists():
             book.execute(chapter, "smoke", out_dir=smoke_stage)
@@ -175,3 +179,85 @@ def test_results_page_links_reach_the_chapter_pages(site):
     chapter_links = {h for h in hrefs if any(h.endswith(f"{c}.html") for c in book.chapter_names())}
     assert {f"{c}.html" for c in ("01_training", "02_gradient_search", "07_hardness")} <= chapter_links
     assert all((html / h).exists() for h in chapter_links)
+
+
+# Tables, figures and printed output wider than the article's text column that are not inside a box that
+# scrolls sideways (their own or an ancestor's) are clipped or run under the sidebar: listed here.
+CLIPPED = """(extra) => {
+  const article = document.querySelector('article.bd-article') || document.querySelector('main');
+  const main = document.querySelector('main.bd-main') || article;
+  const out = [];
+  const sel = 'article table, article img, article pre, article .cell_output > *, article .output, article svg, article iframe';
+  for (const el of article.querySelectorAll(sel)) {
+    if (el.offsetParent === null || el.getBoundingClientRect().width === 0) continue;
+    // a cell tagged full-width may use the page's margin too (jupyter-book's wide layout)
+    const wide = el.closest('.tag_full-width') !== null;
+    const limit = Math.min((wide ? main : article).getBoundingClientRect().right, window.innerWidth) + 1;
+    if (el.getBoundingClientRect().right <= limit) continue;
+    let a = el.parentElement, scrolls = false;
+    while (a && a !== document.body) {
+      const ox = getComputedStyle(a).overflowX;
+      if (ox === 'auto' || ox === 'scroll') { scrolls = a.getBoundingClientRect().right <= limit; break; }
+      a = a.parentElement;
+    }
+    if (!scrolls) out.push(el.tagName.toLowerCase() + '.' + [...el.classList].join('.') + ' right edge '
+                           + Math.round(el.getBoundingClientRect().right) + ' > ' + Math.round(limit));
+  }
+  return out;
+}"""
+
+
+def test_the_clip_check_catches_a_wide_table_outside_a_scroll_box(site, browser):
+    """The check of the next test is not vacuous: a table wider than the column, in no scroll box, is caught."""
+    _, base = site
+    page, _, _ = _open(browser, f"{base}/01_training.html")
+    assert page.evaluate(CLIPPED) == []
+    page.evaluate("""() => { const d = document.createElement('div'); d.style.overflow = 'visible';
+        d.innerHTML = '<table style="width:3000px;display:table"><tr><td>wide</td></tr></table>';
+        document.querySelector('article.bd-article').appendChild(d); }""")
+    assert any(c.startswith("table") for c in page.evaluate(CLIPPED))
+    page.close()
+
+
+def test_no_table_or_figure_is_clipped(site, browser):
+    html, base = site
+    clipped = {}
+    for name in _pages(html):
+        page, _, _ = _open(browser, f"{base}/{name}")
+        found = page.evaluate(CLIPPED)
+        if found:
+            clipped[name] = found[:5]
+            page.screenshot(path=str(SHOTS / f"{Path(name).stem}-clipped.png"), full_page=True)
+        page.close()
+    assert not clipped, f"content wider than the column and not in a scroll box: {clipped}"
+
+
+def test_no_chapter_shows_papermills_injected_parameters_cell(site, browser):
+    _, base = site
+    for chapter in book.chapters():
+        page, _, _ = _open(browser, f"{base}/{chapter}.html")
+        shown = page.locator(".tag_injected-parameters").count()
+        assert shown == 0 and "# Parameters" not in page.inner_text("article"), f"{chapter} shows the injected cell"
+        page.close()
+
+
+def test_the_results_summary_is_fully_visible_in_the_first_screen(site, browser):
+    """At 1280 x 900 the whole summary table is on the first screen, with nothing to scroll sideways."""
+    _, base = site
+    page, _, _ = _open(browser, f"{base}/09_results.html")
+    table = page.locator("table.vqtto-summary")
+    assert table.count() == 1, "the results page opens with one summary table"
+    box = table.bounding_box()
+    assert box["x"] >= 0 and box["x"] + box["width"] <= 1280, f"the summary table spans x {box}"
+    assert box["y"] >= 0 and box["y"] + box["height"] <= 900, f"the summary table ends at y={box['y'] + box['height']:.0f}"
+    wider = page.evaluate("""() => { const out = []; let a = document.querySelector('table.vqtto-summary');
+        while (a && a !== document.body) {
+          const ox = getComputedStyle(a).overflowX;
+          if ((ox === 'auto' || ox === 'scroll') && a.scrollWidth > a.clientWidth + 1) out.push(a.tagName + '.' + a.className);
+          a = a.parentElement; }
+        if (document.documentElement.scrollWidth > window.innerWidth) out.push('the page');
+        return out; }""")
+    assert wider == [], f"the summary table needs sideways scrolling in {wider}"
+    assert page.locator("table.vqtto-summary .vqtto-badge").count() == page.locator("table.vqtto-summary tbody tr").count()
+    page.screenshot(path=str(SHOTS / "09_results-first-screen.png"), full_page=False)
+    page.close()

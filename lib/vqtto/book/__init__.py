@@ -153,7 +153,29 @@ def execute(chapter: str, profile: str, out_dir: Path = STAGE, overrides: dict |
             f"the executed notebook with the traceback is {partial}"
         ) from None
     os.replace(partial, out)
+    hide_injected_parameters(out)
     return out
+
+
+def hide_injected_parameters(path: Path) -> bool:
+    """Tag the parameters cell papermill injected into the executed notebook ``path`` ``remove-cell``, so
+    the site does not show it (the chapter's own parameters cell, collapsed, and the parameters page say
+    what was passed). Returns True when the file was changed; written atomically.
+    """
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    changed = False
+    for cell in nb.cells:
+        tags = cell.get("metadata", {}).get("tags", [])
+        if "injected-parameters" in tags and "remove-cell" not in tags:
+            cell.metadata["tags"] = [*tags, "remove-cell"]
+            changed = True
+    if changed:
+        tmp = Path(path).with_name(f".{Path(path).name}.tmp")
+        nbformat.write(nb, tmp)
+        os.replace(tmp, path)
+    return changed
 
 
 # --- progress while a chapter runs ------------------------------------------------------------------
@@ -433,8 +455,11 @@ def build_site(stage: Path = STAGE, html: Path = BUILD / "html") -> Path:
     for old in stage.glob("*.ipynb"):  # executed copies of chapters that were renamed or removed since
         if old.stem not in chapter_names():
             old.unlink()
+    for executed in stage.glob("*.ipynb"):  # also chapters executed before the tag was added
+        hide_injected_parameters(executed)
     stage_sources(stage)
     vendor_web_assets(stage / "_vendor" / "offline")
+    shutil.copy2(Path(__file__).parent / "site_assets" / "vqtto.css", stage / "_vendor" / "vqtto.css")
     out = stage.parent / f"{stage.name}-site"
     subprocess.run([str(Path(sys.executable).parent / "jupyter-book"), "build", str(stage), "--path-output", str(out)],
                    check=True, stdout=subprocess.DEVNULL)

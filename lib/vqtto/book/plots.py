@@ -182,7 +182,7 @@ def _columns(n: int, loop_to: int, max_cols: int) -> list[int]:
 
 @torch.no_grad()
 def search_traversal(model, trace, sources: torch.Tensor, targets: torch.Tensor,
-                     rows: Sequence[int], max_cols: int = 12, title: str | None = None):
+                     rows: Sequence[int], max_cols: int = 12, title: str | None = None, wrap: int = 8):
     """The paper's Figure 4: per pair, the source, consecutive distinct reconstructions, the target.
 
     ``trace`` is a :class:`vqtto.search.SearchTrace`; ``sources``/``targets`` ``(B, C, H, W)`` on the
@@ -190,28 +190,38 @@ def search_traversal(model, trace, sources: torch.Tensor, targets: torch.Tensor,
 
     Each reconstruction is labelled with its position in the traversal and its loss. When the
     search stopped on a loop, the grid it would have returned to is framed in red and a red arrow
-    runs back to it from the last reconstruction. Long traversals are subsampled evenly.
+    runs back to it from the last reconstruction. Long traversals are subsampled evenly. A pair's
+    panels run on over lines of at most ``wrap`` panels, so that each stays large enough to read
+    in the page's text column.
     """
+    if wrap < 3:
+        raise ValueError(f"search_traversal: wrap must be at least 3 panels per line, got {wrap}")
     ncol = max_cols + 2
-    fig, axes = plt.subplots(len(rows), ncol, figsize=(1.05 * ncol, 1.45 * len(rows) + 0.5), squeeze=False)
+    width = min(ncol, wrap)
+    lines = -(-ncol // width)
+    fig, axes = plt.subplots(len(rows) * lines, width, figsize=(1.3 * width, 1.6 * len(rows) * lines + 0.5),
+                             squeeze=False)
+
+    def panel(r: int, c: int):
+        return axes[r * lines + c // width, c % width]
+
     device = sources.device
+    for ax in axes.flat:
+        bare(ax)
     for r, i in enumerate(rows):
         grids, losses, loop_to = trace.grids[i], trace.losses[i], trace.loop_to[i]
         cols = _columns(grids.shape[0], loop_to, max_cols)
         images = model.decode(model.lookup(grids[cols].to(device)))
         panels = [("source", sources[i:i + 1])] + [(f"#{t}  {losses[t]:.3f}", images[j:j + 1]) for j, t in enumerate(cols)]
-        panels.append(("target", targets[i:i + 1]))
-        for c in range(ncol):
-            bare(axes[r, c])
-        for c, (label, img) in enumerate(panels[:-1]):
-            axes[r, c].imshow(to_numpy_images(img.cpu())[0], cmap="gray", vmin=0, vmax=1)
-            axes[r, c].set_title(label, fontsize=6.5)
-        axes[r, ncol - 1].imshow(to_numpy_images(targets[i:i + 1].cpu())[0], cmap="gray", vmin=0, vmax=1)
-        axes[r, ncol - 1].set_title("target", fontsize=6.5)
-        axes[r, 0].set_ylabel(f"pair {i}\n{trace.stop_reason[i]}", rotation=0, ha="right", va="center", fontsize=7)
+        for c, (label, img) in enumerate(panels):
+            panel(r, c).imshow(to_numpy_images(img.cpu())[0], cmap="gray", vmin=0, vmax=1)
+            panel(r, c).set_title(label, fontsize=8)
+        panel(r, ncol - 1).imshow(to_numpy_images(targets[i:i + 1].cpu())[0], cmap="gray", vmin=0, vmax=1)
+        panel(r, ncol - 1).set_title("target", fontsize=8)
+        panel(r, 0).set_ylabel(f"pair {i}\n{trace.stop_reason[i]}", rotation=0, ha="right", va="center", fontsize=8)
         if loop_to >= 0:
-            back = axes[r, 1 + cols.index(loop_to)]
-            last = axes[r, len(cols)]
+            back = panel(r, 1 + cols.index(loop_to))
+            last = panel(r, len(cols))
             for s in back.spines.values():
                 s.set_visible(True)
                 s.set_color("red")

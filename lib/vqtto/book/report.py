@@ -46,6 +46,93 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def show_figure(fig) -> None:
+    """Display a Matplotlib figure here, in the cell's output order, and close it (so the inline backend does
+    not draw it again at the end of the cell)."""
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+
+    display(fig)
+    plt.close(fig)
+
+
+def html_table(rows: Sequence[dict[str, Any]], css_class: str = "vqtto-table", raw: Sequence[str] = ()) -> str:
+    """Rows of equal keys -> an HTML table (cells escaped, except the columns named in ``raw``)."""
+    import html
+
+    if not rows:
+        return "<p><em>(no rows)</em></p>"
+    cols = list(rows[0])
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+    body = "".join("<tr>" + "".join(f"<td>{_fmt(r.get(c, '')) if c in raw else html.escape(_fmt(r.get(c, '')))}</td>"
+                                    for c in cols) + "</tr>" for r in rows)
+    return f'<table class="{css_class}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def details(summary: str, inner_html: str, open_: bool = False) -> str:
+    """A collapsible ``<details>`` block (HTML) whose ``summary`` line (plain text, escaped) opens ``inner_html``."""
+    import html
+
+    return (f'<details class="vqtto-details"{" open" if open_ else ""}><summary>{html.escape(summary)}</summary>'
+            f'<div class="vqtto-scroll">{inner_html}</div></details>')
+
+
+def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> Path:
+    """Write rows of equal keys as CSV (UTF-8, a header line) to ``path`` atomically; return the path."""
+    import csv
+    import io
+
+    if not rows:
+        raise ValueError(f"write_csv: rows must not be empty (writing {path})")
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: _fmt(v) if isinstance(v, float) else v for k, v in r.items()} for r in rows)
+    atomic_write_text(Path(path), buf.getvalue())
+    return Path(path)
+
+
+def long_table(rows: Sequence[dict[str, Any]], chapter: str, name: str, folder: Path | None = None):
+    """The full long table of a chapter, collapsed: an IPython ``HTML`` ``<details>`` holding every row,
+    and the same rows as CSV at ``<results dir>/<chapter>-<name>.csv`` (next to the chapter's typed result).
+
+    Raises:
+        ValueError: ``name`` is not a plain file stem (letters, digits, ``-``, ``_``), or ``rows`` is empty.
+    """
+    import re
+
+    from IPython.display import HTML
+
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", name or ""):
+        raise ValueError(f"long_table: name must be letters, digits, '-' or '_', got {name!r}")
+    folder = Path(folder) if folder is not None else results_dir()
+    path = write_csv(rows, folder / f"{chapter}-{name}.csv")
+    cols = len(rows[0])
+    return HTML(details(f"The full table: {len(rows)} rows x {cols} columns (also as CSV: {path.name}, "
+                        "next to the chapter's recorded result)", html_table(rows)))
+
+
+def pivot(rows: Sequence[dict[str, Any]], index: str, columns: str, value: str) -> list[dict[str, Any]]:
+    """A compact table: one row per distinct ``rows[i][index]``, one column per distinct ``rows[i][columns]``,
+    cells ``rows[i][value]`` ("-" where a pair is absent); orders follow first appearance.
+
+    Raises:
+        ValueError: a key is missing from the rows, or two rows share an (index, columns) pair.
+    """
+    for key, arg in ((index, "index"), (columns, "columns"), (value, "value")):
+        missing = [i for i, r in enumerate(rows) if key not in r]
+        if missing:
+            raise ValueError(f"pivot: {arg}={key!r} is not a key of row(s) {missing[:5]}; keys: {sorted(rows[missing[0]])}")
+    cells: dict[tuple, Any] = {}
+    for r in rows:
+        at = (r[index], r[columns])
+        if at in cells:
+            raise ValueError(f"pivot: two rows with {index}={at[0]!r} and {columns}={at[1]!r}")
+        cells[at] = r[value]
+    heads = list(dict.fromkeys(r[columns] for r in rows))
+    return [{index: i, **{str(c): cells.get((i, c), "-") for c in heads}} for i in dict.fromkeys(r[index] for r in rows)]
+
+
 def results_dir() -> Path:
     env = os.environ.get("VQTTO_RESULTS")
     return Path(env) if env else Path(__file__).resolve().parents[3] / "_build" / "results"

@@ -339,3 +339,130 @@ def search_verdict(gs, simplex_flow, reaching=None) -> str:
             f"search that goes past the paper, {best_ours}, ends at {ours[best_ours].text()} "
             f"({best_paper.value / ours[best_ours].value:.3g}x lower; {apart}). "
             f"Chapter 2's step-size sweep qualifies the first number: {gs.best_grid_verdict}")
+
+
+# --- results at a glance: one short row per claim, the long rows collapsed beneath ---------------
+
+#: The verdict badges of the summary table: kind -> the word shown (coloured by the site's CSS class
+#: ``vqtto-badge-<kind>``).
+BADGES = {"agrees": "agrees", "partly": "partly", "refuted": "refuted", "not-shown": "not shown",
+          "no-verdict": "no verdict"}
+
+
+def _glance(claim: str, paper_text: str, ours: str, badge: str, chapter: str, long_rows: list[dict]) -> dict:
+    if badge not in BADGES:
+        raise ValueError(f"badge must be one of {sorted(BADGES)}, got {badge!r}")
+    return {"claim": claim, "paper": paper_text, "ours": ours, "badge": badge, "chapter": chapter, "rows": long_rows}
+
+
+def _stem(chapter: str) -> str:
+    from .book import chapters
+
+    return next(c for c in chapters() if c.split("_", 1)[1] == chapter)
+
+
+def glance(results: dict) -> list[dict]:
+    """One short row per claim of the paper, in book order: the claim, the paper's number, our headline
+    number with its interval, the badge of the verdict the chapter recorded (a key of :data:`BADGES`), the
+    chapter name, and ``rows``: the long rows of :func:`claims` behind it (the full reasoning).
+
+    The badges only sort the chapters' recorded verdicts into kinds; no verdict is decided here.
+    """
+    tr, gs, rt, pr = (results[c] for c in ("training", "gradient_search", "reaching_target", "prior"))
+    pf, sf, hd, ct = (results[c] for c in ("paper_flow", "simplex_flow", "hardness", "constrained_tasks"))
+    quote = paper.K_GAP.get(tr.dataset)
+    label, row = next(iter(gs.table1.items()))
+    best = next(m for m in rt.summaries if m.method == rt.best)
+    d = pr.search_drift
+    fit = sf.search_findings
+    rel = search_medians(gs, sf, rt)
+    searched = {k: v for k, (m, v) in rel.items() if m != "source"}
+    low = min(searched, key=lambda k: searched[k].value)
+    solved = [v for v in ct.verdicts if v.winners]
+    better = [v for v in ct.verdicts if v.causal.high < 0]
+    worse = [v for v in ct.verdicts if v.causal.low > 0]
+    flow_bad, simplex_bad = len(pf.diverged_configurations), sf.simplex_diverged_configurations
+    n_conf = len(pf.configurations)
+    return [
+        _glance(f"k={paper.K_GAP_SIZES[0]} → {paper.K_GAP_SIZES[1]} costs little MSE (5.1)",
+                f"{quote.value}" if quote else "-",
+                f"{tr.gap:+.4f} ({tr.relative_gap:+.1%} ± {tr.relative_gap_std:.1%}, k={tr.k_reference}→{tr.k})",
+                "no-verdict" if tr.agrees is None else "agrees" if tr.agrees else "refuted",
+                "training", training_rows(tr)),
+        _glance("Table 1: distinct grids before a repeat (5.2)", "CIFAR-10 5.97 ± 5.00",
+                f"{row['mean']} ± {row['std']} ({label})", "no-verdict", "gradient_search", table1_rows(gs)[:-1]),
+        _glance("every Algorithm 2 run ends in a loop (5.2)", str(paper.ALL_SEARCHES_LOOP.value),
+                f"{gs.loop_alg2.percent()} loop", "agrees" if gs.all_loop else "partly", "gradient_search",
+                table1_rows(gs)[-1:]),
+        _glance("a better heuristic reaches the target (6)", "proposed",
+                f"{best.share_r_le_1.percent()} at R ≤ 1 ({rt.best})", "agrees" if rt.meets_targets else "partly",
+                "reaching_target", reaching_rows(rt)),
+        _glance("a PixelCNN prior over the codes converges (5.3)", "converges",
+                f"{pr.test_nats_per_position:.2f} vs log k {pr.log_k:.2f} nats/pos", "agrees" if pr.fits else "partly",
+                "prior", prior_rows(pr)[:1]),
+        _glance("search leaves the prior's likely region (5.3)", "argued",
+                f"{pr.tail_share.percent()} in the least likely {d['tail']:.0%}",
+                "not-shown" if not pr.leaves_region else "agrees" if pr.beyond_blends else "partly", "prior",
+                prior_rows(pr)[1:]),
+        _glance("the Gaussian → Gumbel flow is unstable (5.4)", "4 of 4 configurations",
+                f"{flow_bad} of {n_conf} configurations diverge",
+                "agrees" if pf.unstable_in_every_configuration else "partly" if flow_bad else "refuted", "paper_flow",
+                flow_rows(pf, sf)[:1]),
+        _glance("a source on the simplex fixes it (5.4, 6)", "proposed",
+                "not run" if simplex_bad is None else
+                f"{len(simplex_bad)} of {len(sf.divergence_fraction)} configurations diverge",
+                "agrees" if simplex_bad == [] else "not-shown", "simplex_flow", flow_rows(pf, sf)[1:2]),
+        _glance("a flow prior keeps searched codes plausible (6)", "proposed",
+                f"rel. loss {fit.relative_loss['pulse'].text('.2f')}",
+                "not-shown" if not fit.prior_fitted else
+                ("refuted" if not fit.more_plausible_than_control else "partly" if fit.loss_above_control else "agrees"),
+                "simplex_flow", flow_rows(pf, sf)[2:]),
+        _glance("no search reaches the target (5.2, Fig. 4)", "none reaches it",
+                f"lowest R {searched[low].text('.2f')}", "no-verdict", "gradient_search", search_rows(gs, sf, rt)),
+        _glance(f"latent search is NP-hard ({paper.NP_HARD.section})", "integer program (wrong way)",
+                "reductions " + ("hold" if hd.reduction_holds and hd.conv_reduction_holds else "partly hold"
+                                 if hd.reduction_holds or hd.conv_reduction_holds else "fail"),
+                "agrees" if hd.reduction_holds and hd.conv_reduction_holds else
+                "partly" if hd.reduction_holds or hd.conv_reduction_holds else "not-shown", "hardness", hardness_rows(hd)),
+        _glance("search solves tasks the encoder cannot (1, 4)", "not tested",
+                f"{len(solved)} of {len(ct.verdicts)} tasks beat the anchors",
+                "agrees" if solved and len(solved) == len(ct.verdicts) else "partly" if solved else "not-shown",
+                "constrained_tasks", task_rows(ct)[:1]),
+        _glance("staying in the prior's region helps (5.3)", "argued",
+                f"better on {len(better)}, worse on {len(worse)} of {len(ct.verdicts)} tasks",
+                "refuted" if worse and not better and ct.inside_target else "agrees" if better and not worse and ct.inside_target else
+                "partly" if better else "not-shown", "constrained_tasks", task_rows(ct)[1:]),
+    ]
+
+
+def _badge(kind: str) -> str:
+    return f'<span class="vqtto-badge vqtto-badge-{kind}">{BADGES[kind]}</span>'
+
+
+def glance_html(rows: list[dict], caption: str | None = None) -> str:
+    """The summary table of :func:`glance` as HTML: short cells, a coloured badge, a link to the chapter;
+    ``caption`` (plain text, escaped) above it."""
+    import html
+
+    from .report import html_table
+
+    table = html_table([{"claim (paper section)": r["claim"], "paper": r["paper"], "ours [95%]": r["ours"],
+                        "verdict": _badge(r["badge"]),
+                        "ch.": f'<a href="{_stem(r["chapter"])}.html">{int(_stem(r["chapter"])[:2])}</a>'}
+                       for r in rows], css_class="vqtto-table vqtto-summary", raw=("verdict", "ch."))
+    return table if caption is None else table.replace("<thead>", f"<caption>{html.escape(caption)}</caption><thead>", 1)
+
+
+def details_html(rows: list[dict]) -> str:
+    """Per claim of :func:`glance`, a collapsed ``<details>`` holding the long rows (paper, ours, the reasoning)."""
+    import html
+
+    from .report import details
+
+    out = []
+    for i, r in enumerate(rows, 1):
+        inner = "".join(
+            "<dl>" + "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(str(v))}</dd>" for k, v in long.items()
+                             if k != "chapter") + "</dl>" for long in r["rows"])
+        out.append(details(f"{i}. {r['claim']}: {BADGES[r['badge']]}", inner))
+    return "\n".join(out)

@@ -541,3 +541,59 @@ def stays_real_verdict(verdicts: Sequence[TaskVerdict]) -> tuple[bool, str]:
             f"(paired against the same search without it): better on {'; '.join(better) or 'no task'}; worse on "
             f"{'; '.join(worse) or 'no task'}; not resolved on the rest.")
     return ok, text
+
+
+# --- the methods' table as a figure (display only) -----------------------------------------------
+
+def dot_plot(rows: Sequence[MethodRow], title: str | None = None):
+    """Per task (one panel each), every searched answer's median MSE on the measured pixels with its 95%
+    interval over the reported images; the anchors (answers without search) as vertical reference lines,
+    named once in the figure's legend.
+
+    ``rows`` are :class:`MethodRow` (every method on every task, as :func:`method_rows` makes them).
+    """
+    if not rows:
+        raise ValueError("dot_plot: rows must not be empty (one MethodRow per task and method)")
+    names = list(dict.fromkeys(r.task for r in rows))
+    searched = [m for m in SEARCHES if any(r.method == m for r in rows)]
+    shown_anchors = [a for a in ANCHORS if any(r.method == a for r in rows)]
+    ncol = min(3, len(names))
+    nrow = math.ceil(len(names) / ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4.0 * ncol + 1.2, 0.36 * len(searched) * nrow + 1.1 * nrow + 0.9),
+                             squeeze=False)
+    styles = dict(zip(ANCHORS, ("--", ":", "-.", (0, (5, 1)), (0, (1, 1)))))
+    for i, (ax, name) in enumerate(zip(axes.flat, names)):
+        mine = {r.method: r for r in rows if r.task == name}
+        for y, m in enumerate(searched):
+            if m in mine:
+                e = mine[m].mse
+                ax.errorbar([e.value], [y], xerr=[[e.value - e.low], [e.high - e.value]], fmt="o", ms=5, capsize=3,
+                            color=method_color(m))
+        for a in shown_anchors:
+            if a in mine:
+                ax.axvline(mine[a].mse.value, color=method_color(a), ls=styles[a], lw=1.3)
+        ax.set_yticks(range(len(searched)))
+        ax.set_yticklabels([SHORT.get(m, method_label(m)) for m in searched] if i % ncol == 0 else [], fontsize=9)
+        ax.set_ylim(len(searched) - 0.5, -0.5)
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("median MSE, measured pixels", fontsize=9)
+        ax.tick_params(axis="x", labelsize=8)
+        ax.grid(alpha=0.3, axis="x")
+    for ax in list(axes.flat)[len(names):]:
+        ax.set_visible(False)
+    handles = [plt.Line2D([], [], color=method_color(a), ls=styles[a], lw=1.3) for a in shown_anchors]
+    fig.legend(handles, [f"anchor: {SHORT.get(a, method_label(a))}" for a in shown_anchors], loc="lower center",
+               ncol=len(shown_anchors), fontsize=8.5, frameon=False)
+    fig.suptitle((title + "; " if title else "") + "dots: median, whiskers: 95% interval over images", fontsize=10)
+    fig.tight_layout(rect=(0, 0.07 if nrow == 1 else 0.04, 1, 1))
+    return fig
+
+
+def pivot_table(rows: Sequence[MethodRow]) -> list[dict]:
+    """Methods (short names, as in :func:`dot_plot`) x tasks, each cell the method's median MSE on the measured
+    pixels (the intervals are in the figure and in the full table)."""
+    from ..report import pivot
+
+    return pivot([{"method": SHORT.get(r.method, method_label(r.method)), "task": r.task, "mse": f"{r.mse.value:.4f}"}
+                  for r in rows],
+                 index="method", columns="task", value="mse")

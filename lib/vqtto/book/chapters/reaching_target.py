@@ -406,3 +406,58 @@ def method_explorer_panels(model, traces: Mapping[str, search.SearchTrace], sour
                                    title=f"{method_label(method)}, pair {i}")
             panels[(method, str(i))] = png_bytes(fig, dpi=70)
     return panels
+
+
+# --- the summary table as a figure (display only) ------------------------------------------------
+
+def _estimates(traces: Mapping[str, search.SearchTrace], reference: torch.Tensor, budgets: Sequence[float]) -> dict:
+    """Method -> (median R estimate, [share at R <= 1 estimate per budget]), as :func:`summary_rows` computes them."""
+    out = {}
+    for name, tr in traces.items():
+        r = tr.best_losses.double() / reference.double()
+        at = (best_at(tr, budgets) / reference.double()[:, None]) <= 1
+        out[name] = (stats.median_estimate(r), [stats.share_estimate(at[:, j]) for j in range(len(budgets))])
+    return out
+
+
+def summary_figure(traces: Mapping[str, search.SearchTrace], reference: torch.Tensor, budgets: Sequence[float],
+                   title: str):
+    """The summary table as dots: per method its median R (left, log scale) and its share of pairs at R <= 1 at
+    each budget (right), each with its 95% interval over pairs. R = best loss / loss of the target's own code."""
+    if not traces:
+        raise ValueError("summary_figure: traces must not be empty (method -> SearchTrace)")
+    est = _estimates(traces, reference, budgets)
+    names = list(traces)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 0.34 * len(names) + 1.4), sharey=True)
+    for y, name in enumerate(names):
+        med, shares = est[name]
+        axes[0].errorbar([med.value], [y], xerr=[[med.value - med.low], [med.high - med.value]], fmt="o", capsize=3,
+                         color=method_color(name))
+        for j, (b, s) in enumerate(zip(budgets, shares)):
+            dy = (j - (len(budgets) - 1) / 2) * 0.22
+            axes[1].errorbar([s.value], [y + dy], xerr=[[s.value - s.low], [s.high - s.value]], fmt="os^Dv"[j % 5],
+                             ms=4, capsize=2, color=method_color(name), alpha=0.45 + 0.55 * (j + 1) / len(budgets),
+                             label=f"budget {b:g}" if y == 0 else None)
+    axes[0].axvline(1.0, color="k", lw=0.8, ls="--")
+    axes[0].set_xscale("log")
+    axes[0].set_xlabel("median R (log scale; 1 = the target's own code)")
+    axes[1].set_xlim(-0.03, 1.03)
+    axes[1].set_xlabel("share of pairs with R <= 1")
+    axes[1].legend(fontsize=7, loc="lower right")
+    axes[0].set_yticks(range(len(names)))
+    axes[0].set_yticklabels([method_label(n) for n in names], fontsize=8)
+    axes[0].set_ylim(len(names) - 0.5, -0.5)
+    for ax in axes:
+        ax.grid(alpha=0.3, axis="x")
+    fig.suptitle(title + " (whiskers: 95% intervals over pairs)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def summary_pivot(traces: Mapping[str, search.SearchTrace], reference: torch.Tensor, budgets: Sequence[float]) -> list[dict]:
+    """A compact summary: per method its median R with its 95% interval and its share at R <= 1 per budget
+    (the shares' intervals are in the figure and in the full table)."""
+    est = _estimates(traces, reference, budgets)
+    return [{"method": method_label(name), "median R [95%]": med.text(".3f"),
+             **{f"R <= 1 at {b:g}": f"{s.value:.0%}" for b, s in zip(budgets, shares)}}
+            for name, (med, shares) in est.items()]
