@@ -47,7 +47,7 @@ def load_all(profile: str, folder: Path | str | None = None) -> dict:
 
 def link(chapter: str) -> str:
     """A Markdown link to the chapter's page (a document path MyST resolves, not an anchor)."""
-    from . import chapter_names
+    from .runner import chapter_names
 
     stem = next(c for c in chapter_names() if c.split("_", 1)[1] == chapter)
     return f"[{stem}]({stem}.ipynb)"
