@@ -192,26 +192,27 @@ def _bad_cases(f):
         "edit without radius": (["--source", f["a"], "--target", f["a"], "--task", "edit", "--method", "gwg"],
                                 "--task edit needs --radius, an integer >= 1"),
         "edit radius 0": (["--source", f["a"], "--target", f["a"], "--task", "edit", "--radius", "0", "--method", "gwg"],
-                          "--task edit needs --radius, an integer >= 1"),
+                          "--radius must be in [1, 4096]"),
         "edit with a method without radius": (["--source", f["a"], "--target", f["a"], "--task", "edit", "--radius", "2",
                                                "--method", "greedy"],
                                               "stays within a radius: one of relaxed,"),
         "radius without edit": (["--source", f["a"], "--radius", "2"], "--radius applies to --task edit"),
         "setting of another method": (["--source", f["a"], "--alpha", "2"], "does not take --alpha"),
         "factor": (["--source", f["a"], "--task", "super-resolve", "--factor", "3"], "--factor 3"),
+        "factor 1": (["--source", f["a"], "--task", "super-resolve", "--factor", "1"], "--factor must be in [2, 64]"),
         "bad setting": (["--source", f["a"], "--method", "alg2", "--alpha", "-1"], "alpha must be > 0"),
         "inpaint with a method that moves every position": (["--source", f["a"], "--task", "inpaint", "--mask", f["mask"],
                                                              "--method", "greedy"], "keeps the visible region's codes"),
         "weight without a prior": (["--source", f["a"], "--weight", "0.1"], "--weight needs a prior"),
-        "negative weight": (["--source", f["a"], "--weight", "-1"], "--weight must be a number >= 0"),
+        "negative weight": (["--source", f["a"], "--weight", "-1"], "--weight must be in [0, 1000]"),
         "prior of another kind": (["--source", f["a"], "--prior", f["a"]], "--prior"),
         "masked prior of another model": (["--source", f["a"], "--task", "inpaint", "--mask", f["mask"], "--prior",
                                            f["masked"]], "models the codes of another VQ-VAE"),
-        "budget": (["--source", f["a"], "--budget", "0"], "--budget must be a finite number > 0"),
-        "infinite budget": (["--source", f["a"], "--budget", "inf"], "--budget must be a finite number > 0"),
-        "samples": (["--source", f["a"], "--samples", "0"], "--samples must be an integer >= 1"),
-        "chains": (["--source", f["a"], "--chains", "0"], "--chains must be an integer >= 1"),
-        "infinite weight": (["--source", f["a"], "--weight", "inf"], "--weight must be a number >= 0"),
+        "budget": (["--source", f["a"], "--budget", "0"], "--budget must be in (0, 1e+06]"),
+        "infinite budget": (["--source", f["a"], "--budget", "inf"], "--budget must be in (0, 1e+06]"),
+        "samples": (["--source", f["a"], "--samples", "0"], "--samples must be in [1, 4096]"),
+        "chains": (["--source", f["a"], "--chains", "0"], "--chains must be in [1, 1024]"),
+        "infinite weight": (["--source", f["a"], "--weight", "inf"], "--weight must be in [0, 1000]"),
         "pairs of a folder model": (["--pairs", "2"], "trained on a folder"),
     }
 
@@ -274,3 +275,21 @@ def test_torchrun_shards_the_pairs_and_finds_what_one_process_finds(files, tmp_p
     assert [p["best_loss"] for p in ra["pairs"]] == [p["best_loss"] for p in rb["pairs"]]
     assert ra["costs"]["decoded_images"] == rb["costs"]["decoded_images"]
     shutil.rmtree(two)
+
+
+@pytest.mark.parametrize("option", sorted(cli.BOUNDS))
+def test_every_bounded_option_refuses_values_outside_its_range_before_any_work(files, tmp_path, capsys, option):
+    """Walks cli.BOUNDS: below, at an excluded end, beyond the top, NaN (floats): exit 2, the option named, nothing written."""
+    lo, hi, open_lo, _ = cli.BOUNDS[option]
+    flag = "--" + option.replace("_", "-")
+    kind = type(lo)
+    wrong = [lo - 1, hi + 1] + ([lo] if open_lo else []) + ([float("nan"), float("inf")] if kind is float else [])
+    task = {"radius": ["--task", "edit", "--target", files["b"], "--method", "gwg"],
+            "factor": ["--task", "super-resolve"], "weight": ["--task", "inpaint", "--mask", files["mask"]]}
+    where = ["--pairs", "1"] if option == "pairs" else ["--source", files["a"]]
+    for value in wrong:
+        out = tmp_path / "found"
+        argv = ["search", "--model", files["model"], *where, *task.get(option, []), flag, str(value), "--out", out,
+                "--quiet"]
+        assert _run(*argv) == 2, (flag, value)
+        assert f"{flag} must be in" in capsys.readouterr().err and not out.exists()

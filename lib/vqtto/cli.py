@@ -323,8 +323,6 @@ def _pairs_inputs(args, source) -> SearchInputs:
     if not isinstance(dataset, str):
         raise BadInput(f"--pairs draws test images of the model's data set, but {source.label} was trained on a folder; "
                        "give --source/--target")
-    if args.pairs < 1:
-        raise BadInput(f"--pairs must be >= 1, got {args.pairs}")
     pp = pairs.test_pairs(dataset, args.pairs, args.pair_seed)
     return SearchInputs(pp.targets, pp.sources, [f"{dataset} test #{i}" for i in pp.source_ids.tolist()],
                         [f"{dataset} test #{i}" for i in pp.target_ids.tolist()])
@@ -360,6 +358,33 @@ def _check_shape(images: torch.Tensor, shape, what: str) -> None:
         images_mod.check_shape(images, shape, what)
     except images_mod.ImageError as err:
         raise BadInput(str(err)) from None
+
+
+#: ``search`` option -> (lowest, highest, whether the lowest is excluded, what it counts): every number
+#: the command takes besides the method settings (which their searches check), refused outside.
+BOUNDS = {
+    "budget": (0.0, 1e6, True, "decoder-call equivalents per image"),
+    "weight": (0.0, 1e3, False, "task loss per nat per position"),
+    "samples": (1, 4096, False, "the prior's draws per image"),
+    "chains": (1, 1024, False, "chains per image"),
+    "pairs": (1, 100_000, False, "test pairs"),
+    "pair_seed": (0, 2**32 - 1, False, "a seed"),
+    "seed": (0, 2**32 - 1, False, "a seed"),
+    "radius": (1, 4096, False, "token positions that may differ from the source's code"),
+    "factor": (2, 64, False, "the average-pooling factor"),
+}
+
+
+def check_bounds(args) -> None:
+    """Refuse any option of :data:`BOUNDS` outside its range (None: not given), naming it and the range."""
+    for name, (lo, hi, open_lo, what) in BOUNDS.items():
+        value = getattr(args, name, None)
+        if value is None:
+            continue
+        ok = (lo < value if open_lo else lo <= value) and value <= hi  # NaN fails both
+        if not ok:
+            flag = "--" + name.replace("_", "-")
+            raise BadInput(f"{flag} must be in {'(' if open_lo else '['}{lo:g}, {hi:g}] ({what}), got {value}")
 
 
 def _check_task_options(args) -> None:
@@ -416,8 +441,6 @@ def _prior_choice(args, source) -> PriorChoice:
     the tasks where the book uses one (not reconstruct), unless ``--no-prior``."""
     from . import models, tasks
 
-    if args.weight is not None and not 0 <= args.weight < float("inf"):
-        raise BadInput(f"--weight must be a number >= 0 (task loss per nat per position), got {args.weight}")
     if args.prior is not None:
         if args.no_prior:
             raise BadInput("--prior and --no-prior contradict each other")
@@ -456,18 +479,13 @@ def _prior_choice(args, source) -> PriorChoice:
 def check_search(args) -> Callable[[], int]:
     """Validate ``vqtto search``; returns the work."""
     check_output(args.out, args.overwrite, folder=True)
+    check_bounds(args)
     _check_task_options(args)
     settings = _settings(args)
     if (args.source is None) == (args.pairs is None):
         raise BadInput("give --source (and --target) image files or folders, or --pairs N; not both")
     if args.source is None and args.target is not None:
         raise BadInput("--target needs --source")
-    if args.budget is not None and not 0 < args.budget < float("inf"):
-        raise BadInput(f"--budget must be a finite number > 0 (decoder-call equivalents per image), got {args.budget}")
-    if args.samples < 1:
-        raise BadInput(f"--samples must be an integer >= 1 (the prior's draws per image), got {args.samples}")
-    if args.chains is not None and args.chains < 1:
-        raise BadInput(f"--chains must be an integer >= 1, got {args.chains}")
     source = model_source(args.model)
     shape = source.image_shape
     if args.task == "super-resolve" and (args.factor < 2 or shape[1] % args.factor or shape[2] % args.factor):
