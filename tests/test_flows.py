@@ -292,8 +292,8 @@ def test_search_findings_decide_from_paired_intervals():
     values = _values({"alg2": 1.0, "pulse": 2.0, "pulse-untrained": 1.5, simplex_flow.START: 4.0, "own-code": 1.0},
                      pixelcnn=True)
     found = simplex_flow.search_findings(values, fit)
-    assert found.loss_above_control and not found.loss_below_control and found.loss_difference.excludes_zero
-    assert found.prior_gain.median < 0 and not found.more_plausible_than_control  # trained codes less plausible
+    assert found.loss_above_control and not found.loss_below_control and found.loss_difference.excludes()
+    assert found.prior_gain.value < 0 and not found.more_plausible_than_control  # trained codes less plausible
     assert found.pixelcnn_below_alg2 and found.pixelcnn_vs_alg2.high < 0
     verdict = simplex_flow.pulse_verdict(values, fit)
     assert "lies above zero" in verdict and "loses to the untrained control" in verdict

@@ -356,9 +356,9 @@ def _glance(claim: str, paper_text: str, ours: str, badge: str, chapter: str, lo
 
 
 def _stem(chapter: str) -> str:
-    from .book import chapters
+    from .runner import chapter_names
 
-    return next(c for c in chapters() if c.split("_", 1)[1] == chapter)
+    return next(c for c in chapter_names() if c.split("_", 1)[1] == chapter)
 
 
 def glance(results: dict) -> list[dict]:

@@ -42,7 +42,7 @@ from ..search.chains import PairRandom, pair_seeds, sample_categorical
 from .training import PriorHistory, _Settings, cosine_decay, fit
 
 __all__ = ["MaskedGridPrior", "MaskedPriorConfig", "MaskedTokenPrior", "MaskedTrainConfig", "TrainedMaskedPrior",
-           "complete", "evaluate", "mask_schedule", "masked_prior", "masked_prior_config", "masking_loss",
+           "complete", "masked_metrics", "mask_schedule", "masked_prior", "masked_prior_config", "masking_loss",
            "pseudo_nll", "pseudo_nll_terms", "random_masks", "train_masked_prior"]
 
 
@@ -309,7 +309,7 @@ def pseudo_nll(prior, grids: torch.Tensor, batch_size: int = 1024) -> torch.Tens
 
 
 @torch.no_grad()
-def evaluate(prior, grids: torch.Tensor, batch_size: int = 1024) -> dict[str, float]:
+def masked_metrics(prior, grids: torch.Tensor, batch_size: int = 1024) -> dict[str, float]:
     """Test metrics of a masked prior on grids ``(N, h, w)``: ``pseudo_nats_per_position`` (mean
     :func:`pseudo_nll`), ``masked_nats`` (the training objective under fixed masks), ``uniform_nats`` (log k)."""
     model = _unwrap(prior)
@@ -496,7 +496,7 @@ def masked_prior(dataset: str = "fashion-mnist", k: int = 512, profile: str = "q
 
     The VQ-VAE and the encoded splits come from the cache (built if absent); the prior is trained
     with a progress bar and cached under its full config (the VQ-VAE's included). Its ``test``
-    metrics are :func:`evaluate` on the first ``score_limit`` test grids.
+    metrics are :func:`masked_metrics` on the first ``score_limit`` test grids.
 
     Args:
         vqvae_options: keyword options for :func:`vqtto.models.vqvae`.
@@ -517,7 +517,7 @@ def masked_prior(dataset: str = "fashion-mnist", k: int = 512, profile: str = "q
         torch.manual_seed(train_cfg.seed)
         model = make()
         hist = train_masked_prior(model, train, test, train_cfg, device, progress=progress)
-        return _payload(model, hist, evaluate(model, test.indices[: train_cfg.score_limit]))
+        return _payload(model, hist, masked_metrics(model, test.indices[: train_cfg.score_limit]))
 
     model, payload = _cached("masked-prior", config, build, make, device)
     return TrainedMaskedPrior(model=model, history=PriorHistory(**payload["history"]), test=payload["test"],
