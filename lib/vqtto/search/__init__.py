@@ -33,6 +33,10 @@ Modules, one concept each:
 - :mod:`~vqtto.search.anneal`: :func:`path_annealing` (``"pas-sa"``) and
   :func:`screened_annealing` (``"screened-sa"``).
 - :mod:`~vqtto.search.polish`: :func:`screened_polish` (``"polish"``).
+- :mod:`~vqtto.search.local`: :func:`exact_local_search` (``"local"``): batches of single moves
+  screened by a trust-region score (the table plus a fitted curvature term on the code
+  distance), decoded exactly, the best taken and the improving ones combined; and
+  :func:`relaxed_then_local` (``"relaxed-local"``): the relaxed search, then this from its best grid.
 - :mod:`~vqtto.search.restarts`: :func:`restarted_straight_through` (``"alg2-restarts"``).
 - :mod:`~vqtto.search.subproblems`: :func:`enumerate_subproblem` (exact optima with m free
   positions), :func:`free_positions`, :func:`free_mask`, :func:`optimum_rate`.
@@ -67,6 +71,7 @@ from .prior_resampling import prior_resample
 from .restarts import restarted_straight_through
 from .subproblems import MAX_GRIDS, Subproblem, enumerate_subproblem, free_mask, free_positions, optimum_rate
 from .certificate import Certificate, radius1_certificate
+from .local import exact_local_search, relaxed_then_local
 
 __all__ = [
     # losses (from vqtto.constraints)
@@ -76,6 +81,8 @@ __all__ = [
     # the samplers on the first-order table, and the baseline with restarts
     "gibbs_with_gradients", "discrete_langevin", "DISTANCES", "path_annealing", "screened_annealing",
     "screened_polish", "restarted_straight_through",
+    # exact local search on single moves, alone and after the relaxed search
+    "exact_local_search", "relaxed_then_local",
     "first_order_table", "linearisation_check", "best_moves", "apply_moves",
     "ChainSearch", "PairRandom", "merge_chains", "movable_mask", "sample_categorical",
     # exact references
