@@ -61,7 +61,7 @@ from .straight import MASKS, mask_gradient, straight_through
 from .trace import FORWARD, FORWARD_BACKWARD, METHODS, STOP_REASONS, SearchTrace
 from .voronoi import nearest_exact, position_steps, steps_to_change
 from .yardsticks import quantized_losses, reference_losses, relative_losses
-from .first_order import apply_moves, best_moves, first_order_table, linearisation_check
+from .first_order import apply_moves, best_moves, best_per_position, first_order_table, linearisation_check
 from .chains import ChainSearch, PairRandom, merge_chains, movable_mask, sample_categorical
 from .samplers import DISTANCES, discrete_langevin, gibbs_with_gradients
 from .anneal import path_annealing, screened_annealing
@@ -83,7 +83,7 @@ __all__ = [
     "screened_polish", "restarted_straight_through",
     # exact local search on single moves, alone and after the relaxed search
     "exact_local_search", "relaxed_then_local",
-    "first_order_table", "linearisation_check", "best_moves", "apply_moves",
+    "first_order_table", "linearisation_check", "best_moves", "best_per_position", "apply_moves",
     "ChainSearch", "PairRandom", "merge_chains", "movable_mask", "sample_categorical",
     # exact references
     "MAX_GRIDS", "Subproblem", "enumerate_subproblem", "free_mask", "free_positions", "optimum_rate",
