@@ -213,14 +213,11 @@ def test_a_rejected_proposal_that_beats_the_best_is_kept(setup):
     assert all(torch.equal(g[-1], p) for g, p in zip(tr.grids, polished))
 
 
-def test_annealed_gibbs_keeps_proposing_new_moves_as_t_falls(setup):
-    """In the last third of an annealed run the chains do not propose the same grid step after step
-    (with the proposal annealed to T -> 0 it collapses on the table's most negative entry)."""
-    from vqtto.search import samplers
-
-    model, z, tgt = setup
-    loss = search.mse_to(tgt)
-    cls = samplers._GibbsWithGradients
+def test_annealed_gibbs_keeps_proposing_new_moves_as_t_falls():
+    """2 positions x k=3: near the end of an annealed run the chain, stuck at its optimum, does not propose the
+    same grid step after step (with the proposal annealed to T -> 0 it did: 33 repeats out of 33)."""
+    model = _Linear()
+    target = torch.tensor([[[[0.3, -0.8], [1.1, 0.2]]]])
     proposed = []
     orig = search.Evaluator.loss_and_grad
 
@@ -230,12 +227,14 @@ def test_annealed_gibbs_keeps_proposing_new_moves_as_t_falls(setup):
 
     search.Evaluator.loss_and_grad = spy
     try:
-        search.gibbs_with_gradients(model, z[:1], search.mse_to(tgt[:1]), budget=300, chains=1, anneal=True)
+        search.gibbs_with_gradients(model, torch.zeros(1, 2, 1, 2), search.mse_to(target), budget=300, chains=1,
+                                    anneal=True)
     finally:
         search.Evaluator.loss_and_grad = orig
     tail = proposed[len(proposed) * 2 // 3:]
     repeats = sum(torch.equal(a, b) for a, b in zip(tail[1:], tail[:-1]))
-    assert repeats < 0.5 * (len(tail) - 1), repeats
+    assert repeats < 0.8 * (len(tail) - 1), repeats
+    assert len({t.numpy().tobytes() for t in tail}) >= 2
 
 
 def test_dmala_distance_term_scales_with_the_temperature(setup):
