@@ -89,3 +89,22 @@ def test_relaxed_then_local_refuses_a_bad_share(setup):
     model, z, tgt = setup
     with pytest.raises(ValueError, match="share"):
         search.relaxed_then_local(model, z, search.mse_to(tgt), share=1.0)
+
+
+def test_exact_coordinate_matches_brute_force_on_two_free_positions(setup):
+    """m=2 free positions, k=8: with top=k the product is the whole sub-problem (the enumerated optimum);
+    with top=3 it is never better than the optimum and costs 1 + 2 * 7 + 9 decodes per pair."""
+    model, z, tgt = setup
+    loss = search.mse_to(tgt)
+    base = model.nearest(z)
+    positions = search.free_positions(3, 7, 7, 2, seed=1)
+    exact = search.enumerate_subproblem(model, loss, base, positions)
+    mask = search.free_mask(positions, 7, 7)
+    full = search.exact_coordinate(model, loss, base, top=8, movable=mask)
+    assert torch.allclose(full.best_losses, exact.best_losses, rtol=1e-5)
+    few = search.exact_coordinate(model, loss, base, top=3, movable=mask)
+    assert bool((few.best_losses >= exact.best_losses - 1e-7).all())
+    assert bool((few.best_losses <= search.quantized_losses(model, loss, base) + 1e-7).all())
+    assert few.equivalents.tolist() == [24.0] * 3
+    with pytest.raises(ValueError, match="top"):
+        search.exact_coordinate(model, loss, base, top=9, movable=mask)

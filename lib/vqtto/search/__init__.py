@@ -41,6 +41,8 @@ Modules, one concept each:
 - :mod:`~vqtto.search.subproblems`: :func:`enumerate_subproblem` (exact optima with m free
   positions), :func:`free_positions`, :func:`free_mask`, :func:`optimum_rate`.
 - :mod:`~vqtto.search.certificate`: :func:`radius1_certificate`.
+- :mod:`~vqtto.search.coordinate`: :func:`exact_coordinate`, a reference on few free positions:
+  every single move decoded, then every product of each position's best ``top`` codes.
 - :mod:`~vqtto.search.energy`: :class:`GridPrior`, the PixelCNN term ``lambda * NLL`` a sampler
   adds to its loss (``prior=``); the samplers also take ``radius=`` (a Hamming ball).
 - :mod:`~vqtto.search.prior_resampling`: :func:`prior_resample` (``"prior-resample"``), the
@@ -72,6 +74,7 @@ from .restarts import restarted_straight_through
 from .subproblems import MAX_GRIDS, Subproblem, enumerate_subproblem, free_mask, free_positions, optimum_rate
 from .certificate import Certificate, radius1_certificate
 from .local import exact_local_search, relaxed_then_local
+from .coordinate import CoordinateResult, exact_coordinate
 
 __all__ = [
     # losses (from vqtto.constraints)
@@ -87,7 +90,7 @@ __all__ = [
     "ChainSearch", "PairRandom", "merge_chains", "movable_mask", "sample_categorical",
     # exact references
     "MAX_GRIDS", "Subproblem", "enumerate_subproblem", "free_mask", "free_positions", "optimum_rate",
-    "Certificate", "radius1_certificate",
+    "Certificate", "radius1_certificate", "CoordinateResult", "exact_coordinate",
     # the prior in the search, and the prior alone
     "GridPrior", "prior_resample", "ball_argmax",
     # what they return
