@@ -100,10 +100,10 @@ def _outputs(out: Path, n: int):
 def test_reconstruct_search_writes_images_codes_and_record(files, tmp_path):
     out = tmp_path / "found"
     assert _run("search", "--model", files["model"], "--source", files["a"], "--target", files["b"], "--out", out,
-                "--max-unique", 20, "--quiet") == 0
+                "--budget", 60, "--quiet") == 0
     record, codes, _ = _outputs(out, 1)
-    assert record["settings"]["task"] == "reconstruct" and record["method"] == search.DEFAULT == "relaxed"
-    assert record["settings"]["search"]["max_unique"] == 20 and record["settings"]["search"]["lr"] == 0.1
+    assert record["settings"]["task"] == "reconstruct" and record["method"] == search.DEFAULT == "relaxed-local"
+    assert record["settings"]["search"]["budget"] == 60 and record["costs"]["equivalents_per_pair"] <= 61
     pair = record["pairs"][0]
     assert pair["source"] == "00.png" and pair["target"] == "01.png" and pair["best_loss"] <= pair["start_loss"]
     assert record["model"]["config"]["dataset"]["shape"] == [1, SIDE, SIDE]
@@ -113,7 +113,7 @@ def test_reconstruct_search_writes_images_codes_and_record(files, tmp_path):
 def test_inpaint_search_matches_only_the_visible_pixels(files, tmp_path):
     out = tmp_path / "found"
     assert _run("search", "--source", files["a"], "--target", files["b"], "--task", "inpaint", "--mask", files["mask"],
-                "--out", out, "--model", files["model"], "--max-unique", 20, "--quiet") == 0
+                "--out", out, "--model", files["model"], "--budget", 60, "--quiet") == 0
     record, _, pngs = _outputs(out, 1)
     assert record["settings"]["task"] == "inpaint" and record["method"] == search.DEFAULT
     found = np.asarray(Image.open(pngs[0]), dtype=np.float32) / 255
@@ -149,7 +149,7 @@ def test_super_resolve_from_low_resolution_images_alone(files, tmp_path):
     low = _png(tmp_path / "low.png", np.asarray(Image.open(files["a"]))[::2, ::2])
     out = tmp_path / "sr"
     assert _run("search", "--model", files["model"], "--source", low, "--task", "super-resolve", "--factor", 2,
-                "--out", out, "--max-unique", 10, "--quiet") == 0
+                "--out", out, "--budget", 30, "--quiet") == 0
     record, _, _ = _outputs(out, 1)
     assert record["settings"]["task"] == "super-resolve" and record["pairs"][0]["target"] == "low.png"
     assert record["command"].startswith("vqtto search --model")
@@ -241,7 +241,7 @@ def test_an_existing_output_is_refused_unless_overwrite(files, tmp_path, capsys)
     out = tmp_path / "found"
     out.mkdir()
     (out / "old.txt").write_text("keep me unless --overwrite")
-    argv = ["search", "--model", files["model"], "--source", files["a"], "--out", out, "--max-unique", 5, "--quiet"]
+    argv = ["search", "--model", files["model"], "--source", files["a"], "--out", out, "--budget", 15, "--quiet"]
     assert _run(*argv) == 2
     assert "exists; pass --overwrite" in capsys.readouterr().err and (out / "old.txt").exists()
     assert _run(*argv, "--overwrite") == 0
@@ -260,7 +260,7 @@ def test_torchrun_shards_the_pairs_and_finds_what_one_process_finds(files, tmp_p
     if not torchrun.exists():
         pytest.skip("torchrun is not installed next to this python")
     args = ["-m", "vqtto", "search", "--model", str(files["model"]), "--source", str(files["images"]),
-            "--target", str(files["b"]), "--max-unique", "10", "--device", "cpu", "--quiet"]
+            "--target", str(files["b"]), "--budget", "30", "--device", "cpu", "--quiet"]
     one = tmp_path / "one"
     two = tmp_path / "two"
     assert _run(*args[2:], "--out", one) == 0

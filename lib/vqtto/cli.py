@@ -539,8 +539,12 @@ def _run_search(args, source, prior: PriorChoice, inputs: SearchInputs, settings
         kw.update(samples=args.samples, chains=args.chains or 4)
     tasks.check_solve(task, args.method, pixelcnn, prior.weight, budget, kw.get("samples", 32), kw.get("chains", 4))
     t0 = time.perf_counter()
-    found = distributed.sharded(lambda rows: tasks.solve(model, task.rows(rows.to(device)), **kw), len(task),
-                                join=tasks.Solution.join)
+    seeds = search.pair_seeds(args.seed, len(task))  # one per image, so a share draws what the whole run draws
+
+    def solve_share(rows: torch.Tensor):
+        return tasks.solve(model, task.rows(rows.to(device)), **{**kw, "seed": [seeds[i] for i in rows.tolist()]})
+
+    found = distributed.sharded(solve_share, len(task), join=tasks.Solution.join)
     wall = time.perf_counter() - t0
     if world.main:
         write_folder(args.out, lambda tmp: _write_search(tmp, args, source, prior, inputs, found, wall))

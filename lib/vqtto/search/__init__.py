@@ -33,10 +33,16 @@ Modules, one concept each:
 - :mod:`~vqtto.search.anneal`: :func:`path_annealing` (``"pas-sa"``) and
   :func:`screened_annealing` (``"screened-sa"``).
 - :mod:`~vqtto.search.polish`: :func:`screened_polish` (``"polish"``).
+- :mod:`~vqtto.search.local`: :func:`exact_local_search` (``"local"``): batches of single moves
+  screened by a trust-region score (the table plus a fitted curvature term on the code
+  distance), decoded exactly, the best taken and the improving ones combined; and
+  :func:`relaxed_then_local` (``"relaxed-local"``): the relaxed search, then this from its best grid.
 - :mod:`~vqtto.search.restarts`: :func:`restarted_straight_through` (``"alg2-restarts"``).
 - :mod:`~vqtto.search.subproblems`: :func:`enumerate_subproblem` (exact optima with m free
   positions), :func:`free_positions`, :func:`free_mask`, :func:`optimum_rate`.
 - :mod:`~vqtto.search.certificate`: :func:`radius1_certificate`.
+- :mod:`~vqtto.search.coordinate`: :func:`exact_coordinate`, a reference on few free positions:
+  every single move decoded, then every product of each position's best ``top`` codes.
 - :mod:`~vqtto.search.energy`: :class:`GridPrior`, the PixelCNN term ``lambda * NLL`` a sampler
   adds to its loss (``prior=``); the samplers also take ``radius=`` (a Hamming ball).
 - :mod:`~vqtto.search.prior_resampling`: :func:`prior_resample` (``"prior-resample"``), the
@@ -60,8 +66,8 @@ from .straight import MASKS, mask_gradient, straight_through
 from .trace import FORWARD, FORWARD_BACKWARD, METHODS, STOP_REASONS, SearchTrace, join_traces
 from .voronoi import nearest_exact, position_steps, steps_to_change
 from .yardsticks import quantized_losses, reference_losses, relative_losses
-from .first_order import apply_moves, best_moves, first_order_table, linearisation_check
-from .chains import ChainSearch, PairRandom, merge_chains, movable_mask, sample_categorical
+from .first_order import apply_moves, best_moves, best_per_position, first_order_table, linearisation_check
+from .chains import ChainSearch, PairRandom, merge_chains, movable_mask, pair_seeds, sample_categorical
 from .samplers import DISTANCES, discrete_langevin, gibbs_with_gradients
 from .anneal import path_annealing, screened_annealing
 from .polish import screened_polish
@@ -70,6 +76,8 @@ from .prior_resampling import prior_resample
 from .restarts import restarted_straight_through
 from .subproblems import MAX_GRIDS, Subproblem, enumerate_subproblem, free_mask, free_positions, optimum_rate
 from .certificate import Certificate, radius1_certificate
+from .local import exact_local_search, relaxed_then_local
+from .coordinate import CoordinateResult, exact_coordinate
 from . import registry
 from .registry import DEFAULT, REGISTRY, MethodSpec
 
@@ -81,11 +89,13 @@ __all__ = [
     # the samplers on the first-order table, and the baseline with restarts
     "gibbs_with_gradients", "discrete_langevin", "DISTANCES", "path_annealing", "screened_annealing",
     "screened_polish", "restarted_straight_through",
-    "first_order_table", "linearisation_check", "best_moves", "apply_moves",
-    "ChainSearch", "PairRandom", "merge_chains", "movable_mask", "sample_categorical",
+    # exact local search on single moves, alone and after the relaxed search
+    "exact_local_search", "relaxed_then_local",
+    "first_order_table", "linearisation_check", "best_moves", "best_per_position", "apply_moves",
+    "ChainSearch", "PairRandom", "merge_chains", "movable_mask", "pair_seeds", "sample_categorical",
     # exact references
     "MAX_GRIDS", "Subproblem", "enumerate_subproblem", "free_mask", "free_positions", "optimum_rate",
-    "Certificate", "radius1_certificate",
+    "Certificate", "radius1_certificate", "CoordinateResult", "exact_coordinate",
     # the prior in the search, and the prior alone
     "GridPrior", "prior_resample", "ball_argmax",
     # what they return

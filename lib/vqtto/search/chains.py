@@ -23,7 +23,7 @@ import torch
 from .losses import LossFn
 from .driver import BUDGET, MOVED, RETRY, Evaluator, check_positive, check_start, drive
 from .first_order import first_order_table
-from .trace import SearchTrace
+from .trace import FORWARD_BACKWARD, SearchTrace
 
 __all__ = ["ChainSearch", "PairRandom", "best_paths", "movable_mask", "check_choice", "check_nonnegative", "merge_chains", "pair_seeds",
            "repeat_loss", "sample_categorical"]
@@ -106,6 +106,8 @@ class ChainSearch:
     """
 
     step_cost: float = 3.0
+    floor: float = 0.0   # see proposal_temperature; the samplers set it from their keyword
+    t0: float = 1.0
 
     def __init__(self, model, z_start: torch.Tensor, loss: LossFn, *, chains: int, budget: float,
                  seed, start: torch.Tensor | None, movable: torch.Tensor | None, prior=None,
@@ -165,8 +167,25 @@ class ChainSearch:
         spent = self.ev.spent[rows.cpu()].to(rows.device, torch.float32)
         return (spent / self.chain_budget).clamp(0, 1)
 
+    def offer(self, rows, idx, value) -> None:
+        """Keep decoded grids ``idx`` ``(n, h, w)`` of chains ``rows`` that beat the chain's best, accepted or not:
+        a rejected proposal was decoded and paid for, so a better one is never thrown away."""
+        better = (value < self.best_value[rows]) & self.inside(rows, idx)
+        self.best_value[rows[better]] = value[better].to(self.best_value.dtype)
+        self.best_idx[rows[better]] = idx[better]
+
+    def proposal_temperature(self, rows: torch.Tensor, temp: torch.Tensor) -> torch.Tensor:
+        """``(n,)`` the proposal's temperature: ``temp``, but never below ``floor`` times the start temperature.
+
+        Annealing the proposal with the target collapses it on the table's most negative entry (an
+        extreme code) as T -> 0, and a rejected chain then proposes the same move again; the target
+        (the acceptance) is still annealed, and the MH ratio uses this one proposal both ways."""
+        return torch.maximum(temp, self.floor * self.t0 * self.scale[rows])
+
     def accept(self, rows, new_idx, new_value, new_grad, log_ratio) -> torch.Tensor:
-        """Metropolis-Hastings: accept where ``log u < log_ratio``; update the accepted chains; ``(n,)`` bool."""
+        """Metropolis-Hastings: accept where ``log u < log_ratio``; update the accepted chains; ``(n,)`` bool.
+        The proposal is offered to the chain's best record whether accepted or not."""
+        self.offer(rows, new_idx, new_value)
         ok = (self.rand.uniform(rows).log() < log_ratio) & self.inside(rows, new_idx)
         self.set_state(rows[ok], new_idx[ok], new_value[ok], new_grad[ok])
         self.accepted[rows[ok]] += 1
@@ -196,12 +215,12 @@ class ChainSearch:
         over = spent + self.step_cost > self.chain_budget + 1e-9
         status[over] = BUDGET
         go = rows[~over]
+        before = self.best_value[rows].clone()
         if go.numel():
             self.step(go)
             self.steps[go] += 1
-        better = (self.value[rows] < self.best_value[rows]) & ~over
-        self.best_value[rows[better]] = self.value[rows[better]]
-        self.best_idx[rows[better]] = self.idx[rows[better]]
+            self.offer(go, self.idx[go], self.value[go])
+        better = (self.best_value[rows] < before) & ~over
         status[better] = MOVED
         return self.best_idx[rows], torch.ones(n, dtype=torch.long, device=rows.device), status
 
@@ -225,6 +244,9 @@ class ChainSearch:
             first = rows[::self.chains]
             value, grad = self.ev.loss_and_grad(self.idx[first], first)
             self.value, self.grad = value.repeat_interleave(self.chains), grad.repeat_interleave(self.chains, 0)
+            # the pair's start costs FORWARD_BACKWARD once; every chain pays its share, not chain 0 alone
+            self.ev.charge(first, -FORWARD_BACKWARD)
+            self.ev.charge(rows, FORWARD_BACKWARD / self.chains)
         self.scale = self.value.detach().clamp_min(1e-12)
         self.best_value, self.best_idx = self.value.clone(), self.idx.clone()
         self.accepted = torch.zeros(n, dtype=torch.long, device=self.idx.device)

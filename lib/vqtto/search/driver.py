@@ -115,6 +115,17 @@ class Evaluator:
             values = values + self.prior.penalty(idx)
         return values, grad
 
+    def gradient(self, idx: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """The gradient ``(n, D, h, w)`` at grids ``idx`` ``(n, h, w)`` whose loss was already scored (and charged)
+        by :meth:`losses`: charges the backward pass only, ``FORWARD_BACKWARD - FORWARD`` per grid. The
+        forward pass is recomputed here (wall time) rather than kept from the scoring batch."""
+        with torch.enable_grad():
+            latents = self.model.lookup(idx).detach().requires_grad_(True)
+            values = pair_losses(self.loss, self.model.decode(latents), rows, self.n_pairs)
+            (grad,) = torch.autograd.grad(values.sum(), latents)
+        self.charge(rows, FORWARD_BACKWARD - FORWARD)
+        return grad
+
     def latent_loss_and_grad(self, z: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Continuous latents ``(n, D, h, w)``, decoded as they are -> losses ``(n,)`` and gradient ``(n, D, h, w)``."""
         return self._with_grad(z, rows)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["apply_moves", "best_moves", "first_order_table", "linearisation_check"]
+__all__ = ["apply_moves", "best_moves", "best_per_position", "first_order_table", "linearisation_check"]
 
 
 def first_order_table(codebook: torch.Tensor, grads: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -78,3 +78,15 @@ def apply_moves(idx: torch.Tensor, moves: torch.Tensor, k: int) -> torch.Tensor:
 def best_moves(table: torch.Tensor, m: int) -> torch.Tensor:
     """``(n, m)`` the m moves (``p * k + j``) of lowest predicted change in a table ``(n, h*w, k)``."""
     return table.flatten(1).topk(min(m, table.shape[1] * table.shape[2]), dim=1, largest=False).indices
+
+
+def best_per_position(table: torch.Tensor, m: int) -> torch.Tensor:
+    """``(n, m)`` moves (``p * k + j``): each position's own best code, the m positions of lowest such change.
+
+    Unlike :func:`best_moves`, a few positions with large gradients cannot take every slot with
+    their extreme codes: the m moves are at m distinct positions (fewer than m positions: all of them).
+    """
+    n, p, k = table.shape
+    best, code = table.min(2)
+    pos = best.topk(min(m, p), dim=1, largest=False).indices
+    return pos * k + code.gather(1, pos)

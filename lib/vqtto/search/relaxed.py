@@ -192,6 +192,17 @@ def relaxed_straight_through(model, z_start: torch.Tensor, loss: LossFn, *, lr: 
         :class:`SearchTrace` with method ``"relaxed"`` (``"relaxed-annealed"`` with any of
         tau_end, noise or pull).
     """
+    return _relaxed_run(model, z_start, loss, lr=lr, tau=tau, init_scale=init_scale, lam=lam, max_steps=max_steps,
+                        max_unique=max_unique, tau_end=tau_end, noise=noise, noise_until=noise_until, pull=pull,
+                        seed=seed, prior=prior, movable=movable, radius=radius, progress=progress)[0]
+
+
+def _relaxed_run(model, z_start: torch.Tensor, loss: LossFn, *, lr: float = 0.1, tau: float = 1.0,
+                 init_scale: float = 3.0, lam: int = 100, max_steps: int = 200, max_unique: int = 500,
+                 tau_end: float | None = None, noise: float = 0.0, noise_until: float = 1.0, pull: float = 0.0,
+                 seed: int = 0, prior=None, movable: torch.Tensor | None = None, radius: int | None = None,
+                 progress: bool = False) -> tuple[SearchTrace, torch.Tensor]:
+    """:func:`relaxed_straight_through` and the ``(B,)`` float64 equivalents each pair spent (for a search after it)."""
     for name, value in (("lr", lr), ("tau", tau), ("init_scale", init_scale)):
         check_positive(name, value)
     check_positive("lam", lam, integer=True, minimum=1)
@@ -225,5 +236,6 @@ def relaxed_straight_through(model, z_start: torch.Tensor, loss: LossFn, *, lr: 
         params["radius"] = radius
     if scheduled:
         params.update(tau_end=tau_end, noise=noise, noise_until=noise_until, pull=pull, seed=seed)
-    return rec.trace(method="relaxed-annealed" if scheduled else "relaxed", params=params,
-                     decoded_images=ev.decoded, seconds=time.perf_counter() - t0, decoder_equivalents=ev.equivalents)
+    trace = rec.trace(method="relaxed-annealed" if scheduled else "relaxed", params=params,
+                      decoded_images=ev.decoded, seconds=time.perf_counter() - t0, decoder_equivalents=ev.equivalents)
+    return trace, ev.spent.clone()

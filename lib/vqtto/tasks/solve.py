@@ -160,7 +160,7 @@ def _start(model, task: Task) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def solve(model, task: Task, *, method: str = registry.DEFAULT, prior=None, weight: float | None = None,
-          budget: float = DEFAULT_BUDGET, samples: int = 32, chains: int = 4, seed: int = 0,
+          budget: float = DEFAULT_BUDGET, samples: int = 32, chains: int = 4, seed: int | list[int] = 0,
           draws: torch.Tensor | None = None, settings: dict | None = None, progress: bool = False) -> Solution:
     """Answer ``task`` with ``model``: the book's best method by default, with ``prior`` when given.
 
@@ -174,7 +174,8 @@ def solve(model, task: Task, *, method: str = registry.DEFAULT, prior=None, weig
         weight: the prior's weight lambda >= 0 (loss per nat per position); None: :func:`default_weight`.
         budget: decoder-call equivalents per pair, the prior's draws included.
         samples, chains: the prior's draws per pair and the chains started from the best of them.
-        seed: of the draws and of the searches that draw.
+        seed: of the draws and of the searches that draw: an int, or one int per image (so that a
+            share of the images draws what the whole batch draws, :func:`vqtto.search.chains.pair_seeds`).
         draws: ``(B, S, h, w)`` completions drawn before (to compare weights on the same draws).
         settings: the method's own settings (:func:`vqtto.search.registry.settings_of`).
 

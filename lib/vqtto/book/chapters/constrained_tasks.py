@@ -68,7 +68,9 @@ DISPLAY = {"smoke": Display(2, 1), "quick": Display(3, 2), "full": Display(4, 3)
 
 #: The answers compared on every task, in table order (ids of :data:`vqtto.book.plots.METHODS`).
 ANCHORS = ("encoder-observed", "nearest-neighbour", "nn-mean", "bilinear", "own-code")
-SEARCHES = ("relaxed", "prior-resample", "relaxed-draws", "relaxed-prior", "chain-mean", "screened-sa-prior")
+#: ``search.DEFAULT`` is the plain search (the task loss alone, what ``vqtto search`` runs without a prior);
+#: the guided rows ("relaxed-draws", "relaxed-prior") run the same default method from the prior's draws.
+SEARCHES = (search.DEFAULT, "prior-resample", "relaxed-draws", "relaxed-prior", "chain-mean", "screened-sa-prior")
 
 
 # --- setting up ----------------------------------------------------------------------------------
@@ -160,7 +162,7 @@ def anchor_answers(setup: Setup, task: tasks.Benchmark, neighbours: int) -> Answ
     return ans
 
 
-def guided(setup: Setup, task: tasks.Benchmark, weight: float, P, method: str = "relaxed",
+def guided(setup: Setup, task: tasks.Benchmark, weight: float, P, method: str = search.DEFAULT,
            draws=None) -> tasks.Solution:
     """:func:`vqtto.tasks.solve` with the chapter's prior at ``weight`` and ``samples + budget``
     equivalents per pair (``draws``: the prior's completions of an earlier run, to share them)."""
@@ -182,7 +184,7 @@ def search_answers(setup: Setup, task: tasks.Benchmark, ans: Answers, weight: fl
     the prior (``relaxed-prior``, and the mean of its chains), and the annealed screened search
     with the prior."""
     runs, draws = {}, None
-    for m, method, w in (("relaxed-draws", "relaxed", 0.0), ("relaxed-prior", "relaxed", weight),
+    for m, method, w in (("relaxed-draws", search.DEFAULT, 0.0), ("relaxed-prior", search.DEFAULT, weight),
                          ("screened-sa-prior", "screened-sa", weight)):
         runs[m] = guided(setup, task, w, P, method, draws)
         draws = runs[m].draws
@@ -191,7 +193,7 @@ def search_answers(setup: Setup, task: tasks.Benchmark, ans: Answers, weight: fl
     ans.images["prior-resample"], ans.grids["prior-resample"] = setup.decode(first), first
     ans.cost["prior-resample"] = (float(P.samples), math.nan)
     plain = tasks.solve(setup.model, task, budget=P.samples + P.budget)
-    ans.images["relaxed"], ans.grids["relaxed"], ans.cost["relaxed"] = plain.images, plain.grids, (
+    ans.images[search.DEFAULT], ans.grids[search.DEFAULT], ans.cost[search.DEFAULT] = plain.images, plain.grids, (
         plain.equivalents, plain.seconds)
     ans.chain_images = setup.decode(runs["relaxed-prior"].chains)
     ans.images["chain-mean"], ans.grids["chain-mean"] = ans.chain_images.mean(1), None
@@ -323,8 +325,8 @@ def sweep_figure(sweep: Sequence[dict], title: str):
 
 #: Column heads of :func:`answers_figure` (the full names are in the table).
 SHORT = {"encoder-observed": "encoder", "nearest-neighbour": "nearest", "nn-mean": "10-NN mean", "bilinear": "bilinear",
-         "relaxed": "relaxed, no prior", "prior-resample": "prior only", "relaxed-draws": "draws + relaxed, λ=0",
-         "relaxed-prior": "draws + relaxed, λ", "chain-mean": "chain mean", "screened-sa-prior": "draws + annealing, λ"}
+         search.DEFAULT: "default, no prior", "prior-resample": "prior only", "relaxed-draws": "draws + search, λ=0",
+         "relaxed-prior": "draws + search, λ", "chain-mean": "chain mean", "screened-sa-prior": "draws + annealing, λ"}
 
 
 def answers_figure(ans: Answers, show: Sequence[int], title: str):

@@ -24,8 +24,8 @@ from ...tasks.pair_benchmark import (Problem, best_at, problem, reported_and_val
     time_to_target)
 
 #: The methods of the chapter, each at a budget of decoder-call equivalents per pair.
-METHOD_IDS = ("alg2-restarts", "alg2-tabu", "relaxed", "relaxed-annealed", "gwg", "dmala", "dmala-codebook", "pas-sa",
-              "screened-sa")
+METHOD_IDS = ("alg2-restarts", "alg2-tabu", "relaxed", "relaxed-annealed", "relaxed-local", "gwg", "dmala", "dmala-codebook",
+              "pas-sa", "screened-sa")
 #: Those that take a mask of movable positions with their own chains (the exact sub-problems).
 MASKABLE = tuple(m for m in METHOD_IDS if m in search.registry.supporting(movable=True, chains=True))
 
