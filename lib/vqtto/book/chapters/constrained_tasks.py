@@ -389,7 +389,7 @@ class EditRow:
 
 
 def edit_curve(setup: Setup, task: tasks.Benchmark, radii: Sequence[int], weight: float, P) -> tuple[list[EditRow], dict]:
-    """The relaxed search with the prior within each Hamming radius of the source's code (one chain from
+    """The default search with the prior within each Hamming radius of the source's code (one chain from
     the source's code, ``samples + budget`` equivalents); rows and answers per radius."""
     rows, found = [], {}
     for r in radii:
