@@ -28,7 +28,7 @@ from typing import Callable
 
 import torch
 
-from . import cache as artifacts, distributed, search
+from . import distributed, search
 from . import tasks as tasks_mod
 from . import data as data_mod
 from .data import images as images_mod

@@ -37,6 +37,11 @@ from .site import (MATHJAX, NPM_DIR, REQUIREJS, build_site, html_manager_spec, p
     vendor_web_assets)
 from ..models.profiles import PROFILES
 
+__all__ = ["BOOK", "BUILD", "BarLines", "ChapterFailed", "ChapterTimedOut", "MATHJAX", "NPM_DIR", "REPO", "REQUIREJS", "STAGE",
+           "add_commands", "build_site", "cell_timeout", "chapter_names", "check_names", "cpu_estimate", "execute",
+           "hide_injected_parameters", "html_manager_spec", "main", "parameters_page", "profile_params", "run_chapters",
+           "run_command", "schema", "stage_sources", "sync_parameters", "trained_models", "vendor_web_assets"]
+
 
 def add_commands(sub, formatter: type[argparse.HelpFormatter] = argparse.ArgumentDefaultsHelpFormatter) -> None:
     """Add ``run``, ``build``, ``sync-params`` and ``params`` to the subparsers ``sub`` (also ``vqtto book``,

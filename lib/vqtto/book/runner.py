@@ -4,7 +4,6 @@ a per-cell timeout, and progress lines while a chapter runs."""
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from pathlib import Path
 

@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import yaml
 
 from ..models.profiles import PROFILES
 from .runner import BOOK, BUILD, ChapterFailed, REPO, STAGE, chapter_names, hide_injected_parameters, profile_params

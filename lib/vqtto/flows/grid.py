@@ -11,7 +11,7 @@ from torch import nn
 from .gumbel import GumbelSoftmax
 from .architectures import _check_flow_args
 from .densities import LogSimplexTarget, LogSoftmaxZero
-from .reverse_kl import FlowRun, log_scale, reverse_kld_parts, train_reverse_kld
+from .reverse_kl import FlowRun, reverse_kld_parts, train_reverse_kld
 from .toy import one_thread
 
 

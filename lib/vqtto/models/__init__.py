@@ -113,10 +113,11 @@ def vqvae(dataset: str = "fashion-mnist", k: int = 512, profile: str = "quick", 
 
 @dataclass
 class TrainedPrior:
-    """A trained prior with its curves, test metrics and config, the VQ-VAE whose codes it models
-    and the index grids it was trained (``train_codes``) and tested (``test_codes``) on."""
+    """A trained prior (the PixelCNN, or the masked-token prior of :mod:`~vqtto.models.masked`) with
+    its curves, test metrics and config, the VQ-VAE whose codes it models and the index grids it was
+    trained (``train_codes``) and tested (``test_codes``) on."""
 
-    model: GatedPixelCNN
+    model: nn.Module
     history: PriorHistory
     test: dict[str, float]
     config: dict

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import codes
-from . import TrainedVQVAE, _cached, _device, _payload, vqvae
+from . import TrainedPrior, _cached, _device, _payload, vqvae
 from .profiles import apply_overrides, masked_prior_preset
 from ..search.chains import PairRandom, pair_seeds, sample_categorical
 from .training import PriorHistory, _Settings, cosine_decay, fit
@@ -459,22 +459,8 @@ class MaskedGridPrior:
 
 # --- a trained one from the cache -----------------------------------------------------------------
 
-@dataclass
-class TrainedMaskedPrior:
-    """A trained masked prior with its curves, test metrics and config, the VQ-VAE whose codes it
-    models and the grids it was trained (``train_codes``) and tested (``test_codes``) on."""
-
-    model: MaskedTokenPrior
-    history: PriorHistory
-    test: dict[str, float]
-    config: dict
-    vqvae: TrainedVQVAE
-    train_codes: codes.CodeSet
-    test_codes: codes.CodeSet
-
-    @property
-    def k(self) -> int:
-        return self.model.cfg.k
+#: A trained masked prior is held like the PixelCNN: model, curves, test metrics, config, its VQ-VAE and grids.
+TrainedMaskedPrior = TrainedPrior
 
 
 def masked_prior_config(vqvae_config: dict, profile: str = "quick", grid: tuple[int, int] = (7, 7),

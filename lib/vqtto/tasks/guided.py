@@ -48,9 +48,9 @@ class GuidedResult:
 
 
 def _is_masked(prior) -> bool:
-    from ..models.masked import MaskedTokenPrior, TrainedMaskedPrior
+    from ..models.masked import MaskedTokenPrior
 
-    return isinstance(prior, (MaskedTokenPrior, TrainedMaskedPrior))
+    return isinstance(getattr(prior, "model", prior), MaskedTokenPrior)
 
 
 def energy_term(prior, weight: float, k: int, grid: tuple[int, int]):

@@ -7,9 +7,8 @@ exact-optimum and certificate tables, and the chapter's typed result with its ve
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar, Mapping, Sequence
+from typing import ClassVar, Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -20,7 +19,8 @@ from ...data import DATASETS
 from ...params import Param, above, between, chapter_schema, each, nonempty, one_of, seed, work
 from ..plots import method_color, method_label
 from ..report import ChapterResult
-from ...tasks.pair_benchmark import (Problem, best_at, problem, reported_and_validation, run_method, time_quantile,
+from ...tasks.pair_benchmark import (  # problem, reported_and_validation: the notebook's
+    Problem, best_at, problem, reported_and_validation, run_method, time_quantile,
     time_to_target)
 
 #: The methods of the chapter, each at a budget of decoder-call equivalents per pair.
