@@ -59,7 +59,7 @@ def test_enumeration_refuses_what_it_cannot_hold(setup):
 def test_radius1_certificate(setup):
     model, z, tgt, own = setup
     loss = search.mse_to(tgt)
-    polished = search.screened_polish(model, z, loss, m=400, max_rounds=200)   # m >= all 49 * 7 neighbours
+    polished = search.screened_polish(model, z, loss, m=400, max_rounds=200, screen="global")  # all 49 * 7 neighbours
     cert = search.radius1_certificate(model, loss, polished.best_indices, chunk=100)
     assert cert.neighbours == 49 * 7
     stalled = torch.tensor([r == "stalled" for r in polished.stop_reason])
