@@ -234,7 +234,7 @@ def test_no_table_or_figure_is_clipped(site, browser):
 
 def test_no_chapter_shows_papermills_injected_parameters_cell(site, browser):
     _, base = site
-    for chapter in book.chapters():
+    for chapter in book.chapter_names():
         page, _, _ = _open(browser, f"{base}/{chapter}.html")
         shown = page.locator(".tag_injected-parameters").count()
         assert shown == 0 and "# Parameters" not in page.inner_text("article"), f"{chapter} shows the injected cell"
