@@ -157,3 +157,12 @@ def test_solve_takes_a_masked_token_prior_for_its_draws_and_energy(world):
     other = MaskedTokenPrior(MaskedPriorConfig(k=16, height=grid[0], width=grid[1], dim=16, layers=1, heads=2))
     with pytest.raises(ValueError, match="k=16"):
         tasks.solve(model, task, prior=other, samples=4, chains=2, budget=40)
+
+
+def test_weights_agree_names_each_task_whose_chosen_weight_differs_from_the_default():
+    kinds = {"inpainting, bottom-half": "inpainting", "super-resolution x4": "super-resolution"}
+    same = {name: tasks.default_weight(kind) for name, kind in kinds.items()}
+    assert "differs" not in tasks.weights_agree(same, kinds)
+    other = {**same, "super-resolution x4": same["super-resolution x4"] * 3}
+    line = tasks.weights_agree(other, kinds)
+    assert "differs" in line and "super-resolution x4" in line and "bottom-half" not in line

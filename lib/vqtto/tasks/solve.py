@@ -27,21 +27,33 @@ from ..search import registry
 from .guided import GUIDED, energy_term, guided_search
 from .problems import Benchmark, Task
 
-__all__ = ["DEFAULT_BUDGET", "DEFAULT_WEIGHT", "TUNED_WEIGHTS", "Solution", "check_solve", "default_weight", "solve"]
+__all__ = ["DEFAULT_BUDGET", "DEFAULT_WEIGHT", "TUNED_WEIGHTS", "Solution", "check_solve", "default_weight", "solve", "weights_agree"]
 
 #: Decoder-call equivalents per pair when none is given: chapter 3's largest budget.
 DEFAULT_BUDGET = 1000.0
-#: The prior's weight (task loss per nat per position) when none is given and none was tuned for
-#: the prior: the weight chapter 8 chose on its validation images for most tasks (quick profile).
-DEFAULT_WEIGHT = 0.003
+#: The prior's weight (task loss per nat per position) for a task kind chapter 8 does not tune:
+#: 0.01, the lower of the two weights it chose (quick profile, k=512).
+DEFAULT_WEIGHT = 0.01
 #: The prior's weight per task kind that chapter 8 chose on its validation images (quick profile,
-#: k=512); the chapter prints whether its own run still agrees with this table.
-TUNED_WEIGHTS = {"inpainting": 0.003, "super-resolution": 0.003, "editing": 0.001}
+#: k=512, with the default search): 0.03 for every inpainting mask, 0.01 for both super-resolution
+#: factors; editing runs at the smallest weight of its grid. The chapter prints whether its own run
+#: still agrees with this table (:func:`weights_agree`).
+TUNED_WEIGHTS = {"inpainting": 0.03, "super-resolution": 0.01, "editing": 0.001}
 
 
 def default_weight(kind: str) -> float:
     """The prior's weight for a task of ``kind`` when none is given: :data:`TUNED_WEIGHTS`, else :data:`DEFAULT_WEIGHT`."""
     return TUNED_WEIGHTS.get(kind, DEFAULT_WEIGHT)
+
+
+def weights_agree(chosen: dict[str, float], kinds: dict[str, str]) -> str:
+    """One line saying whether the weights a run chose (``chosen[task name]``, the task's kind in
+    ``kinds[task name]``) agree with :data:`TUNED_WEIGHTS`, the defaults of ``solve`` and ``vqtto search``."""
+    differ = [f"{name} chose {w:g}, the default is {default_weight(kinds[name]):g}"
+              for name, w in chosen.items() if not math.isclose(w, default_weight(kinds[name]))]
+    if not differ:
+        return "these are the weights vqtto.tasks.TUNED_WEIGHTS gives solve and `vqtto search` by default"
+    return "differs from vqtto.tasks.TUNED_WEIGHTS, the defaults of solve and `vqtto search`: " + "; ".join(differ)
 
 
 @dataclass
