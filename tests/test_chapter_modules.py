@@ -5,6 +5,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from vqtto import stats
 from vqtto.book.chapters import reaching_target as chapter
 
 
@@ -70,3 +71,43 @@ def test_the_prior_weight_is_the_best_one_that_keeps_the_codes_real():
     assert choose_weight(rows, 0.95) == 0.003
     assert choose_weight(rows, 0.5) == 0.001
     assert choose_weight(rows[:2], 0.95) == 0.001  # none reaches the goal: the most inside
+
+
+def _exact_row(method, k, m, found, n=40):
+    low, high = stats.share_interval(round(found * n), n)
+    return chapter.ExactRow(m=m, k=k, method=method, found=stats.Estimate(found, low, high, n), median_gap=0.01,
+                            pairs=n, grids_per_pair=k ** m, budget=150.0)
+
+
+def test_the_verdict_judges_the_gap_to_the_best_known_loss_and_each_exact_case():
+    traces, ref = _traces()
+    summ = chapter.summaries(traces, ref, [1000.0], {})
+    polished = chapter.polish_summary(_Trace(best_losses=torch.full((40,), 0.9), decoder_equivalents=400.0), ref)
+    # median R about 0.52 for "relaxed": R <= 0.6 reached, the gap does not matter
+    exact = [_exact_row("relaxed", 40, 2, 1.0), _exact_row("gwg", 40, 2, 0.3), _exact_row("relaxed", 512, 1, 0.9)]
+    meets, text = chapter.verdict(summ, "relaxed", polished, exact, 512, 1000.0)
+    assert not meets and "the exact optima" in text, "k=512, m=1 found on 90% < 95%"
+    assert "k=40, m=2 (150 equivalents, 40 pairs): 100% [" in text and "30% [" in text
+    meets, text = chapter.verdict(summ, "relaxed", polished, exact[:2], 512, 1000.0)
+    assert meets and "are met" in text
+    # a median R above 0.6: met only through a gap <= 1% where the long run shows 0.6 out of reach
+    far = {m: _Trace(**{**vars(t), "best_losses": t.best_losses + 0.3}) for m, t in traces.items()}
+    summ = chapter.summaries(far, ref, [1000.0], {})
+    gap = lambda g: [chapter.GapRow("relaxed", g, 2 * g, stats.share_estimate(torch.ones(24, dtype=torch.bool)), 24)]
+    long = lambda r: chapter.Reference("relaxed", 20000.0, 24, stats.median_estimate(torch.full((24,), r)))
+    assert chapter.verdict(summ, "relaxed", polished, exact[:2], 512, 1000.0, gaps=gap(0.005), long_run=long(0.7))[0]
+    meets, text = chapter.verdict(summ, "relaxed", polished, exact[:2], 512, 1000.0, gaps=gap(0.05), long_run=long(0.7))
+    assert not meets and "median gap to L* is 5.0%" in text and "out of reach of the searches here" in text
+    assert not chapter.verdict(summ, "relaxed", polished, exact[:2], 512, 1000.0, gaps=gap(0.005), long_run=long(0.5))[0]
+
+
+def test_gaps_to_the_best_known_loss_are_never_negative_and_zero_for_the_best_on_each_pair():
+    from vqtto.tasks.pair_benchmark import gap_to_best_known
+
+    traces = {"a": SimpleNamespace(best_losses=torch.tensor([1.0, 2.0, 3.0])),
+              "b": SimpleNamespace(best_losses=torch.tensor([2.0, 1.0, 3.0]))}
+    gaps = gap_to_best_known(traces, torch.tensor([1.5, 1.5, 1.5], dtype=torch.float64))
+    assert torch.allclose(gaps["a"], torch.tensor([0.0, 1.0, 1.0], dtype=torch.float64))
+    assert torch.allclose(gaps["b"], torch.tensor([1.0, 0.0, 1.0], dtype=torch.float64))
+    rows = chapter.gap_rows(gaps)
+    assert rows[0].median == pytest.approx(1.0) and rows[0].within_1pct.value == pytest.approx(1 / 3)

@@ -67,3 +67,43 @@ def test_radius1_certificate(setup):
     assert torch.allclose(cert.loss, polished.best_losses, rtol=1e-5)
     start = search.radius1_certificate(model, loss, model.nearest(z))
     assert bool((start.improvement[~start.local_optimum] > 0).all())
+
+
+def _problem(model, z, tgt):
+    from vqtto.tasks.pair_benchmark import Problem
+
+    return Problem(model, torch.zeros_like(tgt), tgt, z, search.mse_to(tgt), torch.ones(len(tgt)), [(0, 1), (2, 3)])
+
+
+@pytest.mark.parametrize("method", ["relaxed-local", "screened-sa"])
+def test_a_subproblem_run_starts_from_its_grid_and_moves_only_the_free_positions(setup, method):
+    from vqtto.book.chapters.reaching_target import run_on_subproblem
+
+    model, z, tgt, own = setup
+    pos = search.free_positions(2, 7, 7, 2, seed=0)
+    mask = search.free_mask(pos, 7, 7)
+    start = torch.where(mask, model.nearest(z), own)
+    tr = run_on_subproblem(method, _problem(model, z, tgt), start, mask, 40.0, {}, 2)
+    for i in range(2):
+        for g in tr.grids[i]:
+            assert torch.equal(g[~mask[i]], own[i][~mask[i]]), "frozen positions keep the start's codes"
+        assert torch.equal(tr.grids[i][0], start[i]), "the run starts at the sub-problem's grid"
+
+
+def test_the_best_known_loss_is_computed_once_then_read_from_the_cache(setup, tmp_path, monkeypatch):
+    from vqtto.tasks import pair_benchmark
+
+    model, z, tgt, _ = setup
+    monkeypatch.setenv("VQTTO_CACHE", str(tmp_path))
+    runs = []
+    real = search.registry.run
+    monkeypatch.setattr(search.registry, "run", lambda *a, **kw: runs.append(kw["budget"]) or real(*a, **kw))
+    pb = _problem(model, z, tgt)
+    first = pair_benchmark.best_known(pb, 40.0)
+    again = pair_benchmark.best_known(pb, 40.0)
+    assert runs == [40.0] and first.dtype == torch.float64 and first.shape == (2,)
+    assert torch.equal(first, again) and len(list(tmp_path.glob("best-known-*.artifact"))) == 1
+    pair_benchmark.best_known(pb, 60.0)
+    assert runs == [40.0, 60.0], "another budget is another reference"
+    with pytest.raises(ValueError, match="budget"):
+        pair_benchmark.best_known(pb, 2.0)

@@ -7,15 +7,16 @@ times it: they share :class:`Problem` and :func:`run_method` from here.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import torch
 
-from .. import search, stats
+from .. import cache, search, stats
 
-__all__ = ["Problem", "best_at", "problem", "reported_and_validation", "run_method", "time_quantile", "time_to_target"]
+__all__ = ["Problem", "best_at", "best_known", "gap_to_best_known", "model_digest", "problem", "reported_and_validation", "run_method", "time_quantile", "time_to_target"]
 
 
 @dataclass
@@ -101,3 +102,43 @@ def time_quantile(ttt: torch.Tensor, q: float) -> float:
     """The ``q`` quantile of times that may be inf (never reached): inf when it falls among those."""
     x = stats.quantile(torch.where(torch.isfinite(ttt), ttt, torch.full_like(ttt, 1e12)), q)
     return math.inf if x > 1e11 else x
+
+
+# --- the best-known reference ---------------------------------------------------------------------
+
+def model_digest(model) -> str:
+    """A short sha256 of ``model``'s state (names and values): the model part of a cache key."""
+    h = hashlib.sha256()
+    for name, value in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(value.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:20]
+
+
+def best_known(pb: Problem, budget: float = 20000.0, method: str = search.DEFAULT, seed: int = 0,
+               progress: bool = False) -> torch.Tensor:
+    """``(B,)`` float64: the best loss one long run of ``method`` finds per pair, at ``budget`` equivalents.
+
+    The reference ``L*`` of the gap ``L / L* - 1`` (:func:`gap_to_best_known`). It is computed once per
+    model, pairs, budget, method and seed and kept in the cache (:mod:`vqtto.cache`, kind ``best-known``).
+    It is an upper bound on each pair's optimum, not the optimum.
+    """
+    if not (isinstance(budget, (int, float)) and math.isfinite(budget) and budget >= 4):
+        raise ValueError(f"budget must be a finite number >= 4 decoder-call equivalents, got {budget!r}")
+    config = {"model": model_digest(pb.model), "pairs": [list(map(int, i)) for i in pb.ids], "budget": float(budget),
+              "method": method, "seed": int(seed)}
+
+    def build():
+        trace = search.registry.run(method, pb.model, pb.z, pb.loss, budget=budget, seed=seed, progress=progress)
+        return {"losses": trace.best_losses.double().cpu()}
+
+    return cache.load_or_build("best-known", config, build)["losses"]
+
+
+def gap_to_best_known(traces: Mapping[str, search.SearchTrace], long_run: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per method ``(n,)`` float64 ``L / L* - 1`` on the first ``n = len(long_run)`` pairs, where ``L*`` is
+    the lowest loss any of ``traces`` or the long run found for the pair (so every gap is >= 0)."""
+    n = len(long_run)
+    losses = {m: tr.best_losses[:n].double().cpu() for m, tr in traces.items()}
+    best = torch.stack([long_run.double(), *losses.values()]).min(0).values
+    return {m: l / best - 1 for m, l in losses.items()}
