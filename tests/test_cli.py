@@ -145,6 +145,21 @@ def test_a_prior_over_the_folder_models_codes(files, tmp_path):
     assert header["kind"] == "pixelcnn" and header["config"]["vqvae"]["dataset"]["images"] == 24
 
 
+def test_a_guided_inpainting_starts_from_the_training_images_unless_told_otherwise(files, tmp_path, capsys):
+    prior = tmp_path / "prior.ckpt"
+    assert _run("prior", "--model", files["model"], "--profile", "smoke", "--epochs", 1, "--out", prior, "--quiet") == 0
+    common = ["search", "--model", files["model"], "--source", files["a"], "--task", "inpaint", "--mask", files["mask"],
+              "--prior", prior, "--samples", 4, "--chains", 2, "--budget", 40, "--quiet"]
+    for starts, expected in (([], "exemplars"), (["--starts", "prior"], "prior")):
+        out = tmp_path / f"found-{expected}"
+        assert _run(*common, *starts, "--out", out) == 0
+        record, _, _ = _outputs(out, 1)
+        assert record["prior"]["starts"] == expected
+    assert _run("search", "--model", files["model"], "--source", files["a"], "--prior", prior, "--starts", "exemplars",
+                "--out", tmp_path / "no", "--quiet") == 2
+    assert "--starts exemplars applies to --task inpaint or super-resolve" in capsys.readouterr().err
+
+
 def test_super_resolve_from_low_resolution_images_alone(files, tmp_path):
     low = _png(tmp_path / "low.png", np.asarray(Image.open(files["a"]))[::2, ::2])
     out = tmp_path / "sr"
@@ -214,6 +229,8 @@ def _bad_cases(f):
         "chains": (["--source", f["a"], "--chains", "0"], "--chains must be in [1, 1024]"),
         "infinite weight": (["--source", f["a"], "--weight", "inf"], "--weight must be in [0, 1000]"),
         "pairs of a folder model": (["--pairs", "2"], "trained on a folder"),
+        "exemplars without a prior": (["--source", f["a"], "--task", "inpaint", "--mask", f["mask"], "--starts",
+                                       "exemplars"], "--starts exemplars needs a prior"),
     }
 
 

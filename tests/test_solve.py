@@ -92,7 +92,9 @@ def test_solve_keeps_frozen_positions_and_the_radius(world):
 
 
 @pytest.mark.parametrize("case", ["weight without prior", "negative weight", "frozen positions", "radius",
-                                  "draws use the budget", "chains over samples", "prior of another k", "not a task"])
+                                  "draws use the budget", "chains over samples", "prior of another k", "not a task",
+                                  "exemplars without prior", "exemplars and draws", "exemplars of another shape",
+                                  "too few exemplars", "exemplars with a radius"])
 def test_solve_refuses_bad_input_before_any_work(world, case, monkeypatch):
     model, prior, images, _ = world
     hidden = torch.zeros(28, 28, dtype=torch.bool)
@@ -109,6 +111,14 @@ def test_solve_refuses_bad_input_before_any_work(world, case, monkeypatch):
         "chains over samples": (dict(task=inpaint, prior=prior, samples=2, chains=3), "chains .3. must be <= samples"),
         "prior of another k": (dict(task=inpaint, prior=other), "k=16 codes but the searched model has k=8"),
         "not a task": (dict(task=images), "task must be a vqtto.tasks.Task"),
+        "exemplars without prior": (dict(task=inpaint, exemplars=images), "exemplars need a prior"),
+        "exemplars and draws": (dict(task=inpaint, prior=prior, exemplars=images, draws=torch.zeros(4, 32, 7, 7).long()),
+                                "draws or exemplars, not both"),
+        "exemplars of another shape": (dict(task=inpaint, prior=prior, exemplars=torch.rand(40, 1, 14, 14)),
+                                       r"exemplars must be \(N, 1, 28, 28\)"),
+        "too few exemplars": (dict(task=inpaint, prior=prior, exemplars=images), "at least samples=32 images"),
+        "exemplars with a radius": (dict(task=tasks.edit(images, tasks.anchors.encoder_grids(model, images), 1), prior=prior,
+                                         exemplars=images, samples=1, chains=1), "cannot start a task with a radius"),
     }
     kw, message = calls[case]
     monkeypatch.setattr(importlib.import_module("vqtto.tasks.solve"), "guided_search",
@@ -166,3 +176,23 @@ def test_weights_agree_names_each_task_whose_chosen_weight_differs_from_the_defa
     other = {**same, "super-resolution x4": same["super-resolution x4"] * 3}
     line = tasks.weights_agree(other, kinds)
     assert "differs" in line and "super-resolution x4" in line and "bottom-half" not in line
+
+
+def test_exemplar_draws_are_the_nearest_images_codes_at_the_movable_positions(world):
+    model, prior, images, _ = world
+    hidden = torch.zeros(28, 28, dtype=torch.bool)
+    hidden[14:] = True
+    truth = images[:2]
+    task = tasks.inpaint(truth, hidden, model)
+    exemplars = torch.cat([truth, torch.rand(6, 1, 28, 28)])  # each truth is its own nearest exemplar
+    start = tasks.anchors.encoder_grids(model, task.observed)
+    draws = tasks.guided.exemplar_draws(model, task, start, exemplars, 3)
+    own = tasks.anchors.encoder_grids(model, truth)
+    mv = task.movable.cpu().expand_as(start)
+    assert draws.shape == (2, 3, *start.shape[1:]) and bool(mv.any()) and not bool(mv.all())
+    assert torch.equal(draws[:, 0][mv], own[mv]), "the nearest exemplar is the image itself"
+    for j in range(3):
+        assert torch.equal(draws[:, j][~mv], start[~mv]), "frozen positions keep the start"
+    found = tasks.solve(model, task, prior=prior, weight=0.0, exemplars=exemplars, samples=3, chains=2, budget=40)
+    assert torch.equal(found.draws, draws) and found.settings["draws"] == "exemplars"
+    assert torch.equal(found.grids[~mv], found.start[~mv])

@@ -426,6 +426,10 @@ def _settings(args) -> dict:
     return settings
 
 
+#: Where a guided search's chains start (``--starts``).
+STARTS = ("auto", "exemplars", "prior")
+
+
 @dataclass
 class PriorChoice:
     """The prior a search uses: its config and payload (None: no prior), where it came from, and its weight."""
@@ -434,6 +438,7 @@ class PriorChoice:
     payload: dict | None
     label: str
     weight: float | None
+    starts: str = "prior"
 
 
 def _prior_choice(args, source) -> PriorChoice:
@@ -463,17 +468,45 @@ def _prior_choice(args, source) -> PriorChoice:
     if chosen.config is None:
         if args.weight is not None:
             raise BadInput("--weight needs a prior: give --prior (or use the cache's, without --no-prior)")
+        if args.starts == "exemplars":
+            raise BadInput("--starts exemplars needs a prior: give --prior (or use the cache's, without --no-prior)")
         return chosen
     if args.method not in tasks.guided.GUIDED:
         raise BadInput(f"--method {args.method} cannot search with a prior; one of {', '.join(tasks.guided.GUIDED)} "
                        f"can (or pass --no-prior)")
     chosen.weight = tasks.default_weight(TASK_KINDS[args.task]) if args.weight is None else args.weight
+    chosen.starts = _starts(args, source)
     chains, budget = args.chains or 4, tasks.DEFAULT_BUDGET if args.budget is None else args.budget
     if chains > args.samples:
         raise BadInput(f"--chains ({chains}) must be <= --samples ({args.samples}): each chain starts at one draw")
     if args.task != "edit" and budget <= args.samples:
         raise BadInput(f"--budget ({budget:g}) must exceed --samples ({args.samples}): each draw costs one equivalent")
     return chosen
+
+
+def _starts(args, source) -> str:
+    """``--starts`` resolved: exemplars (the model's training images nearest to the evidence) or the
+    prior's draws. ``auto`` takes exemplars for inpaint and super-resolve where the training images
+    are known (a cache model's data set, or the folder it was trained on)."""
+    known = isinstance(source.config.get("dataset"), (str, dict))
+    if args.starts == "exemplars":
+        if args.task not in ("inpaint", "super-resolve"):
+            raise BadInput(f"--starts exemplars applies to --task inpaint or super-resolve, not {args.task}")
+        if not known:
+            raise BadInput("--starts exemplars needs the model's training images, which its checkpoint does not name")
+        return "exemplars"
+    if args.starts == "auto" and known and args.task in ("inpaint", "super-resolve"):
+        return "exemplars"
+    return "prior"
+
+
+def training_images(source) -> torch.Tensor:
+    """The images ``(N, C, H, W)`` the model behind ``source`` was trained on (its data set's training
+    split, or its training folder, checked against the digest in its config)."""
+    from . import data
+
+    entry = source.config["dataset"]
+    return folder_images(entry) if isinstance(entry, dict) else data.load(entry, "train").images
 
 
 def check_search(args) -> Callable[[], int]:
@@ -537,6 +570,8 @@ def _run_search(args, source, prior: PriorChoice, inputs: SearchInputs, settings
               settings=settings, progress=progress)
     if pixelcnn is not None:
         kw.update(samples=args.samples, chains=args.chains or 4)
+        if prior.starts == "exemplars":
+            kw["exemplars"] = training_images(source).to(device)
     tasks.check_solve(task, args.method, pixelcnn, prior.weight, budget, kw.get("samples", 32), kw.get("chains", 4))
     t0 = time.perf_counter()
     seeds = search.pair_seeds(args.seed, len(task))  # one per image, so a share draws what the whole run draws
@@ -548,7 +583,7 @@ def _run_search(args, source, prior: PriorChoice, inputs: SearchInputs, settings
     wall = time.perf_counter() - t0
     if world.main:
         write_folder(args.out, lambda tmp: _write_search(tmp, args, source, prior, inputs, found, wall))
-        print(f"{len(found)} images solved with {found.method} ({args.task}, prior: {prior.label}) in {wall:.1f} s on "
+        print(f"{len(found)} images solved with {found.method} ({args.task}, prior: {prior.label}, starts: {prior.starts if prior.config else '-'}) in {wall:.1f} s on "
               f"{world.size} process(es): mean loss {found.losses.mean():.5f} (start {found.start_losses.mean():.5f}); "
               f"results in {args.out}")
     return EXIT_OK
@@ -572,7 +607,7 @@ def _write_search(folder: Path, args, source, prior: PriorChoice, inputs: Search
         "command": shlex.join(["vqtto", *args.argv]),
         "settings": {**{k: str(v) if isinstance(v, Path) else v for k, v in options.items()}, "search": found.settings},
         "model": {"source": source.label, "config": source.config},
-        "prior": {"source": prior.label, "weight": prior.weight, "config": prior.config},
+        "prior": {"source": prior.label, "weight": prior.weight, "starts": prior.starts, "config": prior.config},
         "method": found.method,
         "pairs": [{"source": s, "target": t, "found": f, "found_loss": float(fl), "start_loss": float(sl),
                    "best_loss": float(bl), "distinct_grids": d, "stop_reason": r}
@@ -667,6 +702,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--weight", type=float, default=None,
                    help="the prior's weight, task loss per nat per position (default: the book's tuned weight for "
                         "the task, vqtto.tasks.default_weight)")
+    s.add_argument("--starts", choices=STARTS, default="auto",
+                   help="with a prior, where the chains start (inpaint, super-resolve): 'exemplars', the codes of the "
+                        "model's training images nearest to each image's evidence; 'prior', the prior's draws; "
+                        "'auto' (default): exemplars where the model's training images are known, as chapter 8 "
+                        "measures best")
     s.add_argument("--samples", type=int, default=32, help="with a prior: its draws per image (each chain starts at one)")
     s.add_argument("--chains", type=int, default=None, help="chains per image (with a prior: 4; samplers: theirs)")
     s.add_argument("--seed", type=int, default=0, help="seed of the draws and of the searches that draw")

@@ -59,6 +59,8 @@ METHODS: dict[str, Method] = {
     "relaxed-draws": Method("the default search from the prior's draws, without the prior", "#98df8a"),
     "relaxed-prior": Method("the default search from the prior's draws, with the prior", "#d62728"),
     "chain-mean": Method("mean of the relaxed chains' answers (with the prior)", "#9467bd"),
+    "exemplar-prior": Method("the default search from the nearest training images' codes, with the prior", "#2ca02c"),
+    "exemplar-mean": Method("mean of the exemplar chains' answers (with the prior)", "#1f77b4"),
     "encoder-observed": Method("encoder on what the user has", "#7f7f7f"),
     "nearest-neighbour": Method("nearest training image", "#bcbd22"),
     "nn-mean": Method("mean of the 10 nearest training images", "#dbdb8d"),

@@ -21,7 +21,8 @@ from .. import search
 from ..search import registry
 from .problems import Task
 
-__all__ = ["GUIDED", "GuidedResult", "draw_completions", "draw_losses", "energy_term", "guided_search", "start_grids"]
+__all__ = ["GUIDED", "GuidedResult", "draw_completions", "draw_losses", "check_exemplars", "energy_term", "exemplar_draws", "guided_search",
+           "start_grids"]
 
 
 @dataclass
@@ -76,6 +77,33 @@ def draw_completions(model, prior, task: Task, start: torch.Tensor, samples: int
         return complete(prior, start, movable.to(start.device), samples=samples, seed=seed).cpu()
     return search.prior_resample(model, prior, task.loss, start, movable=task.movable, samples=samples,
                                  seed=seed).chain_indices
+
+
+def check_exemplars(task: Task, exemplars, samples: int) -> None:
+    """Refuse exemplars that are not ``(N >= samples, C, H, W)`` images shaped like the task's."""
+    if not isinstance(exemplars, torch.Tensor) or exemplars.dim() != 4 or exemplars.shape[1:] != task.observed.shape[1:]:
+        raise ValueError(f"exemplars must be (N, {', '.join(map(str, task.observed.shape[1:]))}) images like the "
+                         f"task's, got {tuple(getattr(exemplars, 'shape', ())) or type(exemplars).__name__}")
+    if exemplars.shape[0] < samples:
+        raise ValueError(f"exemplars must hold at least samples={samples} images, got {exemplars.shape[0]}")
+
+
+def exemplar_draws(model, task: Task, start: torch.Tensor, exemplars: torch.Tensor, samples: int) -> torch.Tensor:
+    """``(B, S, h, w)`` draws from the exemplars: the codes of the ``S`` images of ``exemplars``
+    ``(N, C, H, W)`` (e.g. the training set) nearest to each image's evidence
+    (:func:`~vqtto.tasks.baselines.nearest_training`: the visible pixels, or the image pooled by the
+    task's factor), kept at the task's movable positions (all, if it has none), ``start`` ``(B, h, w)``
+    elsewhere. Draws from the data's own distribution, conditioned on what the user has by
+    nearness: no prior model, S encoder calls and one pass over the exemplars per image."""
+    from ..latent import encode_grids
+    from .baselines import nearest_training
+
+    check_exemplars(task, exemplars, samples)
+    b, (h, w) = start.shape[0], start.shape[1:]
+    near = nearest_training(task, exemplars, samples)
+    codes = encode_grids(model, exemplars[near.flatten()].float()).view(b, samples, h, w).cpu()
+    movable = torch.ones(b, h, w, dtype=torch.bool) if task.movable is None else task.movable.cpu().expand(b, h, w)
+    return torch.where(movable[:, None], codes, start.cpu()[:, None])
 
 
 def draw_losses(model, task: Task, draws: torch.Tensor, batch: int = 2048) -> torch.Tensor:

@@ -24,7 +24,7 @@ import torch
 from .. import search
 from ..latent import decode_grids, encode_grids, encode_latents
 from ..search import registry
-from .guided import GUIDED, energy_term, guided_search
+from .guided import GUIDED, check_exemplars, energy_term, exemplar_draws, guided_search
 from .problems import Benchmark, Task
 
 __all__ = ["DEFAULT_BUDGET", "DEFAULT_WEIGHT", "TUNED_WEIGHTS", "Solution", "check_solve", "default_weight", "solve", "weights_agree"]
@@ -159,6 +159,20 @@ def check_solve(task, method: str, prior, weight, budget, samples: int, chains: 
     return task
 
 
+def _check_exemplars(task: Task, prior, draws, exemplars, samples: int) -> None:
+    """Refuse exemplars that :func:`solve` cannot use, before any work (naming the argument)."""
+    if exemplars is None:
+        return
+    if prior is None:
+        raise ValueError("exemplars need a prior (prior=...): they replace the prior's draws, the prior weighs the "
+                         "search's energy (weight=0 searches on the task loss alone)")
+    if draws is not None:
+        raise ValueError("give draws or exemplars, not both: both are the chains' starts")
+    if task.radius is not None:
+        raise ValueError(f"exemplars cannot start a task with a radius ({task.radius}): its chains start at the source")
+    check_exemplars(task, exemplars, samples)
+
+
 def _start(model, task: Task) -> tuple[torch.Tensor, torch.Tensor]:
     """The start grids ``(B, h, w)`` and continuous start latents ``(B, D, h, w)`` of ``task`` (model's device)."""
     if task.start is not None:
@@ -173,7 +187,8 @@ def _start(model, task: Task) -> tuple[torch.Tensor, torch.Tensor]:
 
 def solve(model, task: Task, *, method: str = registry.DEFAULT, prior=None, weight: float | None = None,
           budget: float = DEFAULT_BUDGET, samples: int = 32, chains: int = 4, seed: int | list[int] = 0,
-          draws: torch.Tensor | None = None, settings: dict | None = None, progress: bool = False) -> Solution:
+          draws: torch.Tensor | None = None, exemplars: torch.Tensor | None = None, settings: dict | None = None,
+          progress: bool = False) -> Solution:
     """Answer ``task`` with ``model``: the book's best method by default, with ``prior`` when given.
 
     Args:
@@ -189,6 +204,9 @@ def solve(model, task: Task, *, method: str = registry.DEFAULT, prior=None, weig
         seed: of the draws and of the searches that draw: an int, or one int per image (so that a
             share of the images draws what the whole batch draws, :func:`vqtto.search.chains.pair_seeds`).
         draws: ``(B, S, h, w)`` completions drawn before (to compare weights on the same draws).
+        exemplars: ``(N, C, H, W)`` images (e.g. the training set): the draws are then the codes of the
+            ``samples`` exemplars nearest to each image's evidence (:func:`~vqtto.tasks.guided.exemplar_draws`),
+            not the prior's; the prior still weighs the search's energy. Chapter 8 compares the two.
         settings: the method's own settings (:func:`vqtto.search.registry.settings_of`).
 
     Raises:
@@ -196,8 +214,11 @@ def solve(model, task: Task, *, method: str = registry.DEFAULT, prior=None, weig
     """
     settings = dict(settings or {})
     task = check_solve(task, method, prior, weight, budget, samples, chains, model)
+    _check_exemplars(task, prior, draws, exemplars, samples)
     t0 = time.perf_counter()
     start, z = _start(model, task)
+    if exemplars is not None:
+        draws = exemplar_draws(model, task, start, exemplars, samples)
     if prior is None:
         if "seed" in registry.settings_of(method):
             settings.setdefault("seed", seed)
@@ -214,7 +235,8 @@ def solve(model, task: Task, *, method: str = registry.DEFAULT, prior=None, weig
         grids, final, trace = found.grids.cpu(), found.grids.cpu(), None
         spent, extra = found.equivalents, {"chains": found.chains.cpu(), "draws": found.draws.cpu()}
         decoded = found.decoded_images
-        used = {"budget": budget, "weight": w, "samples": samples, "chains": chains, "seed": seed, **settings}
+        used = {"budget": budget, "weight": w, "samples": samples, "chains": chains, "seed": seed,
+                "draws": "exemplars" if exemplars is not None else "prior", **settings}
     images = decode_grids(model, grids)
     start_images = decode_grids(model, start)
     return Solution(grids, images, task.residual(images), start.cpu(), task.residual(start_images), final, method,

@@ -69,8 +69,10 @@ DISPLAY = {"smoke": Display(2, 1), "quick": Display(3, 2), "full": Display(4, 3)
 #: The answers compared on every task, in table order (ids of :data:`vqtto.book.plots.METHODS`).
 ANCHORS = ("encoder-observed", "nearest-neighbour", "nn-mean", "bilinear", "own-code")
 #: ``search.DEFAULT`` is the plain search (the task loss alone, what ``vqtto search`` runs without a prior);
-#: the guided rows ("relaxed-draws", "relaxed-prior") run the same default method from the prior's draws.
-SEARCHES = (search.DEFAULT, "prior-resample", "relaxed-draws", "relaxed-prior", "chain-mean", "screened-sa-prior")
+#: the guided rows ("relaxed-draws", "relaxed-prior") run the same default method from the prior's draws, the
+#: exemplar rows from the codes of the training images nearest to the evidence (``solve(exemplars=...)``).
+SEARCHES = (search.DEFAULT, "prior-resample", "relaxed-draws", "relaxed-prior", "chain-mean", "screened-sa-prior",
+            "exemplar-prior", "exemplar-mean")
 
 
 # --- setting up ----------------------------------------------------------------------------------
@@ -181,8 +183,9 @@ def search_answers(setup: Setup, task: tasks.Benchmark, ans: Answers, weight: fl
     """Add the searches' answers to ``ans``, all :func:`vqtto.tasks.solve` calls at ``samples +
     budget`` equivalents per pair: the default search from the encoder's answer (no prior), the
     prior's best draw, the relaxed search from the best draws without (``relaxed-draws``) and with
-    the prior (``relaxed-prior``, and the mean of its chains), and the annealed screened search
-    with the prior."""
+    the prior (``relaxed-prior``, and the mean of its chains), the annealed screened search with the
+    prior, and the default search with the prior from the codes of the training images nearest to
+    the evidence (``exemplar-prior``, and the mean of its chains, ``exemplar-mean``)."""
     runs, draws = {}, None
     for m, method, w in (("relaxed-draws", search.DEFAULT, 0.0), ("relaxed-prior", search.DEFAULT, weight),
                          ("screened-sa-prior", "screened-sa", weight)):
@@ -195,6 +198,11 @@ def search_answers(setup: Setup, task: tasks.Benchmark, ans: Answers, weight: fl
     plain = tasks.solve(setup.model, task, budget=P.samples + P.budget)
     ans.images[search.DEFAULT], ans.grids[search.DEFAULT], ans.cost[search.DEFAULT] = plain.images, plain.grids, (
         plain.equivalents, plain.seconds)
+    near = tasks.solve(setup.model, task, prior=setup.prior, weight=weight, exemplars=setup.train, samples=P.samples,
+                       chains=P.chains, budget=P.samples + P.budget)
+    ans.images["exemplar-prior"], ans.grids["exemplar-prior"] = near.images, near.grids
+    ans.cost["exemplar-prior"] = ans.cost["exemplar-mean"] = (near.equivalents, near.seconds)
+    ans.images["exemplar-mean"], ans.grids["exemplar-mean"] = setup.decode(near.chains).mean(1), None
     ans.chain_images = setup.decode(runs["relaxed-prior"].chains)
     ans.images["chain-mean"], ans.grids["chain-mean"] = ans.chain_images.mean(1), None
     ans.cost["chain-mean"] = ans.cost["relaxed-prior"]
@@ -326,7 +334,8 @@ def sweep_figure(sweep: Sequence[dict], title: str):
 #: Column heads of :func:`answers_figure` (the full names are in the table).
 SHORT = {"encoder-observed": "encoder", "nearest-neighbour": "nearest", "nn-mean": "10-NN mean", "bilinear": "bilinear",
          search.DEFAULT: "default, no prior", "prior-resample": "prior only", "relaxed-draws": "draws + search, λ=0",
-         "relaxed-prior": "draws + search, λ", "chain-mean": "chain mean", "screened-sa-prior": "draws + annealing, λ"}
+         "relaxed-prior": "draws + search, λ", "chain-mean": "chain mean", "screened-sa-prior": "draws + annealing, λ",
+         "exemplar-prior": "exemplars + search, λ", "exemplar-mean": "exemplar mean"}
 
 
 def answers_figure(ans: Answers, show: Sequence[int], title: str):
@@ -482,7 +491,23 @@ def task_verdict(setup: Setup, ans: Answers) -> TaskVerdict:
             f"its residual is {'no larger' if residual_ok else 'larger'} than the truth's own code's. The prior "
             f"(lambda = {ans.weight:g}) {effect} the MSE (paired {causal.text('+.4f')}) and puts {inside_p.percent()} of "
             f"the codes inside the real codes' central 95% of log-likelihood, against {inside_c.percent()} without it.")
+    text += exemplar_sentence(meas, task.kind)
     return TaskVerdict(task.name, ans.weight, against, leads, winners, residual_ok, causal, inside_p, inside_c, text)
+
+
+def exemplar_sentence(meas: Mapping[str, dict], kind: str) -> str:
+    """The completion targets, paired image by image: a single answer (the search from the exemplars)
+    below the nearest training image, and the mean of its chains below the 10-NN mean ("" when the
+    exemplar rows were not run)."""
+    if "exemplar-prior" not in meas or kind == "editing":
+        return ""
+    parts = []
+    for m, a, what in (("exemplar-prior", "nearest-neighbour", "a single answer"),
+                       ("exemplar-mean", "nn-mean", "the mean of its chains")):
+        d = stats.median_estimate(meas[m]["mse"] - meas[a]["mse"])
+        verdict = "below" if d.high < 0 else "above" if d.low > 0 else "not resolved against"
+        parts.append(f"{what} is {verdict} the {method_label(a).lower()} ({d.text('+.4f')})")
+    return " From the exemplars' codes, " + "; ".join(parts) + " (median paired MSE differences)."
 
 
 def sampler_note(rows: Sequence[MethodRow]) -> str:
