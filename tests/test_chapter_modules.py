@@ -111,3 +111,19 @@ def test_gaps_to_the_best_known_loss_are_never_negative_and_zero_for_the_best_on
     assert torch.allclose(gaps["b"], torch.tensor([1.0, 0.0, 1.0], dtype=torch.float64))
     rows = chapter.gap_rows(gaps)
     assert rows[0].median == pytest.approx(1.0) and rows[0].within_1pct.value == pytest.approx(1 / 3)
+
+
+def test_the_completion_targets_hold_only_where_the_paired_interval_lies_below_zero():
+    from vqtto.book.chapters import constrained_tasks as ct
+
+    n = 40
+    meas = {"nearest-neighbour": {"mse": torch.full((n,), 0.04)}, "nn-mean": {"mse": torch.full((n,), 0.02)},
+            "exemplar-prior": {"mse": torch.full((n,), 0.03) + 0.001 * torch.randn(n, generator=torch.Generator().manual_seed(0))},
+            "exemplar-mean": {"mse": 0.02 + 0.004 * torch.randn(n, generator=torch.Generator().manual_seed(1))}}
+    leads = ct.completion_leads(meas, "inpainting")
+    assert [(l.method, l.anchor) for l in leads] == list(ct.COMPLETION_TARGETS)
+    text = ct.completion_sentence(leads)
+    assert "a single answer is below the nearest training image" in text
+    assert "the mean of its chains is not resolved against the mean of the 10 nearest" in text
+    assert ct.completion_leads(meas, "editing") == [] and ct.completion_sentence([]) == ""
+    assert ct.completion_leads({k: v for k, v in meas.items() if k != "exemplar-mean"}, "inpainting") == []

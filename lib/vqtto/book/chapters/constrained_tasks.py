@@ -9,7 +9,7 @@ the lambda tuning on validation pairs and the typed result with its verdicts.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar, Mapping, Sequence
 
 import matplotlib.pyplot as plt
@@ -453,7 +453,9 @@ class TaskVerdict:
     every anchor. ``residual_ok``: the relaxed search with the prior fits the evidence no worse than
     the truth's own code. ``causal``: the relaxed search with the prior minus without (same draws,
     starts and budget); ``inside_prior`` / ``inside_control``: their shares of codes inside the real
-    codes' central 95% of log-likelihood.
+    codes' central 95% of log-likelihood. ``completion``: the completion targets' leads (a single answer
+    from the exemplars against the nearest training image, the mean of its chains against the 10-NN
+    mean; empty when not run).
     """
 
     task: str
@@ -466,6 +468,7 @@ class TaskVerdict:
     inside_prior: Estimate
     inside_control: Estimate
     text: str
+    completion: list[Lead] = field(default_factory=list)  # exemplar-prior vs nearest, exemplar-mean vs nn-mean
 
 
 def task_verdict(setup: Setup, ans: Answers) -> TaskVerdict:
@@ -491,22 +494,33 @@ def task_verdict(setup: Setup, ans: Answers) -> TaskVerdict:
             f"its residual is {'no larger' if residual_ok else 'larger'} than the truth's own code's. The prior "
             f"(lambda = {ans.weight:g}) {effect} the MSE (paired {causal.text('+.4f')}) and puts {inside_p.percent()} of "
             f"the codes inside the real codes' central 95% of log-likelihood, against {inside_c.percent()} without it.")
-    text += exemplar_sentence(meas, task.kind)
-    return TaskVerdict(task.name, ans.weight, against, leads, winners, residual_ok, causal, inside_p, inside_c, text)
+    completion = completion_leads(meas, task.kind)
+    text += completion_sentence(completion)
+    return TaskVerdict(task.name, ans.weight, against, leads, winners, residual_ok, causal, inside_p, inside_c, text,
+                       completion)
 
 
-def exemplar_sentence(meas: Mapping[str, dict], kind: str) -> str:
-    """The completion targets, paired image by image: a single answer (the search from the exemplars)
-    below the nearest training image, and the mean of its chains below the 10-NN mean ("" when the
-    exemplar rows were not run)."""
-    if "exemplar-prior" not in meas or kind == "editing":
+#: The completion targets: (answer, anchor it must beat) -- a single answer from the exemplars against
+#: the nearest training image, the mean of its chains against the 10-NN mean.
+COMPLETION_TARGETS = (("exemplar-prior", "nearest-neighbour"), ("exemplar-mean", "nn-mean"))
+
+
+def completion_leads(meas: Mapping[str, dict], kind: str) -> list[Lead]:
+    """The completion targets' paired leads (empty for editing or when the exemplar rows were not run)."""
+    if kind == "editing" or any(m not in meas for m, _ in COMPLETION_TARGETS):
+        return []
+    return [Lead(m, a, stats.median_estimate(meas[m]["mse"] - meas[a]["mse"])) for m, a in COMPLETION_TARGETS]
+
+
+def completion_sentence(leads: Sequence[Lead]) -> str:
+    """Whether each completion target holds, from its lead's interval ("" when not run)."""
+    if not leads:
         return ""
     parts = []
-    for m, a, what in (("exemplar-prior", "nearest-neighbour", "a single answer"),
-                       ("exemplar-mean", "nn-mean", "the mean of its chains")):
-        d = stats.median_estimate(meas[m]["mse"] - meas[a]["mse"])
+    for lead, what in zip(leads, ("a single answer", "the mean of its chains")):
+        d = lead.diff
         verdict = "below" if d.high < 0 else "above" if d.low > 0 else "not resolved against"
-        parts.append(f"{what} is {verdict} the {method_label(a).lower()} ({d.text('+.4f')})")
+        parts.append(f"{what} is {verdict} the {method_label(lead.anchor).lower()} ({d.text('+.4f')})")
     return " From the exemplars' codes, " + "; ".join(parts) + " (median paired MSE differences)."
 
 
