@@ -127,3 +127,10 @@ def test_the_completion_targets_hold_only_where_the_paired_interval_lies_below_z
     assert "the mean of its chains is not resolved against the mean of the 10 nearest" in text
     assert ct.completion_leads(meas, "editing") == [] and ct.completion_sentence([]) == ""
     assert ct.completion_leads({k: v for k, v in meas.items() if k != "exemplar-mean"}, "inpainting") == []
+
+
+def test_the_exact_pivot_has_one_row_per_method_and_one_column_per_case():
+    rows = [_exact_row("relaxed", 40, 2, 1.0), _exact_row("gwg", 40, 2, 0.3), _exact_row("relaxed", 512, 1, 0.9)]
+    pivot = chapter.exact_pivot(rows)
+    assert [r["method"] for r in pivot] == [chapter.method_label("relaxed"), chapter.method_label("gwg")]
+    assert pivot[0]["k=512, m=1 (150 equivalents)"].startswith("90%") and pivot[1]["k=512, m=1 (150 equivalents)"] == "-"

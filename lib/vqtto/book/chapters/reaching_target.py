@@ -273,6 +273,17 @@ def exact_table(rows: Sequence[ExactRow]) -> list[dict]:
              "pairs": r.pairs} for r in rows]
 
 
+def exact_pivot(rows: Sequence[ExactRow]) -> list[dict]:
+    """The exact-optimum rate as a compact table: one row per method, one column per sub-problem case."""
+    def case(r):
+        return f"k={r.k}, m={r.m} ({r.budget:g} equivalents)"
+    cases = list(dict.fromkeys(case(r) for r in rows))
+    out = {}
+    for r in rows:
+        out.setdefault(r.method, {"method": method_label(r.method), **{c: "-" for c in cases}})[case(r)] = r.found.percent()
+    return list(out.values())
+
+
 def certificate_rows(cert: search.Certificate, method: str) -> list[dict]:
     return [{"method": method_label(method), "pair": i, "neighbours decoded": cert.neighbours,
              "1-move local optimum": bool(cert.local_optimum[i]), "better neighbours": int(cert.better_neighbours[i]),
