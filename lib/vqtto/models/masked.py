@@ -276,7 +276,8 @@ def _masked_one_at_a_time(model: MaskedTokenPrior, grids: torch.Tensor, batch_si
         tokens = z.flatten(1)[:, None, :].expand(m, cells, cells).masked_fill(eye, model.cfg.mask_id)
         lp = F.log_softmax(model.logits(tokens.reshape(m * cells, h, w)).flatten(2), dim=1)  # (m*cells, k, cells)
         diag = lp.view(m, cells, model.cfg.k, cells).diagonal(dim1=1, dim2=3)  # (m, k, cells)
-        out.append(diag.transpose(1, 2))
+        # A copy, not a view: a view would keep every chunk's full (m*cells, k, cells) tensor alive.
+        out.append(diag.transpose(1, 2).contiguous())
     return torch.cat(out)
 
 
