@@ -196,3 +196,25 @@ def test_exemplar_draws_are_the_nearest_images_codes_at_the_movable_positions(wo
     found = tasks.solve(model, task, prior=prior, weight=0.0, exemplars=exemplars, samples=3, chains=2, budget=40)
     assert torch.equal(found.draws, draws) and found.settings["draws"] == "exemplars"
     assert torch.equal(found.grids[~mv], found.start[~mv])
+
+
+def test_one_priors_draws_start_a_search_weighed_by_another(world):
+    from vqtto.models.masked import MaskedPriorConfig, MaskedTokenPrior
+
+    model, prior, images, grid = world
+    torch.manual_seed(0)
+    masked = MaskedTokenPrior(MaskedPriorConfig(k=8, height=grid[0], width=grid[1], dim=16, layers=1, heads=2)).eval()
+    hidden = torch.zeros(28, 28, dtype=torch.bool)
+    hidden[:14] = True
+    task = tasks.inpaint(images[:2], hidden, model)
+    draws = tasks.prior_draws(model, masked, task, samples=3, seed=2)
+    start = tasks.anchors.encoder_grids(model, task.observed)
+    mv = task.movable.cpu().expand_as(start)
+    assert draws.shape == (2, 3, *grid) and bool(mv.any()) and not bool(mv.all())
+    assert torch.equal(draws, tasks.prior_draws(model, masked, task, samples=3, seed=2)), "seeded: the same draws"
+    for j in range(3):
+        assert torch.equal(draws[:, j][~mv], start[~mv]), "frozen positions keep the start"
+    found = tasks.solve(model, task, prior=prior, weight=0.01, draws=draws, samples=3, chains=2, budget=40)
+    assert torch.equal(found.draws, draws) and torch.equal(found.grids[~mv], found.start[~mv])
+    with pytest.raises(ValueError, match="samples"):
+        tasks.prior_draws(model, masked, task, samples=0)

@@ -16,9 +16,9 @@ from . import baselines as anchors, guided
 from .problems import (CONSTRUCTORS, EDITS, KINDS, MASKS, Benchmark, Task, edit, editing, hidden_mask, inpaint,
     inpainting, measure, psnr, receptive_fields, reconstruct, super_resolution, super_resolve, touching_positions,
     upsample)
-from .solve import DEFAULT_BUDGET, DEFAULT_WEIGHT, TUNED_WEIGHTS, Solution, check_solve, default_weight, solve, weights_agree
+from .solve import DEFAULT_BUDGET, DEFAULT_WEIGHT, TUNED_WEIGHTS, Solution, check_solve, default_weight, prior_draws, solve, weights_agree
 
 __all__ = ["CONSTRUCTORS", "EDITS", "KINDS", "MASKS", "Benchmark", "DEFAULT_BUDGET", "DEFAULT_WEIGHT", "Solution", "Task", "anchors",
-           "TUNED_WEIGHTS", "check_solve", "default_weight", "edit", "editing", "guided", "hidden_mask", "inpaint", "inpainting", "measure", "psnr",
+           "TUNED_WEIGHTS", "check_solve", "default_weight", "edit", "editing", "guided", "hidden_mask", "inpaint", "inpainting", "measure", "prior_draws", "psnr",
            "receptive_fields", "reconstruct", "solve", "super_resolution", "super_resolve", "touching_positions",
            "upsample", "weights_agree"]

@@ -27,7 +27,7 @@ from ..search import registry
 from .guided import GUIDED, check_exemplars, energy_term, exemplar_draws, guided_search
 from .problems import Benchmark, Task
 
-__all__ = ["DEFAULT_BUDGET", "DEFAULT_WEIGHT", "TUNED_WEIGHTS", "Solution", "check_solve", "default_weight", "solve", "weights_agree"]
+__all__ = ["DEFAULT_BUDGET", "DEFAULT_WEIGHT", "TUNED_WEIGHTS", "Solution", "check_solve", "default_weight", "prior_draws", "solve", "weights_agree"]
 
 #: Decoder-call equivalents per pair when none is given: chapter 3's largest budget.
 DEFAULT_BUDGET = 1000.0
@@ -183,6 +183,21 @@ def _start(model, task: Task) -> tuple[torch.Tensor, torch.Tensor]:
     z = encode_latents(model, images)
     with torch.no_grad():
         return model.nearest(z), z
+
+
+def prior_draws(model, prior, task: Task, samples: int = 32, seed: int | list[int] = 0) -> torch.Tensor:
+    """``(B, S, h, w)`` completions of the task's movable positions drawn from ``prior`` (a PixelCNN, or a
+    masked-token prior that conditions on every frozen code), from the start :func:`solve` would use.
+
+    Pass them to :func:`solve` as ``draws=`` to start a search guided by one prior from another's
+    draws (chapter 8 draws from the masked prior and weighs the energy with the PixelCNN).
+    """
+    from .guided import draw_completions
+
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+        raise ValueError(f"samples must be an integer >= 1, got {samples!r}")
+    start, _ = _start(model, task)
+    return draw_completions(model, prior, task, start, samples, seed=seed)
 
 
 def solve(model, task: Task, *, method: str = registry.DEFAULT, prior=None, weight: float | None = None,
