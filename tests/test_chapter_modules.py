@@ -121,12 +121,34 @@ def test_the_completion_targets_hold_only_where_the_paired_interval_lies_below_z
             "exemplar-prior": {"mse": torch.full((n,), 0.03) + 0.001 * torch.randn(n, generator=torch.Generator().manual_seed(0))},
             "exemplar-mean": {"mse": 0.02 + 0.004 * torch.randn(n, generator=torch.Generator().manual_seed(1))}}
     leads = ct.completion_leads(meas, "inpainting")
-    assert [(l.method, l.anchor) for l in leads] == list(ct.COMPLETION_TARGETS)
+    assert [(l.method, l.anchor) for l in leads] == list(ct.COMPLETION_TARGETS[:2])
     text = ct.completion_sentence(leads)
-    assert "a single answer is below the nearest training image" in text
-    assert "the mean of its chains is not resolved against the mean of the 10 nearest" in text
+    assert "exemplars + search, λ is below the nearest training image" in text
+    assert "exemplar mean is not resolved against the mean of the 10 nearest" in text
     assert ct.completion_leads(meas, "editing") == [] and ct.completion_sentence([]) == ""
-    assert ct.completion_leads({k: v for k, v in meas.items() if k != "exemplar-mean"}, "inpainting") == []
+    only = ct.completion_leads({k: v for k, v in meas.items() if k != "exemplar-mean"}, "inpainting")
+    assert [l.method for l in only] == ["exemplar-prior"]
+    meas["masked-mean"] = {"mse": torch.full((n,), 0.03)}
+    assert ct.completion_leads(meas, "inpainting")[-1].diff.low > 0  # a mean above the 10-NN mean
+
+
+def test_class_consistency_is_a_paired_share_difference_against_the_nearest_image():
+    from vqtto.book.chapters import constrained_tasks as ct
+
+    n = 60
+    near = torch.arange(n) % 2 == 0                    # half the nearest images keep the class
+    meas = {"nearest-neighbour": {"agree": near}, "exemplar-prior": {"agree": torch.ones(n, dtype=torch.bool)},
+            "masked-prior": {"agree": near ^ (torch.arange(n) % 10 < 2)}}  # 6 won, 6 lost: no net change
+    leads = ct.class_leads(meas, "inpainting")
+    assert [l.method for l in leads] == ["exemplar-prior", "masked-prior"]
+    assert leads[0].diff.value == pytest.approx(0.5) and leads[0].diff.low > 0
+    assert leads[1].diff.value == 0 and leads[1].diff.low < 0 < leads[1].diff.high
+    text = ct.class_sentence(leads, meas)
+    assert "nearest training image in the truth's class on 50%" in text
+    assert "exemplars + search, λ 100% (paired +50%" in text and "more often)" in text
+    assert "masked draws + search, λ 50% (paired +0%" in text and "no difference resolved)" in text
+    assert ct.class_leads({"nearest-neighbour": {"mse": near}}, "inpainting") == []
+    assert ct.class_leads(meas, "editing") == [] and ct.class_sentence([], meas) == ""
 
 
 def test_the_exact_pivot_has_one_row_per_method_and_one_column_per_case():
@@ -134,3 +156,28 @@ def test_the_exact_pivot_has_one_row_per_method_and_one_column_per_case():
     pivot = chapter.exact_pivot(rows)
     assert [r["method"] for r in pivot] == [chapter.method_label("relaxed"), chapter.method_label("gwg")]
     assert pivot[0]["k=512, m=1 (150 equivalents)"].startswith("90%") and pivot[1]["k=512, m=1 (150 equivalents)"] == "-"
+
+
+def test_the_task_dot_plot_draws_each_measure_and_refuses_rows_without_it():
+    import matplotlib.pyplot as plt
+    from vqtto.book.chapters import constrained_tasks as ct
+    from vqtto.stats import Estimate
+
+    def row(method, mse, agree=None):
+        return ct.MethodRow("inpainting, bottom-half", method, Estimate(mse, mse - 0.01, mse + 0.01, 8), 20.0, 0.01,
+                            None, None, None, 600.0, 0.1, Estimate(0.5, 0.4, 0.6, 8), agree)
+
+    rows = [row("nearest-neighbour", 0.03, Estimate(0.8, 0.5, 0.9, 8)), row("masked-prior", 0.02, Estimate(0.7, 0.4, 0.9, 8)),
+            row("relaxed-prior", 0.04)]
+    for measure in ct.DOT_MEASURES:
+        fig = ct.dot_plot(rows, "t", measure=measure)
+        assert ct.DOT_MEASURES[measure] in fig.axes[0].get_xlabel()
+        plt.close(fig)
+    fig = ct.dot_plot(rows, "t", measure="agree")  # the row without a class measure is left out, not drawn at 0
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == [ct.SHORT["masked-prior"]]
+    plt.close(fig)
+    with pytest.raises(ValueError, match="measure must be one of"):
+        ct.dot_plot(rows, measure="psnr")
+    with pytest.raises(ValueError, match="'agree' estimate"):
+        ct.dot_plot(rows[2:], measure="agree")
+    assert ct.explorer_options({"a": None, "b": None}, ct.PRIORS) == ["a | PixelCNN", "a | masked", "b | PixelCNN", "b | masked"]

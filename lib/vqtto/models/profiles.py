@@ -62,7 +62,7 @@ MASKED_PRIOR_PRESETS: dict[str, dict[str, dict]] = {
     },
     "quick": {
         "model": {"dim": 64, "layers": 2, "heads": 4, "ff_mult": 2},
-        "train": {"epochs": 1, "batch_size": 128, "lr": 2e-3, "train_limit": None, "test_limit": None,
+        "train": {"epochs": 5, "batch_size": 128, "lr": 2e-3, "train_limit": None, "test_limit": None,
                   "evals_per_epoch": 4, "val_limit": 1000, "score_limit": 500},
     },
     "full": {

@@ -71,8 +71,13 @@ ANCHORS = ("encoder-observed", "nearest-neighbour", "nn-mean", "bilinear", "own-
 #: ``search.DEFAULT`` is the plain search (the task loss alone, what ``vqtto search`` runs without a prior);
 #: the guided rows ("relaxed-draws", "relaxed-prior") run the same default method from the prior's draws, the
 #: exemplar rows from the codes of the training images nearest to the evidence (``solve(exemplars=...)``).
+#: The masked-token prior's rows run the same default search, the PixelCNN in the energy, from its
+#: completions, which condition on every visible code ("masked-prior"), and the mean of its decoded completions, its posterior mean ("masked-mean").
 SEARCHES = (search.DEFAULT, "prior-resample", "relaxed-draws", "relaxed-prior", "chain-mean", "screened-sa-prior",
-            "exemplar-prior", "exemplar-mean")
+            "exemplar-prior", "exemplar-mean", "masked-prior", "masked-mean")
+#: The priors the chapter compares (labels of the weight sweep and the explorer): the raster-order PixelCNN
+#: of chapter 4 and the bidirectional masked-token prior (:mod:`vqtto.models.masked`).
+PRIORS = ("PixelCNN", "masked")
 
 
 # --- setting up ----------------------------------------------------------------------------------
@@ -85,6 +90,8 @@ class Setup:
         model: the VQ-VAE; prior: its PixelCNN; train: ``(N, C, H, W)`` training images (CPU).
         real_range: the central 95% of the real test codes' NLL per position, ``(low, high)``.
         fields: ``(h*w, H, W)`` bool receptive fields of the model's token positions.
+        masked: the masked-token prior over the same codes (None: its rows are not run).
+        clf: the class-consistency classifier (:func:`vqtto.tasks.completion.classifier`; None: not measured).
     """
 
     model: object
@@ -92,6 +99,14 @@ class Setup:
     train: torch.Tensor
     real_range: tuple[float, float]
     fields: torch.Tensor
+    masked: object = None
+    clf: object = None
+
+    def prior_of(self, name: str):
+        """The prior called ``name`` (one of :data:`PRIORS`)."""
+        if name not in PRIORS:
+            raise ValueError(f"prior must be one of {list(PRIORS)}, got {name!r}")
+        return self.prior if name == "PixelCNN" else self.masked
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -112,6 +127,47 @@ def real_range(trained_prior, limit: int = 2000) -> tuple[float, float]:
     nll = search.GridPrior(trained_prior.model, 1.0, trained_prior.k, tuple(codes.shape[1:])).nll(
         codes.to(trained_prior.model.embed.device)).cpu()
     return stats.quantile(nll, 0.025), stats.quantile(nll, 0.975)
+
+
+def load_setup(P, device) -> Setup:
+    """The chapter's models from the cache (trained if absent): the VQ-VAE and its PixelCNN (chapter 4's),
+    the masked-token prior over the same codes and, for Fashion-MNIST, the class-consistency classifier."""
+    from ... import data, models
+    from ...models import masked as masked_prior
+    from ...tasks import completion
+
+    trained = models.prior(P.dataset, k=P.k, profile=P.profile, device=device)
+    model, prior = trained.vqvae.model.eval(), trained.model.eval()
+    masked = masked_prior.masked_prior(P.dataset, k=P.k, profile=P.profile, device=device).model.eval()
+    clf = completion.classifier(P.dataset, P.profile, device=device) if P.dataset == "fashion-mnist" else None
+    fields = tasks.receptive_fields(model, (prior.cfg.height, prior.cfg.width), share=P.field_share)
+    return Setup(model, prior, data.load(P.dataset, "train").images, real_range(trained), fields, masked, clf)
+
+
+def models_summary(setup: Setup, P) -> str:
+    """A few lines on the models: the priors' test scores (a likelihood, a pseudo-likelihood) and the classifier's accuracy."""
+    from ...models import masked as masked_prior
+    from ... import models
+
+    pix = models.prior(P.dataset, k=P.k, profile=P.profile, progress=False).test
+    msk = masked_prior.masked_prior(P.dataset, k=P.k, profile=P.profile, progress=False).test
+    lines = [f"PixelCNN: test NLL {pix['nats_per_position']:.2f} nats per position (a likelihood: each code given "
+             f"those before it in raster order)",
+             f"masked-token prior: test pseudo-NLL {msk['pseudo_nats_per_position']:.2f} nats per position (each code "
+             f"given all the others: a pseudo-likelihood, lower by construction, not comparable as a likelihood); "
+             f"uniform over k: {msk['uniform_nats']:.2f}"]
+    if setup.clf is not None:
+        lines.append(f"classifier: test accuracy {100 * setup.clf.test['accuracy']:.1f}%")
+    lines.append(f"real codes' NLL per position under the PixelCNN, central 95%: "
+                 f"[{setup.real_range[0]:.2f}, {setup.real_range[1]:.2f}] nats")
+    return "\n".join(lines)
+
+
+def labels_of(dataset: str, pairs) -> torch.Tensor:
+    """``(B,)`` int64 class labels of the pairs' targets (the truth of inpainting and super-resolution)."""
+    from ... import data
+
+    return data.load(dataset, "test").labels[pairs.target_ids]
 
 
 def make_tasks(setup: Setup, truth: torch.Tensor, sources: torch.Tensor, donors: torch.Tensor, masks: Sequence[str],
@@ -136,22 +192,35 @@ def make_tasks(setup: Setup, truth: torch.Tensor, sources: torch.Tensor, donors:
 @dataclass
 class Answers:
     """Every method's answer to one task: ``images[m]`` ``(B, C, H, W)``, ``grids[m]`` ``(B, h, w)``
-    (None for image answers), ``cost[m]`` = (equivalents, seconds) per pair, the chains' answers
-    ``chain_images`` ``(B, C, ...)`` of the guided search with the prior, and the weight used."""
+    (None for image answers), ``cost[m]`` = (equivalents, seconds) per pair, ``chains[m]`` the decoded
+    chains ``(B, C, ...)`` of each guided search, the weight per prior and the truth's class ``labels``
+    ``(B,)`` (None: class consistency is not measured)."""
 
     task: tasks.Benchmark
     images: dict
     grids: dict
     cost: dict
-    chain_images: torch.Tensor
-    weight: float
+    chains: dict = field(default_factory=dict)
+    weights: dict = field(default_factory=dict)
+    labels: torch.Tensor | None = None
+
+    @property
+    def chain_images(self) -> torch.Tensor:
+        """``(B, C, ...)`` the PixelCNN-guided search's decoded chains."""
+        return self.chains["relaxed-prior"]
+
+    @property
+    def weight(self) -> float:
+        """The PixelCNN's weight lambda."""
+        return self.weights["PixelCNN"]
 
 
-def anchor_answers(setup: Setup, task: tasks.Benchmark, neighbours: int) -> Answers:
-    """The answers without search: encoder on the evidence, nearest neighbours, bilinear, own code."""
+def anchor_answers(setup: Setup, task: tasks.Benchmark, neighbours: int, labels: torch.Tensor | None = None) -> Answers:
+    """The answers without search: encoder on the evidence, nearest neighbours, bilinear, own code
+    (``labels``: the truth's classes, kept for the class-consistency measure)."""
     enc = anchors.encoder_grids(setup.model, task.observed).cpu()
     own = anchors.encoder_grids(setup.model, task.truth).cpu()
-    ans = Answers(task, {}, {}, {}, torch.empty(0), 0.0)
+    ans = Answers(task, {}, {}, {}, labels=labels)
     for m, g in (("encoder-observed", enc), ("own-code", own)):
         ans.images[m], ans.grids[m], ans.cost[m] = setup.decode(g), g, (1.0, math.nan)
     if task.kind != "editing":
@@ -165,10 +234,17 @@ def anchor_answers(setup: Setup, task: tasks.Benchmark, neighbours: int) -> Answ
 
 
 def guided(setup: Setup, task: tasks.Benchmark, weight: float, P, method: str = search.DEFAULT,
-           draws=None) -> tasks.Solution:
-    """:func:`vqtto.tasks.solve` with the chapter's prior at ``weight`` and ``samples + budget``
-    equivalents per pair (``draws``: the prior's completions of an earlier run, to share them)."""
+           draws=None, prior: str = "PixelCNN") -> tasks.Solution:
+    """:func:`vqtto.tasks.solve` from the draws of ``prior`` (one of :data:`PRIORS`) with the PixelCNN's NLL in
+    the energy at ``weight``, ``samples + budget`` equivalents per pair (``draws``: completions of an earlier
+    run, to share them).
+
+    The masked prior gives the draws only: its pseudo-NLL in the energy would cost ``h * w`` prior passes
+    per scored grid (:class:`vqtto.models.masked.MaskedGridPrior`), and the PixelCNN stays the one judge.
+    """
     settings = {"temperature": P.temperature} if method == "screened-sa" else {}
+    if draws is None and setup.prior_of(prior) is setup.masked:
+        draws = tasks.prior_draws(setup.model, setup.masked, task, P.samples)
     return tasks.solve(setup.model, task, method=method, prior=setup.prior, weight=weight, draws=draws,
                        samples=P.samples, chains=P.chains, budget=P.samples + P.budget, settings=settings)
 
@@ -179,13 +255,17 @@ def best_draw(setup: Setup, task: tasks.Benchmark, draws: torch.Tensor) -> torch
     return draws[torch.arange(draws.shape[0]), losses.argmin(1)]
 
 
-def search_answers(setup: Setup, task: tasks.Benchmark, ans: Answers, weight: float, P) -> Answers:
+def search_answers(setup: Setup, task: tasks.Benchmark, ans: Answers, weights: Mapping[str, float], P) -> Answers:
     """Add the searches' answers to ``ans``, all :func:`vqtto.tasks.solve` calls at ``samples +
     budget`` equivalents per pair: the default search from the encoder's answer (no prior), the
     prior's best draw, the relaxed search from the best draws without (``relaxed-draws``) and with
     the prior (``relaxed-prior``, and the mean of its chains), the annealed screened search with the
-    prior, and the default search with the prior from the codes of the training images nearest to
-    the evidence (``exemplar-prior``, and the mean of its chains, ``exemplar-mean``)."""
+    prior, the default search with the prior from the codes of the training images nearest to
+    the evidence (``exemplar-prior``, and the mean of its chains, ``exemplar-mean``) and, when the
+    setup has one, the default search from the masked prior's completions with the PixelCNN in the
+    energy (``masked-prior``) and the mean of those completions decoded (``masked-mean``).
+    ``weights[prior]``: lambda per prior of :data:`PRIORS` (tuned with that prior's draws)."""
+    weight = weights["PixelCNN"]
     runs, draws = {}, None
     for m, method, w in (("relaxed-draws", search.DEFAULT, 0.0), ("relaxed-prior", search.DEFAULT, weight),
                          ("screened-sa-prior", "screened-sa", weight)):
@@ -202,19 +282,37 @@ def search_answers(setup: Setup, task: tasks.Benchmark, ans: Answers, weight: fl
                        chains=P.chains, budget=P.samples + P.budget)
     ans.images["exemplar-prior"], ans.grids["exemplar-prior"] = near.images, near.grids
     ans.cost["exemplar-prior"] = ans.cost["exemplar-mean"] = (near.equivalents, near.seconds)
-    ans.images["exemplar-mean"], ans.grids["exemplar-mean"] = setup.decode(near.chains).mean(1), None
-    ans.chain_images = setup.decode(runs["relaxed-prior"].chains)
+    ans.chains["exemplar-prior"] = setup.decode(near.chains)
+    ans.images["exemplar-mean"], ans.grids["exemplar-mean"] = ans.chains["exemplar-prior"].mean(1), None
+    ans.chains["relaxed-prior"] = setup.decode(runs["relaxed-prior"].chains)
     ans.images["chain-mean"], ans.grids["chain-mean"] = ans.chain_images.mean(1), None
     ans.cost["chain-mean"] = ans.cost["relaxed-prior"]
-    ans.weight = weight
+    ans.weights = {"PixelCNN": weight}
+    if setup.masked is not None:
+        masked_answers(setup, task, ans, weights["masked"], P)
     return ans
+
+
+def masked_answers(setup: Setup, task: tasks.Benchmark, ans: Answers, weight: float, P) -> None:
+    """Add the masked prior's rows to ``ans``: the default search from its completions (conditioned on every
+    visible code) with the PixelCNN's NLL in the energy at ``weight`` (``masked-prior``), and its posterior mean,
+    the mean of the ``samples`` completions decoded (``masked-mean``, paid for by the draws)."""
+    run = guided(setup, task, weight, P, prior="masked")
+    ans.images["masked-prior"], ans.grids["masked-prior"] = run.images, run.grids
+    ans.cost["masked-prior"] = (run.equivalents, run.seconds)
+    ans.images["masked-mean"], ans.grids["masked-mean"] = setup.decode(run.draws).mean(1), None
+    ans.cost["masked-mean"] = (float(P.samples), math.nan)
+    ans.chains["masked-prior"] = setup.decode(run.chains)
+    ans.weights["masked"] = weight
 
 
 # --- measuring -----------------------------------------------------------------------------------
 
 @dataclass
 class MethodRow:
-    """One method on one task: medians over pairs (MSE with its 95% interval) and the prior's view."""
+    """One method on one task: medians over pairs (MSE and SSIM with their 95% intervals), the prior's
+    view, and the share of answers the classifier puts in the truth's class (Wilson interval) with its
+    mean confidence (None where not measured)."""
 
     task: str
     method: str
@@ -226,26 +324,40 @@ class MethodRow:
     spread: float | None
     equivalents: float
     seconds: float
+    ssim: Estimate | None = None
+    agree: Estimate | None = None
+    confidence: float | None = None
 
 
 def measures(setup: Setup, ans: Answers) -> dict[str, dict]:
-    """Per method: :func:`vqtto.tasks.measure` plus ``nll`` and ``inside`` (grids only), each ``(B,)``."""
+    """Per method: :func:`vqtto.tasks.measure` plus ``ssim`` on the measured pixels, ``nll`` and ``inside``
+    (grids only), ``agree`` and ``confidence`` (when the answers carry labels and the setup a classifier),
+    each ``(B,)``."""
+    from ...tasks import completion
+
     out = {}
     lo, hi = setup.real_range
     for m, img in ans.images.items():
         meas = tasks.measure(ans.task, img)
+        meas["ssim"] = completion.hidden_ssim(img.float(), ans.task.truth.cpu(), ans.task.measured.cpu())
         if ans.grids.get(m) is not None:
             meas["nll"] = setup.nll(ans.grids[m])
             meas["inside"] = (meas["nll"] >= lo) & (meas["nll"] <= hi)
+        if setup.clf is not None and ans.labels is not None:
+            meas["agree"], meas["confidence"] = completion.class_consistency(setup.clf, img, ans.labels)
         out[m] = meas
     return out
 
 
-def chain_spread(ans: Answers) -> float:
-    """Median over pairs of the chains' pixel standard deviation, averaged over the measured pixels."""
-    if ans.chain_images.shape[1] < 2:
+def chain_spread(ans: Answers, method: str = "relaxed-prior") -> float | None:
+    """Median over pairs of ``method``'s chains' pixel standard deviation, averaged over the measured
+    pixels: how much the completions differ where the evidence is silent (None: no chains)."""
+    chains = ans.chains.get(method)
+    if chains is None:
+        return None
+    if chains.shape[1] < 2:
         return 0.0
-    sd = ans.chain_images.std(1)  # (B, C, H, W)
+    sd = chains.std(1)  # (B, C, H, W)
     m = ans.task.measured.cpu().expand_as(sd).float()
     return stats.median((sd * m).flatten(1).sum(1) / m.flatten(1).sum(1))
 
@@ -258,7 +370,9 @@ def method_rows(setup: Setup, ans: Answers) -> list[MethodRow]:
         rows.append(MethodRow(ans.task.name, m, stats.median_estimate(d["mse"]), stats.median(d["psnr"]),
                               stats.median(d["residual"]), stats.median(d["nll"]) if "nll" in d else None,
                               stats.share_estimate(d["inside"]) if "inside" in d else None,
-                              chain_spread(ans) if m == "relaxed-prior" else None, *ans.cost[m]))
+                              chain_spread(ans, m), *ans.cost[m], stats.median_estimate(d["ssim"]),
+                              stats.share_estimate(d["agree"]) if "agree" in d else None,
+                              float(d["confidence"].mean()) if "confidence" in d else None))
     return rows
 
 
@@ -268,32 +382,37 @@ def table(rows: Sequence[MethodRow]) -> list[dict]:
         return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:{fmt}}"
 
     return [{"task": r.task, "method": method_label(r.method), "MSE (measured pixels) [95%]": r.mse.text(".4f"),
-             "PSNR dB": num(r.psnr, ".1f"), "residual": num(r.residual), "NLL/pos": num(r.nll, ".2f"),
+             "PSNR dB": num(r.psnr, ".1f"), "SSIM (measured pixels) [95%]": "-" if r.ssim is None else r.ssim.text(".3f"),
+             "class kept [95%]": "-" if r.agree is None else r.agree.percent(),
+             "confidence": num(r.confidence, ".2f"), "residual": num(r.residual), "NLL/pos": num(r.nll, ".2f"),
              "inside real 95%": "-" if r.inside is None else r.inside.percent(), "chain spread": num(r.spread, ".3f"),
              "equivalents/pair": num(r.equivalents, ".0f"), "ms/pair": num(r.seconds * 1e3, ".1f")} for r in rows]
 
 
 # --- tuning lambda -------------------------------------------------------------------------------
 
-def tune_weight(setup: Setup, val_tasks: Mapping[str, tasks.Benchmark], weights: Sequence[float], P):
-    """For each task, the relaxed guided search on the validation images at lambda = 0 and every weight.
+def tune_weight(setup: Setup, val_tasks: Mapping[str, tasks.Benchmark], weights: Sequence[float], P,
+                prior: str = "PixelCNN"):
+    """For each task, the guided search from the draws of ``prior`` (one of :data:`PRIORS`; the PixelCNN in
+    the energy) on the validation images at lambda = 0 and every weight (the same draws for all).
 
     Returns ``(chosen, sweep, answers)``: ``chosen[task]`` the weight > 0 of lowest median MSE on the
     measured pixels among those that put at least ``P.val_inside`` of the validation codes inside the
-    real codes' central 95% (:func:`choose_weight`), ``sweep`` rows (task, weight, median MSE, share
-    inside), ``answers[(task, w)]`` the :class:`~vqtto.tasks.Solution` of each run (for the explorer).
+    real codes' central 95% under the PixelCNN, the one judge of both priors (:func:`choose_weight`),
+    ``sweep`` rows (prior, task, weight, median MSE, share inside), ``answers[(task, prior, w)]`` the
+    :class:`~vqtto.tasks.Solution` of each run (for the explorer).
     """
     chosen, sweep, answers = {}, [], {}
     for name, task in val_tasks.items():
         draws = None
         for w in [0.0, *weights]:
-            r = guided(setup, task, w, P, draws=draws)
+            r = guided(setup, task, w, P, draws=draws, prior=prior)
             draws = r.draws
             mse = stats.median(tasks.measure(task, r.images)["mse"])
             nll = setup.nll(r.grids)
             inside = stats.share((nll >= setup.real_range[0]) & (nll <= setup.real_range[1]))
-            sweep.append({"task": name, "lambda": w, "median MSE": mse, "inside real 95%": inside})
-            answers[(name, w)] = r
+            sweep.append({"prior": prior, "task": name, "lambda": w, "median MSE": mse, "inside real 95%": inside})
+            answers[(name, prior, w)] = r
         chosen[name] = choose_weight([row for row in sweep if row["task"] == name], P.val_inside)
     return chosen, sweep, answers
 
@@ -309,21 +428,27 @@ def choose_weight(rows: Sequence[dict], inside_goal: float) -> float:
 
 
 def sweep_figure(sweep: Sequence[dict], title: str):
-    """Median MSE (left) and share of codes inside the real central 95% (right) against lambda, per task."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    """Median MSE (left) and share of codes inside the real central 95% (right) against lambda, per task
+    (one colour each) and prior (solid: the PixelCNN, dashed: the masked prior)."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     names = list(dict.fromkeys(r["task"] for r in sweep))
-    for name in names:
-        rs = [r for r in sweep if r["task"] == name]
-        x = [max(r["lambda"], 1e-4) for r in rs]
-        axes[0].plot(x, [r["median MSE"] for r in rs], "o-", label=name)
-        axes[1].plot(x, [r["inside real 95%"] for r in rs], "o-", label=name)
+    priors = list(dict.fromkeys(r.get("prior", "PixelCNN") for r in sweep))
+    for i, name in enumerate(names):
+        for prior in priors:
+            rs = [r for r in sweep if r["task"] == name and r.get("prior", "PixelCNN") == prior]
+            x = [max(r["lambda"], 1e-4) for r in rs]
+            style = dict(color=f"C{i}", ls="-" if prior == "PixelCNN" else "--", marker="o" if prior == "PixelCNN" else "s",
+                         label=f"{name}, {prior}" if len(priors) > 1 else name)
+            axes[0].plot(x, [r["median MSE"] for r in rs], **style)
+            axes[1].plot(x, [r["inside real 95%"] for r in rs], **style)
     for ax, ylab in zip(axes, ("median MSE on the measured pixels", "share of codes inside the real 95%")):
         ax.set_xscale("log")
         ax.set_xlabel("lambda (0 drawn at 1e-4)")
         ax.set_ylabel(ylab)
         ax.grid(alpha=0.3)
     axes[1].axhline(0.9, color="k", ls=":", lw=1)
-    axes[1].legend(fontsize=7)
+    handles, labels = axes[1].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, frameon=False)
     fig.suptitle(title)
     fig.tight_layout()
     return fig
@@ -335,7 +460,8 @@ def sweep_figure(sweep: Sequence[dict], title: str):
 SHORT = {"encoder-observed": "encoder", "nearest-neighbour": "nearest", "nn-mean": "10-NN mean", "bilinear": "bilinear",
          search.DEFAULT: "default, no prior", "prior-resample": "prior only", "relaxed-draws": "draws + search, λ=0",
          "relaxed-prior": "draws + search, λ", "chain-mean": "chain mean", "screened-sa-prior": "draws + annealing, λ",
-         "exemplar-prior": "exemplars + search, λ", "exemplar-mean": "exemplar mean"}
+         "exemplar-prior": "exemplars + search, λ", "exemplar-mean": "exemplar mean",
+         "masked-prior": "masked draws + search, λ", "masked-mean": "masked posterior mean"}
 
 
 def answers_figure(ans: Answers, show: Sequence[int], title: str):
@@ -358,15 +484,45 @@ def answers_figure(ans: Answers, show: Sequence[int], title: str):
     return fig
 
 
+def explorer_options(val_tasks: Mapping[str, tasks.Benchmark], priors: Sequence[str]) -> list[str]:
+    """The explorer's first control: every task with every prior, ``"<task> | <prior>"``."""
+    return [f"{name} | {prior}" for name in val_tasks for prior in priors]
+
+
+#: The guided searches whose chains :func:`completions_figure` shows, with their column heads.
+DIVERSE = {"relaxed-prior": "PixelCNN", "masked-prior": "masked prior", "exemplar-prior": "exemplars"}
+
+
+def completions_figure(ans: Answers, show: Sequence[int], title: str):
+    """Several completions per image: rows are images ``show``; columns what the user has, the chains of each
+    guided search (PixelCNN draws, masked-prior draws, exemplars; all with the search after them), the truth."""
+    groups = [(m, head) for m, head in DIVERSE.items() if m in ans.chains]
+    cols = [("observed", None, None)] + [(f"{head} {c + 1}", m, c) for m, head in groups
+                                         for c in range(ans.chains[m].shape[1])] + [("truth", None, None)]
+    fig, axes = plt.subplots(len(show), len(cols), figsize=(0.95 * len(cols), 1.05 * len(show) + 0.7), squeeze=False)
+    for r, i in enumerate(show):
+        for c, (head, m, j) in enumerate(cols):
+            img = ans.task.observed[i] if head == "observed" else ans.task.truth[i] if head == "truth" else ans.chains[m][i, j]
+            ax = axes[r, c]
+            ax.imshow(img.cpu()[0], cmap="gray", vmin=0, vmax=1)
+            bare(ax)
+            if r == 0:
+                ax.set_title(head, fontsize=6)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def weight_explorer_panels(setup: Setup, val_tasks: Mapping[str, tasks.Benchmark], answers: Mapping, weights: Sequence[float],
-                    pairs: Sequence[int]) -> dict:
-    """PNGs for the static explorer ``{(task, str(lambda)): png}``: observed, best answer, chains, truth."""
+                           pairs: Sequence[int], priors: Sequence[str] = ("PixelCNN",)) -> dict:
+    """PNGs for the static explorer ``{("<task> | <prior>", str(lambda)): png}``: observed, best answer, chains,
+    truth; ``answers[(task, prior, lambda)]`` as :func:`tune_weight` returns them."""
     from ..widgets import png_bytes
 
     panels = {}
-    for name, task in val_tasks.items():
+    for (name, task), prior in ((item, prior) for item in val_tasks.items() for prior in priors):
         for w in [0.0, *weights]:
-            r = answers[(name, w)]
+            r = answers[(name, prior, w)]
             chains = setup.decode(r.chains)
             fig, axes = plt.subplots(len(pairs), 3 + chains.shape[1], figsize=(1.3 * (3 + chains.shape[1]), 1.4 * len(pairs) + 0.4),
                                      squeeze=False)
@@ -379,9 +535,9 @@ def weight_explorer_panels(setup: Setup, val_tasks: Mapping[str, tasks.Benchmark
                     bare(axes[row, c])
                     if row == 0:
                         axes[row, c].set_title(head, fontsize=7)
-            fig.suptitle(f"{name}, lambda = {w:g}", fontsize=8)
+            fig.suptitle(f"{name}, {prior} prior, lambda = {w:g}", fontsize=8)
             fig.tight_layout()
-            panels[(name, f"{w:g}")] = png_bytes(fig, dpi=70)
+            panels[(f"{name} | {prior}", f"{w:g}")] = png_bytes(fig, dpi=70)
     return panels
 
 
@@ -454,8 +610,9 @@ class TaskVerdict:
     the truth's own code. ``causal``: the relaxed search with the prior minus without (same draws,
     starts and budget); ``inside_prior`` / ``inside_control``: their shares of codes inside the real
     codes' central 95% of log-likelihood. ``completion``: the completion targets' leads (a single answer
-    from the exemplars against the nearest training image, the mean of its chains against the 10-NN
-    mean; empty when not run).
+    from the exemplars or the masked prior against the nearest training image, a mean against the 10-NN
+    mean; empty when not run). ``classes``: each single completion's share of images the classifier puts
+    in the truth's class minus the nearest training image's, paired (empty when not measured).
     """
 
     task: str
@@ -468,7 +625,8 @@ class TaskVerdict:
     inside_prior: Estimate
     inside_control: Estimate
     text: str
-    completion: list[Lead] = field(default_factory=list)  # exemplar-prior vs nearest, exemplar-mean vs nn-mean
+    completion: list[Lead] = field(default_factory=list)  # single answers vs nearest, means vs nn-mean
+    classes: list[Lead] = field(default_factory=list)  # class kept, single answers minus the nearest image
 
 
 def task_verdict(setup: Setup, ans: Answers) -> TaskVerdict:
@@ -495,33 +653,64 @@ def task_verdict(setup: Setup, ans: Answers) -> TaskVerdict:
             f"(lambda = {ans.weight:g}) {effect} the MSE (paired {causal.text('+.4f')}) and puts {inside_p.percent()} of "
             f"the codes inside the real codes' central 95% of log-likelihood, against {inside_c.percent()} without it.")
     completion = completion_leads(meas, task.kind)
-    text += completion_sentence(completion)
+    classes = class_leads(meas, task.kind)
+    text += completion_sentence(completion) + class_sentence(classes, meas)
     return TaskVerdict(task.name, ans.weight, against, leads, winners, residual_ok, causal, inside_p, inside_c, text,
-                       completion)
+                       completion, classes)
 
 
-#: The completion targets: (answer, anchor it must beat) -- a single answer from the exemplars against
-#: the nearest training image, the mean of its chains against the 10-NN mean.
-COMPLETION_TARGETS = (("exemplar-prior", "nearest-neighbour"), ("exemplar-mean", "nn-mean"))
+#: The completion targets: (answer, anchor it must beat) -- a single answer (the search from the exemplars'
+#: codes, or from the masked prior's completions) against the nearest training image, a mean (of the
+#: exemplar chains, of the masked prior's completions) against the 10-NN mean.
+COMPLETION_TARGETS = (("exemplar-prior", "nearest-neighbour"), ("exemplar-mean", "nn-mean"),
+                      ("masked-prior", "nearest-neighbour"), ("masked-mean", "nn-mean"))
+#: The single completions whose class consistency is compared with the nearest training image's.
+CLASS_TESTED = ("exemplar-prior", "masked-prior", "relaxed-prior")
 
 
 def completion_leads(meas: Mapping[str, dict], kind: str) -> list[Lead]:
-    """The completion targets' paired leads (empty for editing or when the exemplar rows were not run)."""
-    if kind == "editing" or any(m not in meas for m, _ in COMPLETION_TARGETS):
+    """The completion targets' paired leads, those whose rows were run (empty for editing)."""
+    if kind == "editing":
         return []
-    return [Lead(m, a, stats.median_estimate(meas[m]["mse"] - meas[a]["mse"])) for m, a in COMPLETION_TARGETS]
+    return [Lead(m, a, stats.median_estimate(meas[m]["mse"] - meas[a]["mse"])) for m, a in COMPLETION_TARGETS
+            if m in meas and a in meas]
+
+
+def class_leads(meas: Mapping[str, dict], kind: str) -> list[Lead]:
+    """Per single completion of :data:`CLASS_TESTED`, its share of images in the truth's class minus the
+    nearest training image's, paired with Newcombe's interval (empty for editing or unmeasured classes)."""
+    if kind == "editing" or "agree" not in meas.get("nearest-neighbour", {}):
+        return []
+    return [Lead(m, "nearest-neighbour", stats.share_difference(meas[m]["agree"], meas["nearest-neighbour"]["agree"]))
+            for m in CLASS_TESTED if m in meas]
+
+
+def _relation(d: Estimate) -> str:
+    return "below" if d.high < 0 else "above" if d.low > 0 else "not resolved against"
 
 
 def completion_sentence(leads: Sequence[Lead]) -> str:
     """Whether each completion target holds, from its lead's interval ("" when not run)."""
     if not leads:
         return ""
+    parts = [f"{SHORT.get(l.method, l.method)} is {_relation(l.diff)} the {method_label(l.anchor).lower()} "
+             f"({l.diff.text('+.4f')})" for l in leads]
+    return " Completion targets (median paired MSE differences): " + "; ".join(parts) + "."
+
+
+def class_sentence(leads: Sequence[Lead], meas: Mapping[str, dict]) -> str:
+    """Class consistency of the single completions against the nearest training image ("" when not measured)."""
+    if not leads:
+        return ""
+    near = stats.share(meas["nearest-neighbour"]["agree"])
     parts = []
-    for lead, what in zip(leads, ("a single answer", "the mean of its chains")):
-        d = lead.diff
-        verdict = "below" if d.high < 0 else "above" if d.low > 0 else "not resolved against"
-        parts.append(f"{what} is {verdict} the {method_label(lead.anchor).lower()} ({d.text('+.4f')})")
-    return " From the exemplars' codes, " + "; ".join(parts) + " (median paired MSE differences)."
+    for l in leads:
+        d = l.diff
+        word = "more often" if d.low > 0 else "less often" if d.high < 0 else "no difference resolved"
+        parts.append(f"{SHORT.get(l.method, l.method)} {stats.share(meas[l.method]['agree']):.0%} (paired "
+                     f"{d.value:+.0%} [{d.low:+.0%}, {d.high:+.0%}]: {word})")
+    return (f" The classifier puts the nearest training image in the truth's class on {near:.0%} of images; "
+            + "; ".join(parts) + ".")
 
 
 def sampler_note(rows: Sequence[MethodRow]) -> str:
@@ -551,6 +740,8 @@ class ConstrainedTasksResult(ChapterResult):
             edited image's own code.
         inside_target: every task's share inside the real 95% with the prior is at least 90%.
         stays_real: the causal verdict on the paper's "stay in high-probability regions" claim.
+        chosen_masked: the masked prior's weight chosen per task on the validation images ({} when not run).
+        models: the priors' test scores and the classifier's accuracy (:func:`models_summary`).
     """
 
     CHAPTER: ClassVar[str] = "constrained_tasks"
@@ -569,6 +760,8 @@ class ConstrainedTasksResult(ChapterResult):
     edit_own_distance: float
     inside_target: bool
     stays_real: str
+    chosen_masked: dict = field(default_factory=dict)
+    models: str = ""
 
 
 def stays_real_verdict(verdicts: Sequence[TaskVerdict]) -> tuple[bool, str]:
@@ -586,15 +779,24 @@ def stays_real_verdict(verdicts: Sequence[TaskVerdict]) -> tuple[bool, str]:
 
 # --- the methods' table as a figure (display only) -----------------------------------------------
 
-def dot_plot(rows: Sequence[MethodRow], title: str | None = None):
-    """Per task (one panel each), every searched answer's median MSE on the measured pixels with its 95%
+#: What :func:`dot_plot` can draw: the :class:`MethodRow` field and the axis label.
+DOT_MEASURES = {"mse": "median MSE, measured pixels", "ssim": "median SSIM, measured pixels (higher is better)",
+                "agree": "share in the truth's class (higher is better)"}
+
+
+def dot_plot(rows: Sequence[MethodRow], title: str | None = None, measure: str = "mse"):
+    """Per task (one panel each), every searched answer's ``measure`` (one of :data:`DOT_MEASURES`: the median
+    MSE or SSIM on the measured pixels, the share the classifier puts in the truth's class) with its 95%
     interval over the reported images; the anchors (answers without search) as vertical reference lines,
     named once in the figure's legend.
 
     ``rows`` are :class:`MethodRow` (every method on every task, as :func:`method_rows` makes them).
     """
+    if measure not in DOT_MEASURES:
+        raise ValueError(f"measure must be one of {list(DOT_MEASURES)}, got {measure!r}")
+    rows = [r for r in rows if getattr(r, measure) is not None]
     if not rows:
-        raise ValueError("dot_plot: rows must not be empty (one MethodRow per task and method)")
+        raise ValueError(f"dot_plot: rows must hold at least one MethodRow with a {measure!r} estimate")
     names = list(dict.fromkeys(r.task for r in rows))
     searched = [m for m in SEARCHES if any(r.method == m for r in rows)]
     shown_anchors = [a for a in ANCHORS if any(r.method == a for r in rows)]
@@ -607,17 +809,17 @@ def dot_plot(rows: Sequence[MethodRow], title: str | None = None):
         mine = {r.method: r for r in rows if r.task == name}
         for y, m in enumerate(searched):
             if m in mine:
-                e = mine[m].mse
+                e = getattr(mine[m], measure)
                 ax.errorbar([e.value], [y], xerr=[[e.value - e.low], [e.high - e.value]], fmt="o", ms=5, capsize=3,
                             color=method_color(m))
         for a in shown_anchors:
             if a in mine:
-                ax.axvline(mine[a].mse.value, color=method_color(a), ls=styles[a], lw=1.3)
+                ax.axvline(getattr(mine[a], measure).value, color=method_color(a), ls=styles[a], lw=1.3)
         ax.set_yticks(range(len(searched)))
         ax.set_yticklabels([SHORT.get(m, method_label(m)) for m in searched] if i % ncol == 0 else [], fontsize=9)
         ax.set_ylim(len(searched) - 0.5, -0.5)
         ax.set_title(name, fontsize=10)
-        ax.set_xlabel("median MSE, measured pixels", fontsize=9)
+        ax.set_xlabel(DOT_MEASURES[measure], fontsize=9)
         ax.tick_params(axis="x", labelsize=8)
         ax.grid(alpha=0.3, axis="x")
     for ax in list(axes.flat)[len(names):]:
@@ -625,7 +827,8 @@ def dot_plot(rows: Sequence[MethodRow], title: str | None = None):
     handles = [plt.Line2D([], [], color=method_color(a), ls=styles[a], lw=1.3) for a in shown_anchors]
     fig.legend(handles, [f"anchor: {SHORT.get(a, method_label(a))}" for a in shown_anchors], loc="lower center",
                ncol=len(shown_anchors), fontsize=8.5, frameon=False)
-    fig.suptitle((title + "; " if title else "") + "dots: median, whiskers: 95% interval over images", fontsize=10)
+    what = "share" if measure == "agree" else "median"
+    fig.suptitle((title + "; " if title else "") + f"dots: {what}, whiskers: 95% interval over images", fontsize=10)
     fig.tight_layout(rect=(0, 0.07 if nrow == 1 else 0.04, 1, 1))
     return fig
 
