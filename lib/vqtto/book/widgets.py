@@ -58,7 +58,10 @@ def static_explorer(panels: Mapping[tuple[str, str], bytes], outer: Sequence[str
     missing = [(o, i) for o in outer for i in inner if (o, i) not in panels]
     if missing:
         raise ValueError(f"panels is missing {len(missing)} of the {len(outer) * len(inner)} combinations, e.g. {missing[0]}")
-    dropdown = widgets.Dropdown(options=outer, index=0, description=outer_label)
+    # Wide enough for the longest option (about 0.6 em per character), so no choice is cut off.
+    wide = widgets.Layout(width=f"{min(40, 8 + 0.6 * max(map(len, outer))):.0f}em")
+    dropdown = widgets.Dropdown(options=outer, index=0, description=outer_label, layout=wide,
+                                style={"description_width": "initial"})
     slider = widgets.SelectionSlider(options=inner, index=0, description=inner_label, continuous_update=True)
     stacks = [widgets.Stack([image_widget(panels[(o, i)], alt=f"{outer_label}={o}, {inner_label}={i}") for i in inner],
                             selected_index=0) for o in outer]
