@@ -429,7 +429,7 @@ def choose_weight(rows: Sequence[dict], inside_goal: float) -> float:
 
 def sweep_figure(sweep: Sequence[dict], title: str):
     """Median MSE (left) and share of codes inside the real central 95% (right) against lambda, per task
-    (one colour each) and prior (solid: the PixelCNN, dashed: the masked prior)."""
+    (one colour each) and the prior that drew the starts (solid: the PixelCNN, dashed: the masked prior)."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     names = list(dict.fromkeys(r["task"] for r in sweep))
     priors = list(dict.fromkeys(r.get("prior", "PixelCNN") for r in sweep))
