@@ -162,3 +162,32 @@ def test_a_well_formed_file_whose_blob_runs_code_is_refused_and_never_run(cache,
         artifacts.load_or_build("m", {"k": 4}, lambda: {"w": torch.ones(2)})
     assert not marker.exists()
     assert torch.equal(artifacts.read(path, "m", {"k": 4})["w"], torch.ones(2))
+
+
+def _build_slowly(cache_dir: str, log: str, seconds: float):
+    """In a child process: load_or_build one key with a build that logs itself and sleeps."""
+    import os
+    import time
+
+    os.environ["VQTTO_CACHE"] = cache_dir
+    from vqtto import cache
+
+    def build():
+        with open(log, "a") as fh:
+            fh.write("built\n")
+        time.sleep(seconds)
+        return {"x": torch.arange(3)}
+
+    return cache.load_or_build("slow", {"n": 3}, build)["x"].tolist()
+
+
+def test_processes_sharing_the_cache_build_a_key_once(tmp_path):
+    """Chapters run side by side share the cache: the second process asking for a key waits for the first
+    one's build and reads it, instead of training the same model again."""
+    import multiprocessing as mp
+
+    log = tmp_path / "builds.log"
+    with mp.get_context("spawn").Pool(2) as pool:
+        results = pool.starmap(_build_slowly, [(str(tmp_path / "cache"), str(log), 1.5)] * 2)
+    assert results == [[0, 1, 2], [0, 1, 2]]
+    assert log.read_text().splitlines() == ["built"]

@@ -15,7 +15,8 @@ Files are written to a temporary name in the cache folder and renamed into place
 never leaves a half-written file under a real key. On load the digest and the stored config are
 checked: a corrupt or unreadable file (:class:`CorruptArtifact`) is reported and rebuilt by
 :func:`load_or_build`; a file whose kind or config differs from the one asked for
-(:class:`ArtifactMismatch`) is refused.
+(:class:`ArtifactMismatch`) is refused. Processes sharing the cache build each key once (a lock
+per key while it is built; the others wait and read it).
 
 The cache folder is ``$VQTTO_CACHE`` when set, else ``.cache/vqtto`` at the repository root.
 """
@@ -26,10 +27,12 @@ import hashlib
 import io
 import json
 import os
+import sys
 import tempfile
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -187,13 +190,56 @@ def load_or_build(kind: str, config: dict, build: Callable[[], Any], rebuild: bo
     A corrupt file is reported with a warning and rebuilt; a mismatched one raises
     :class:`ArtifactMismatch`. ``build()`` must return plain data and tensors (see the module's
     docstring); tensors come back on the CPU.
+
+    Processes that share the cache (chapters run side by side) build each key once: the builder
+    holds the key's lock file, and another process asking for the same key waits for it and then
+    reads what it saved.
     """
     path = path_for(kind, config)
-    if path.exists() and not rebuild:
-        try:
-            return read(path, kind, config)
-        except CorruptArtifact as err:
-            warnings.warn(f"{err}; rebuilding it", stacklevel=2)
-    payload = build()
-    save(path, kind, config, payload)
+    if not rebuild and (payload := _read_if_there(path, kind, config)) is not None:
+        return payload
+    with _key_lock(path, kind):
+        if not rebuild and (payload := _read_if_there(path, kind, config)) is not None:
+            return payload  # another process built it while this one waited
+        payload = build()
+        save(path, kind, config, payload)
     return payload
+
+
+def _read_if_there(path: Path, kind: str, config: dict) -> Any | None:
+    """The payload at ``path``, or None when there is none or it is corrupt (reported with a warning)."""
+    if not path.exists():
+        return None
+    try:
+        return read(path, kind, config)
+    except CorruptArtifact as err:
+        warnings.warn(f"{err}; rebuilding it", stacklevel=3)
+        return None
+
+
+@contextmanager
+def _key_lock(path: Path, kind: str) -> Iterator[None]:
+    """Hold an exclusive lock for ``path`` while inside: a file in the system's temporary folder named by
+    the hash of ``path``, so the cache folder itself gets nothing but finished artifacts.
+
+    Says so once on stderr when another process holds it. Where ``fcntl`` is missing (Windows) there
+    is no lock: two processes may then build the same key, and the last rename wins.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    locks = Path(tempfile.gettempdir()) / "vqtto-cache-locks"
+    locks.mkdir(exist_ok=True)
+    name = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:32]
+    with open(locks / f"{name}.lock", "a+b") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"[vqtto.cache] waiting for another process building the {kind} {path.name}", file=sys.stderr, flush=True)
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
