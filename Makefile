@@ -2,6 +2,7 @@
 # make test   create .venv, get the data and chromium, run the test suite:
 #             library unit tests, every chapter with the smoke profile, browser tests of the site
 PROFILE ?= quick
+# JOBS: chapters at once (unset: 2 for smoke and quick on a CPU with 2+ cores, else 1)
 VENV    := .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed-stamp
@@ -24,7 +25,7 @@ browser:
 	bash scripts/get-browser.sh
 
 run: $(STAMP) $(DATA)
-	$(PY) -m vqtto.book run --profile $(PROFILE)
+	$(PY) -m vqtto.book run --profile $(PROFILE) $(if $(JOBS),--jobs $(JOBS))
 
 site: $(STAMP)
 	$(PY) -m vqtto.book build

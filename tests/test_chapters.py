@@ -88,3 +88,69 @@ def test_parameters_cell_matches_the_schema_and_documents_every_parameter(chapte
     assert all(info["inferred_type_name"] != "None" for info in declared.values())
     assert not book.sync_parameters(chapter, write=False), \
         f"{chapter}'s parameters cell is not the one its schema generates: run python -m vqtto.book sync-params"
+
+
+# --- chapters side by side: the scheduler, with stand-in commands instead of notebooks ---------------
+
+def _stand_in(log, fail=(), seconds=0.4):
+    """A ``chapter_command`` whose process writes 'start' and 'end' lines to ``log`` around a sleep;
+    the chapters in ``fail`` exit 3 at once."""
+    import sys
+
+    def command(chapter, profile, progress, every):
+        if chapter in fail:
+            code = f"import sys; open({str(log)!r}, 'a').write('fail {chapter}\\n'); sys.exit(3)"
+        else:
+            code = (f"import time; open({str(log)!r}, 'a').write('start {chapter}\\n'); time.sleep({seconds}); "
+                    f"open({str(log)!r}, 'a').write('end {chapter}\\n')")
+        return [sys.executable, "-c", code]
+
+    return command
+
+
+def test_side_by_side_runs_at_most_jobs_chapters_and_the_results_page_last(tmp_path, monkeypatch):
+    from vqtto.book import runner
+
+    log = tmp_path / "log"
+    monkeypatch.setattr(runner, "chapter_command", _stand_in(log))
+    names = book.chapter_names()
+    assert runner.run_side_by_side(names, "smoke", jobs=2, progress=False) == 0
+    events = log.read_text().split("\n")[:-1]
+    running, most = set(), 0
+    for event in events:
+        kind, chapter = event.split()
+        running = running | {chapter} if kind == "start" else running - {chapter}
+        most = max(most, len(running))
+    assert most == 2
+    assert sorted(e.split()[1] for e in events if e.startswith("end")) == sorted(names)
+    assert events[-2:] == ["start 09_results", "end 09_results"]  # after every other chapter ended
+    assert events[0] == "start 01_training" or events[1] == "start 01_training"
+
+
+def test_side_by_side_stops_at_a_failed_chapter(tmp_path, monkeypatch, capsys):
+    from vqtto.book import runner
+
+    log = tmp_path / "log"
+    monkeypatch.setattr(runner, "chapter_command", _stand_in(log, fail={"07_hardness"}, seconds=30))
+    assert runner.run_side_by_side(book.chapter_names(), "smoke", jobs=2, progress=False) == 1
+    events = log.read_text().split("\n")[:-1]
+    assert "fail 07_hardness" in events
+    assert not any(e.startswith("end") for e in events)  # the chapter beside it was stopped
+    assert len([e for e in events if e.startswith("start")]) == 1  # and nothing started after the failure
+    assert "07_hardness" in capsys.readouterr().err
+
+
+def test_start_order_puts_training_first_and_the_results_page_last():
+    from vqtto.book import runner
+
+    order = runner.start_order(book.chapter_names())
+    assert sorted(order) == book.chapter_names()
+    assert order[0] == "01_training" and order[-1] == "09_results"
+    assert runner.start_order(["09_results", "02_gradient_search"]) == ["02_gradient_search", "09_results"]
+    assert runner.default_jobs("full") == 1
+
+
+def test_jobs_below_one_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        book.main(["run", "--jobs", "0", "07_hardness"])
+    assert "--jobs must be a whole number >= 1" in capsys.readouterr().err

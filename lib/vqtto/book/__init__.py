@@ -25,22 +25,24 @@ the commands and the tests use are re-exported here.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 
 import yaml
 
 from .runner import (BOOK, BUILD, BarLines, ChapterFailed, ChapterTimedOut, REPO, STAGE, cell_timeout, chapter_names,
-    check_names, execute, hide_injected_parameters, profile_params, schema, sync_parameters)
+    check_names, default_jobs, execute, hide_injected_parameters, profile_params, run_side_by_side, schema, start_order,
+    sync_parameters)
 from .estimate import (cpu_estimate, trained_models)
 from .site import (MATHJAX, NPM_DIR, REQUIREJS, build_site, html_manager_spec, parameters_page, stage_sources,
     vendor_web_assets)
 from ..models.profiles import PROFILES
 
 __all__ = ["BOOK", "BUILD", "BarLines", "ChapterFailed", "ChapterTimedOut", "MATHJAX", "NPM_DIR", "REPO", "REQUIREJS", "STAGE",
-           "add_commands", "build_site", "cell_timeout", "chapter_names", "check_names", "cpu_estimate", "execute",
+           "add_commands", "build_site", "cell_timeout", "chapter_names", "check_names", "cpu_estimate", "default_jobs", "execute",
            "hide_injected_parameters", "html_manager_spec", "main", "parameters_page", "profile_params", "run_chapters",
-           "run_command", "schema", "stage_sources", "sync_parameters", "trained_models", "vendor_web_assets"]
+           "run_command", "run_side_by_side", "schema", "stage_sources", "start_order", "sync_parameters", "trained_models", "vendor_web_assets"]
 
 
 def add_commands(sub, formatter: type[argparse.HelpFormatter] = argparse.ArgumentDefaultsHelpFormatter) -> None:
@@ -50,6 +52,9 @@ def add_commands(sub, formatter: type[argparse.HelpFormatter] = argparse.Argumen
     run.add_argument("--profile", default="quick", choices=PROFILES, help="model presets and chapter parameters")
     run.add_argument("--quiet", action="store_true", help="print only which chapter runs, not its progress")
     run.add_argument("--every", type=float, default=15.0, help="seconds between two lines of one progress bar")
+    run.add_argument("--jobs", type=_jobs, default=None,
+                     help="chapters run at once, each in its own process (default: 2 for smoke and quick on a CPU "
+                          "with 2 or more cores, else 1)")
     run.add_argument("chapters", nargs="*", default=None, help="chapter stems (none given: all, in order)")
     sub.add_parser("build", help="build the site from executed chapters", formatter_class=formatter)
     syn = sub.add_parser("sync-params", help="regenerate the chapters' parameters cells from their schemas",
@@ -76,11 +81,24 @@ def run_command(args) -> int:
             print(f"[vqtto.book] FAILED: {err}", file=sys.stderr)
             return 1
         return 0
-    return run_chapters(args.chapters or chapter_names(), args.profile, progress=not args.quiet, every=args.every)
+    return run_chapters(args.chapters or chapter_names(), args.profile, progress=not args.quiet, every=args.every,
+                        jobs=args.jobs)
 
 
-def run_chapters(names: list[str], profile: str, progress: bool = True, every: float = 15.0) -> int:
-    """Execute ``names`` in order into ``_build/src`` (removing the stale site first); returns the exit code."""
+def _jobs(text: str) -> int:
+    """``--jobs``: a whole number >= 1."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"--jobs must be a whole number >= 1, got {text!r}")
+    return int(text)
+
+
+def run_chapters(names: list[str], profile: str, progress: bool = True, every: float = 15.0,
+                 jobs: int | None = None) -> int:
+    """Execute ``names`` into ``_build/src`` (removing the stale site first); returns the exit code.
+
+    ``jobs``: chapters at once (None: :func:`default_jobs`); with 1 they run in order in this process,
+    with more each in its own process (:func:`run_side_by_side`).
+    """
     import time
 
     import torch
@@ -88,9 +106,15 @@ def run_chapters(names: list[str], profile: str, progress: bool = True, every: f
     stale = BUILD / "html"
     if stale.exists():  # the old site no longer matches what is being executed
         shutil.rmtree(stale)
-    if profile == "full" and not torch.cuda.is_available():
+    if profile == "full" and not torch.cuda.is_available() and not os.environ.get("VQTTO_BOOK_CHILD"):
         print(f"[vqtto.book] {cpu_estimate(profile)}", flush=True)
+    jobs = default_jobs(profile) if jobs is None else jobs
     t_book = time.perf_counter()
+    if jobs > 1 and len(names) > 1:
+        code = run_side_by_side(names, profile, jobs, progress=progress, every=every)
+        if code == 0:
+            print(f"[vqtto.book] all chapters executed in {time.perf_counter() - t_book:.0f} s", flush=True)
+        return code
     for chapter in names:
         print(f"[vqtto.book] executing {chapter} with profile {profile} ...", flush=True)
         t0 = time.perf_counter()
@@ -100,7 +124,8 @@ def run_chapters(names: list[str], profile: str, progress: bool = True, every: f
             print(f"[vqtto.book] FAILED: {err}", file=sys.stderr)
             return 1
         print(f"[vqtto.book] {chapter} done in {time.perf_counter() - t0:.0f} s", flush=True)
-    print(f"[vqtto.book] all chapters executed in {time.perf_counter() - t_book:.0f} s", flush=True)
+    if not os.environ.get("VQTTO_BOOK_CHILD"):
+        print(f"[vqtto.book] all chapters executed in {time.perf_counter() - t_book:.0f} s", flush=True)
     return 0
 
 
