@@ -107,3 +107,83 @@ def test_the_best_known_loss_is_computed_once_then_read_from_the_cache(setup, tm
     assert runs == [40.0, 60.0], "another budget is another reference"
     with pytest.raises(ValueError, match="budget"):
         pair_benchmark.best_known(pb, 2.0)
+
+
+# --- surrogate screening ---------------------------------------------------------------------------
+
+class _LinearDecoder(torch.nn.Module):
+    """A latent decoder that is linear in the latents: the surrogate's image model is then exact."""
+
+    def __init__(self, k=32, d=3):
+        super().__init__()
+        g = torch.Generator().manual_seed(5)
+        self.codebook = torch.nn.Parameter(torch.randn(k, d, generator=g))
+        self.up = torch.nn.ConvTranspose2d(d, 1, 4, stride=4, bias=False)
+        torch.nn.init.normal_(self.up.weight, generator=g)
+
+    def lookup(self, grids):
+        return self.codebook[grids].permute(0, 3, 1, 2)
+
+    def nearest(self, z):
+        flat = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
+        return torch.cdist(flat, self.codebook).argmin(1).view(z.shape[0], z.shape[2], z.shape[3])
+
+    def decode(self, z):
+        return self.up(z)
+
+
+def _subproblem(model, m, seed=0, n=3):
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        own = model.nearest(torch.randn(n, model.codebook.shape[1], 7, 7))
+        tgt = model.decode(model.lookup(model.nearest(torch.randn(n, model.codebook.shape[1], 7, 7))))
+    loss = search.mse_to(tgt + 0.05 * torch.randn_like(tgt))
+    pos = search.free_positions(n, 7, 7, m, seed=seed)
+    return loss, own, pos, search.free_mask(pos, 7, 7), search.enumerate_subproblem(model, loss, own, pos)
+
+
+def test_surrogate_is_exact_when_the_decoder_is_linear():
+    """Its image model then predicts every assignment exactly: the first screened batch holds the optimum,
+    far inside a budget that decodes 40 of the 1,024 assignments."""
+    model = _LinearDecoder()
+    loss, own, pos, mask, sub = _subproblem(model, m=2)
+    start = own.clone()
+    start[mask] = (start[mask] + 7) % 32  # start away from the base grid at the free positions
+    tr = search.surrogate_screen(model, model.lookup(start), loss, movable=mask, budget=40, probes=6, rounds=2,
+                                 focus=0.0)
+    assert search.optimum_rate(tr.best_losses, sub)["found"] == 1.0
+    assert tr.decoder_equivalents == 3 * 40
+
+
+def test_surrogate_keeps_frozen_codes_counts_its_budget_and_enumerates_when_it_can(tiny_vqvae):
+    model = tiny_vqvae.eval()
+    loss, own, pos, mask, sub = _subproblem(model, m=2)
+    z = model.lookup(own).detach()
+    tr = search.registry.run("surrogate", model, z, loss, budget=20, movable=mask, probes=3, rounds=2)
+    assert tr.method == "surrogate" and tr.decoder_equivalents == 3 * 20
+    for g, o, mk, l, c in zip(tr.best_indices, own, mask, tr.losses, tr.costs):
+        assert torch.equal(g[~mk], o[~mk])
+        assert bool((l[1:] < l[:-1]).all()) and float(c[-1]) <= 20  # improvements only, within the budget
+    again = search.quantized_losses(model, loss, tr.best_indices)
+    assert torch.allclose(again, tr.best_losses, rtol=1e-5)
+    full = search.surrogate_screen(model, z, loss, movable=mask, budget=64)  # k**m = 64: every assignment
+    assert search.optimum_rate(full.best_losses, sub)["found"] == 1.0
+    assert full.stop_reason == ["stalled"] * 3 and full.decoder_equivalents == 3 * 64
+
+
+def test_surrogate_refuses_what_it_cannot_do(tiny_vqvae):
+    model = tiny_vqvae.eval()
+    loss, own, pos, mask, sub = _subproblem(model, m=2)
+    z = model.lookup(own).detach()
+    with pytest.raises(ValueError, match="needs movable="):
+        search.surrogate_screen(model, z, loss)
+    with pytest.raises(ValueError, match=r"k\*\*m = 8\*\*7 .* max_grids"):
+        search.surrogate_screen(model, z, loss, movable=search.free_mask(search.free_positions(3, 7, 7, 7), 7, 7))
+    with pytest.raises(ValueError, match="probes"):
+        search.surrogate_screen(model, z, loss, movable=mask, probes=0)
+
+
+def test_spread_codes_start_far_and_skip_the_first():
+    cb = torch.tensor([[0.0], [1.0], [10.0], [-5.0], [4.0]])
+    assert search.spread_codes(cb, 3, first=0).tolist() == [2, 3, 4]
+    assert len(search.spread_codes(cb, 10, first=1)) == 4

@@ -33,6 +33,7 @@ METHODS: dict[str, Method] = {
     "relaxed-annealed": Method("relaxed search, annealed with Gumbel noise (token-opt schedule)", "#98df8a"),
     "local": Method("exact local search (screened single moves)", "#bcbd22"),
     "relaxed-local": Method("relaxed search, then exact local search", "#006d2c"),
+    "surrogate": Method("surrogate screening (few free positions)", "#7b4173"),
     "alg2-restarts": Method("Algorithm 2 with random restarts", "#1f77b4"),
     "alg2-tabu": Method("Algorithm 2 with a tabu memory", "#aec7e8"),
     "alg2-adaptive": Method("Algorithm 2 with an adaptive step", "#6baed6"),

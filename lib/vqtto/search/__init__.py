@@ -40,6 +40,9 @@ Modules, one concept each:
 - :mod:`~vqtto.search.restarts`: :func:`restarted_straight_through` (``"alg2-restarts"``).
 - :mod:`~vqtto.search.subproblems`: :func:`enumerate_subproblem` (exact optima with m free
   positions), :func:`free_positions`, :func:`free_mask`, :func:`optimum_rate`.
+- :mod:`~vqtto.search.surrogate`: :func:`surrogate_screen` (``"surrogate"``), for a few free
+  positions: a linear image model fitted to decodes (weighted towards low loss) predicts every
+  assignment, the best predicted are decoded, refitted over rounds; :func:`spread_codes`.
 - :mod:`~vqtto.search.certificate`: :func:`radius1_certificate`.
 - :mod:`~vqtto.search.coordinate`: :func:`exact_coordinate`, a reference on few free positions:
   every single move decoded, then every product of each position's best ``top`` codes.
@@ -74,6 +77,7 @@ from .polish import screened_polish
 from .energy import GridPrior
 from .prior_resampling import prior_resample
 from .restarts import restarted_straight_through
+from .surrogate import spread_codes, surrogate_screen
 from .subproblems import MAX_GRIDS, Subproblem, enumerate_subproblem, free_mask, free_positions, optimum_rate
 from .certificate import Certificate, radius1_certificate
 from .local import exact_local_search, relaxed_then_local
@@ -95,7 +99,7 @@ __all__ = [
     "ChainSearch", "PairRandom", "merge_chains", "movable_mask", "pair_seeds", "sample_categorical",
     # exact references
     "MAX_GRIDS", "Subproblem", "enumerate_subproblem", "free_mask", "free_positions", "optimum_rate",
-    "Certificate", "radius1_certificate", "CoordinateResult", "exact_coordinate",
+    "Certificate", "radius1_certificate", "CoordinateResult", "exact_coordinate", "surrogate_screen", "spread_codes",
     # the prior in the search, and the prior alone
     "GridPrior", "prior_resample", "ball_argmax",
     # what they return

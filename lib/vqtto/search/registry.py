@@ -25,6 +25,7 @@ from .relaxed import relaxed_straight_through
 from .restarts import restarted_straight_through
 from .samplers import discrete_langevin, gibbs_with_gradients
 from .straight import straight_through
+from .surrogate import surrogate_screen
 from .trace import FORWARD_BACKWARD
 
 __all__ = ["DEFAULT", "REGISTRY", "MethodSpec", "check_settings", "get", "ids", "run", "settings_of", "supporting"]
@@ -114,6 +115,9 @@ REGISTRY: dict[str, MethodSpec] = {s.id: s for s in (
     MethodSpec("relaxed-local", relaxed_then_local, _budget,
                "the relaxed search for part of the budget, then the exact local search (the book's best)",
                movable=True, radius=True, prior=True),
+    MethodSpec("surrogate", surrogate_screen, _budget,
+               "surrogate screening of a few free positions: a fitted linear image model ranks every assignment",
+               movable=True),
     MethodSpec("gwg", gibbs_with_gradients, _budget, "Gibbs-with-gradients, annealed", fixed={"anneal": True},
                **_SAMPLER),
     MethodSpec("dmala", discrete_langevin, _budget, "discrete Langevin (DMALA), annealed",

@@ -28,7 +28,7 @@ STOP_REASONS = ("loop", "stalled", "budget")
 #: :mod:`~vqtto.search.restarts`).
 METHODS = ("alg1", "alg2", "alg3", "top", "greedy", "relaxed", "relaxed-annealed", "alg2-adaptive", "alg2-tabu", "gwg", "dmala", "dula", "dmala-codebook",
            "dula-codebook", "pas-sa", "screened-sa", "polish", "alg2-restarts", "prior-resample", "local",
-           "relaxed-local")
+           "relaxed-local", "surrogate")
 
 
 @dataclass
