@@ -185,3 +185,19 @@ def test_the_task_dot_plot_draws_each_measure_and_refuses_rows_without_it():
     with pytest.raises(ValueError, match="'agree' estimate"):
         ct.dot_plot(rows[2:], measure="agree")
     assert ct.explorer_options({"a": None, "b": None}, ct.PRIORS) == ["a | PixelCNN", "a | masked", "b | PixelCNN", "b | masked"]
+
+
+def test_the_verdict_reports_the_budget_frontier_and_the_split_control():
+    traces, ref = _traces()
+    summ = chapter.summaries(traces, ref, [1000.0], {})
+    polished = chapter.polish_summary(_Trace(best_losses=torch.full((40,), 0.9), decoder_equivalents=400.0), ref)
+    est = stats.share_estimate(torch.ones(24, dtype=torch.bool))
+    frontier = [chapter.FrontierRow(b, stats.median_estimate(torch.full((24,), 0.7)), g, est)
+                for b, g in ((1000.0, 0.087), (2000.0, 0.05), (5000.0, 0.02))]
+    one, split = torch.ones(40, dtype=torch.bool), torch.arange(40) < 20
+    row = chapter.split_summary(torch.where(split, 0.5, 2.0), torch.full((40,), 0.5), torch.ones(40), 2, 1000.0)
+    assert row.share.value == 0.5 and row.lead.value == 0.5 and row.lead.excludes(0)
+    assert stats.share_difference(one, split).value == row.lead.value
+    _, text = chapter.verdict(summ, "relaxed", polished, [], 512, 1000.0, frontier=frontier, split=row)
+    assert "falls to 5.0% at 2,000, 2.0% at 5,000 equivalents per pair" in text
+    assert "Split into 2 runs of 500 equivalents" in text and "(resolved)" in text

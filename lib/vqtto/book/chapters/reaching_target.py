@@ -42,7 +42,7 @@ PARAMS = chapter_schema({
                      nullable=True, default=40),
     "pair_draw": Param(int, "pairs drawn with pair_seed as chapter 2 draws them (its n_pairs); the first n_pairs are searched",
                        between(1, 10000), default=200),
-    "n_pairs": Param(int, "reported source-target pairs (paper: 200)", work(1, smoke=32, quick=500, full=5000), default=48),
+    "n_pairs": Param(int, "reported source-target pairs (paper: 200)", work(1, smoke=32, quick=500, full=5000), default=96),
     "pair_seed": Param(int, "seed of the reported pairs (chapter 2's)", seed(), default=0),
     "val_pairs": Param(int, "validation pairs every setting is tuned on (never the reported ones)", work(1, smoke=16, quick=200, full=1000), default=12),
     "val_seed": Param(int, "seed of the validation pairs (must differ from pair_seed)", seed(), default=1),
@@ -61,7 +61,7 @@ PARAMS = chapter_schema({
     "sub_k": Param(int, "codebook size of the exact sub-problems", between(2, 512), default=40),
     "sub_m": Param(list, "free positions per sub-problem (k**m grids are enumerated per pair)", nonempty(each(between(1, 3), int, most=3)),
                    default=[2]),
-    "sub_pairs": Param(int, "pairs given exact sub-problems", work(1, smoke=16, quick=200, full=1000), default=48),
+    "sub_pairs": Param(int, "pairs given exact sub-problems", work(1, smoke=16, quick=200, full=1000), default=96),
     "sub_budget": Param(float, "decoder-call equivalents per pair of each method on a sub-problem", work(0.0, smoke=600.0, quick=20000.0, full=100000.0, lo_open=True), default=150.0),
     "single_budget": Param(float, "decoder-call equivalents per pair on the one-position sub-problems of the main model (k grids each; None: skip)",
                            work(0.0, smoke=600.0, quick=20000.0, full=100000.0, lo_open=True), nullable=True, default=64.0),
@@ -69,6 +69,11 @@ PARAMS = chapter_schema({
                               work(0.0, smoke=2000.0, quick=20000.0, full=100000.0, lo_open=True), default=20000.0),
     "reference_pairs": Param(int, "first reported pairs given the long run and the gap to L* (0: skip)",
                              work(0, smoke=8, quick=100, full=1000), default=24),
+    "frontier_budgets": Param(list, "more budgets at which the best method runs on the long run's pairs, against L* (floats; []: skip)",
+                              each(work(0.0, smoke=2000.0, quick=20000.0, full=100000.0, lo_open=True), float, most=5),
+                              default=[2000.0, 5000.0]),
+    "split_parts": Param(int, "runs the best method's budget is split into, from diverse starts, as the restart control (1: skip)",
+                         between(1, 16), default=2),
     "cert_pairs": Param(int, "pairs whose best grid gets the radius-1 certificate (0: skip)", work(0, smoke=8, quick=100, full=1000), default=2),
 })
 
@@ -335,6 +340,85 @@ def reference_summary(method: str, budget: float, long_run: torch.Tensor, refere
     return Reference(method, budget, len(long_run), stats.median_estimate(r))
 
 
+@dataclass
+class FrontierRow:
+    """The best method at one budget on the long run's pairs: its median R and its gap to ``L*``."""
+
+    budget: float
+    median_r: stats.Estimate
+    median_gap: float
+    within_1pct: stats.Estimate
+
+
+def budget_frontier(first: Problem, method: str, budgets: Sequence[float], at_main: torch.Tensor, main_budget: float,
+                    lstar: torch.Tensor, progress: bool = False) -> list[FrontierRow]:
+    """``method`` at each of ``budgets`` (runs cached like ``L*``) and at the chapter's budget (``at_main``, its
+    losses ``(n,)`` on the same pairs), each against ``L*`` (``lstar`` ``(n,)``, itself the last row): how much
+    budget the gap to the best known needs. ``L*`` here is the lowest loss any of these runs found."""
+    runs = {float(main_budget): at_main.double().cpu()}
+    for b in budgets:
+        runs[float(b)] = best_known(first, b, method=method, progress=progress).double()
+    best = torch.stack([lstar.double(), *runs.values()]).min(0).values
+    runs = dict(sorted(runs.items()))
+    ref = first.reference.double().cpu()
+    return [FrontierRow(b, stats.median_estimate(l / ref), stats.median(l / best - 1), stats.share_estimate(l / best - 1 <= 0.01))
+            for b, l in runs.items()]
+
+
+def frontier_table(rows: Sequence[FrontierRow]) -> list[dict]:
+    return [{"equivalents per pair": f"{r.budget:,.0f}", "median R": r.median_r.text(".2f"),
+             "median gap to L*": f"{r.median_gap:.1%}", "within 1% of L*": r.within_1pct.percent()} for r in rows]
+
+
+@dataclass
+class SplitRow:
+    """The best method as ``parts`` runs at ``budget / parts`` each (the best of them per pair) against one
+    run at ``budget``: share at R <= 1, median R, and the one run's share minus the split's (paired)."""
+
+    parts: int
+    budget: float
+    share: stats.Estimate
+    median_r: stats.Estimate
+    lead: stats.Estimate
+
+
+def split_summary(split: torch.Tensor, single: torch.Tensor, reference: torch.Tensor, parts: int, budget: float) -> SplitRow:
+    """:class:`SplitRow` from the split's and the single run's best losses ``(B,)`` and the yardsticks ``(B,)``."""
+    rs, r1 = split.double() / reference.double().cpu(), single.double().cpu() / reference.double().cpu()
+    return SplitRow(parts, budget, stats.share_estimate(rs <= 1), stats.median_estimate(rs),
+                    stats.share_difference(r1 <= 1, rs <= 1))
+
+
+def _frontier_sentence(frontier: Sequence[FrontierRow], split: SplitRow | None) -> str:
+    """What more budget, and the same budget split into restarts, do to the best method ("" when not run)."""
+    text = ""
+    if len(frontier) > 1:
+        text += ("With more budget its median gap to L* falls to " + ", ".join(
+            f"{r.median_gap:.1%} at {r.budget:,.0f}" for r in frontier[1:]) + " equivalents per pair: the 1% gap "
+            "needs far more than 1,000 equivalents with this search. ")
+    if split is not None:
+        shown = "resolved" if split.lead.excludes(0) else "not resolved"
+        text += (f"Split into {split.parts} runs of {split.budget / split.parts:,.0f} equivalents from diverse starts "
+                 f"(the premise of restarts under successive halving), the same cost reaches R <= 1 on only "
+                 f"{split.share.percent()} (median R {split.median_r.text('.2f')}); one run leads by "
+                 f"{split.lead.percent()} ({shown}), so each run needs its whole budget here. ")
+    return text
+
+
+def split_budget(pb: Problem, method: str, budget: float, parts: int = 2, noise: float = 0.5, seed: int = 0) -> torch.Tensor:
+    """``(B,)`` the best loss of ``parts`` runs of ``method`` at ``budget / parts`` each, the first from the source's
+    latent, the others from it plus Gaussian noise (``noise`` times its std): a portfolio of restarts at the
+    cost of one run, the premise of restarts under successive halving."""
+    gen = torch.Generator().manual_seed(seed)
+    scale = float(pb.z.std())
+    best = None
+    for i in range(parts):
+        z = pb.z if i == 0 else pb.z + noise * scale * torch.randn(pb.z.shape, generator=gen).to(pb.z.device)
+        losses = search.registry.run(method, pb.model, z, pb.loss, budget=budget / parts).best_losses.double().cpu()
+        best = losses if best is None else torch.minimum(best, losses)
+    return best
+
+
 # --- the result ----------------------------------------------------------------------------------
 
 @dataclass
@@ -403,6 +487,8 @@ class ReachingTargetResult(ChapterResult):
         verdict: the chapter's sentence.
         gaps: each method's gap to the best-known loss on the first pairs (empty: skipped).
         long_run: the long run that set the best-known loss (None: skipped).
+        frontier: the best method at more budgets, against L* (empty: skipped).
+        split: the best method's budget split into restarts from diverse starts (None: skipped).
     """
 
     CHAPTER: ClassVar[str] = "reaching_target"
@@ -424,6 +510,8 @@ class ReachingTargetResult(ChapterResult):
     verdict: str
     gaps: list[GapRow] = field(default_factory=list)
     long_run: Reference | None = None
+    frontier: list[FrontierRow] = field(default_factory=list)
+    split: SplitRow | None = None
 
 
 def summaries(traces: Mapping[str, search.SearchTrace], reference: torch.Tensor, budgets: Sequence[float],
@@ -452,9 +540,11 @@ TARGET_SHARE, TARGET_MEDIAN_R, TARGET_GAP, TARGET_EXACT = 0.97, 0.6, 0.01, 0.95
 def verdict(main: Sequence[MethodSummary], best: str, polished: Polished, exact: Sequence[ExactRow], k: int,
             budget: float, runner: str | None = None, lead_runner: stats.Estimate | None = None,
             lead_base: stats.Estimate | None = None, gaps: Sequence[GapRow] = (),
-            long_run: Reference | None = None) -> tuple[bool, str]:
+            long_run: Reference | None = None, frontier: Sequence[FrontierRow] = (),
+            split: SplitRow | None = None) -> tuple[bool, str]:
     """Whether the issue's targets were met, and a sentence from the numbers (95% intervals over pairs).
 
+    ``frontier`` and ``split``: what more budget, and the budget split into restarts, do (said, not judged).
     ``runner``, ``lead_runner`` and ``lead_base``: the runner-up and the best method's paired leads in the
     share at R <= 1 over it and over Algorithm 2 with restarts (:func:`share_lead`); a lead counts as shown
     only where its interval excludes zero. ``gaps`` and ``long_run``: the gap to the best-known loss.
@@ -482,7 +572,7 @@ def verdict(main: Sequence[MethodSummary], best: str, polished: Polished, exact:
         text += (f"The best of the gradient samplers on the first-order table, {method_label(top.method)}, reaches "
                  f"{top.share_r_le_1.percent()} (median R {top.median_r.text('.2f')}). ")
     gap_ok, gap_text = _gap_sentence(best, gaps, long_run)
-    text += gap_text
+    text += gap_text + _frontier_sentence(frontier, split)
     exact_ok, exact_text = _exact_sentence(best, exact)
     text += exact_text
     main_ok = share_best >= TARGET_SHARE and budget <= 1000 and k >= 512 and (med_best <= TARGET_MEDIAN_R or gap_ok)
