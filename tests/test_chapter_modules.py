@@ -155,11 +155,18 @@ def test_class_consistency_is_a_paired_share_difference_against_the_nearest_imag
     assert ct.class_leads(meas, "editing") == [] and ct.class_sentence([], meas) == ""
 
 
-def test_the_exact_pivot_has_one_row_per_method_and_one_column_per_case():
+def test_the_exact_figure_has_one_panel_per_case_and_one_dot_per_method_there():
+    import matplotlib.pyplot as plt
+
     rows = [_exact_row("relaxed", 40, 2, 1.0), _exact_row("gwg", 40, 2, 0.3), _exact_row("relaxed", 512, 1, 0.9)]
-    pivot = chapter.exact_pivot(rows)
-    assert [r["method"] for r in pivot] == [chapter.method_label("relaxed"), chapter.method_label("gwg")]
-    assert pivot[0]["k=512, m=1 (150 equivalents)"].startswith("90%") and pivot[1]["k=512, m=1 (150 equivalents)"] == "-"
+    fig = chapter.exact_figure(rows, "t")
+    assert [ax.get_title() for ax in fig.axes] == ["k=40, m=2: 1,600 grids, 150 equivalents",
+                                                  "k=512, m=1: 512 grids, 150 equivalents"]
+    assert [len(ax.containers) for ax in fig.axes] == [2, 1]  # an error bar per method that ran the case
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == [chapter.method_label("relaxed"), chapter.method_label("gwg")]
+    plt.close(fig)
+    with pytest.raises(ValueError, match="rows must not be empty"):
+        chapter.exact_figure([], "t")
 
 
 def test_the_task_dot_plot_draws_each_measure_and_refuses_rows_without_it():

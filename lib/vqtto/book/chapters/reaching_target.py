@@ -281,17 +281,6 @@ def exact_table(rows: Sequence[ExactRow]) -> list[dict]:
              "pairs": r.pairs} for r in rows]
 
 
-def exact_pivot(rows: Sequence[ExactRow]) -> list[dict]:
-    """The exact-optimum rate as a compact table: one row per method, one column per sub-problem case."""
-    def case(r):
-        return f"k={r.k}, m={r.m} ({r.budget:g} equivalents)"
-    cases = list(dict.fromkeys(case(r) for r in rows))
-    out = {}
-    for r in rows:
-        out.setdefault(r.method, {"method": method_label(r.method), **{c: "-" for c in cases}})[case(r)] = r.found.percent()
-    return list(out.values())
-
-
 def certificate_rows(cert: search.Certificate, method: str) -> list[dict]:
     return [{"method": method_label(method), "pair": i, "neighbours decoded": cert.neighbours,
              "1-move local optimum": bool(cert.local_optimum[i]), "better neighbours": int(cert.better_neighbours[i]),
@@ -690,6 +679,33 @@ def summary_figure(traces: Mapping[str, search.SearchTrace], reference: torch.Te
     for ax in axes:
         ax.grid(alpha=0.3, axis="x")
     fig.suptitle(title + " (whiskers: 95% intervals over pairs)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def exact_figure(rows: Sequence[ExactRow], title: str):
+    """The exact-optimum rates as dots: one panel per sub-problem case, per method the share of pairs whose
+    optimum it found with its 95% interval, and a dashed line at the target (:data:`TARGET_EXACT`)."""
+    if not rows:
+        raise ValueError("exact_figure: rows must not be empty")
+    cases = list(dict.fromkeys((r.k, r.m, r.budget) for r in rows))
+    names = list(dict.fromkeys(r.method for r in rows))
+    fig, axes = plt.subplots(1, len(cases), figsize=(4.2 * len(cases) + 2.4, 0.32 * len(names) + 1.5), sharey=True,
+                             squeeze=False)
+    for ax, (k, m, budget) in zip(axes[0], cases):
+        for r in (r for r in rows if (r.k, r.m, r.budget) == (k, m, budget)):
+            y, f = names.index(r.method), r.found
+            ax.errorbar([f.value], [y], xerr=[[f.value - f.low], [f.high - f.value]], fmt="o", capsize=3,
+                        color=method_color(r.method))
+        ax.axvline(TARGET_EXACT, color="k", lw=0.8, ls="--")
+        ax.set_xlim(-0.03, 1.03)
+        ax.set_xlabel("share of pairs at the exact optimum")
+        ax.set_title(f"k={k}, m={m}: {k ** m:,} grids, {budget:g} equivalents", fontsize=9)
+        ax.grid(alpha=0.3, axis="x")
+    axes[0][0].set_yticks(range(len(names)))
+    axes[0][0].set_yticklabels([method_label(n) for n in names], fontsize=8)
+    axes[0][0].set_ylim(len(names) - 0.5, -0.5)
+    fig.suptitle(title + f" (whiskers: 95% intervals; dashed: the {TARGET_EXACT:.0%} target)", fontsize=10)
     fig.tight_layout()
     return fig
 
