@@ -75,7 +75,7 @@ class _Pair:
 
 def _fit(z: torch.Tensor, x: torch.Tensor, losses: torch.Tensor, focus: float, ridge: float) -> torch.Tensor:
     """Weighted ridge least squares: the ``(q, N)`` map from ``z`` ``(T, q)`` (its last column constant) to ``x`` ``(T, N)``."""
-    lo, med = losses.min(), losses.median()
+    lo, med = losses.min(), torch.quantile(losses, 0.5)
     w = torch.exp(-focus * (losses - lo) / (med - lo).clamp_min(1e-12))
     a = z.t() @ (w[:, None] * z) + ridge * torch.eye(z.shape[1], dtype=z.dtype, device=z.device)
     return torch.linalg.solve(a, z.t() @ (w[:, None] * x))
