@@ -160,8 +160,8 @@ def test_the_exact_figure_has_one_panel_per_case_and_one_dot_per_method_there():
 
     rows = [_exact_row("relaxed", 40, 2, 1.0), _exact_row("gwg", 40, 2, 0.3), _exact_row("relaxed", 512, 1, 0.9)]
     fig = chapter.exact_figure(rows, "t")
-    assert [ax.get_title() for ax in fig.axes] == ["k=40, m=2: 1,600 grids, 150 equivalents",
-                                                  "k=512, m=1: 512 grids, 150 equivalents"]
+    assert [ax.get_title() for ax in fig.axes] == ["k=40, m=2\n1,600 grids, 150 equivalents",
+                                                  "k=512, m=1\n512 grids, 150 equivalents"]
     assert [len(ax.containers) for ax in fig.axes] == [2, 1]  # an error bar per method that ran the case
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == [chapter.method_label("relaxed"), chapter.method_label("gwg")]
     plt.close(fig)

@@ -690,7 +690,7 @@ def exact_figure(rows: Sequence[ExactRow], title: str):
         raise ValueError("exact_figure: rows must not be empty")
     cases = list(dict.fromkeys((r.k, r.m, r.budget) for r in rows))
     names = list(dict.fromkeys(r.method for r in rows))
-    fig, axes = plt.subplots(1, len(cases), figsize=(4.2 * len(cases) + 2.4, 0.32 * len(names) + 1.5), sharey=True,
+    fig, axes = plt.subplots(1, len(cases), figsize=(2.6 * len(cases) + 3.0, 0.3 * len(names) + 1.4), sharey=True,
                              squeeze=False)
     for ax, (k, m, budget) in zip(axes[0], cases):
         for r in (r for r in rows if (r.k, r.m, r.budget) == (k, m, budget)):
@@ -699,13 +699,13 @@ def exact_figure(rows: Sequence[ExactRow], title: str):
                         color=method_color(r.method))
         ax.axvline(TARGET_EXACT, color="k", lw=0.8, ls="--")
         ax.set_xlim(-0.03, 1.03)
-        ax.set_xlabel("share of pairs at the exact optimum")
-        ax.set_title(f"k={k}, m={m}: {k ** m:,} grids, {budget:g} equivalents", fontsize=9)
+        ax.set_xlabel("share at the exact optimum", fontsize=8)
+        ax.set_title(f"k={k}, m={m}\n{k ** m:,} grids, {budget:g} equivalents", fontsize=8)
         ax.grid(alpha=0.3, axis="x")
     axes[0][0].set_yticks(range(len(names)))
     axes[0][0].set_yticklabels([method_label(n) for n in names], fontsize=8)
     axes[0][0].set_ylim(len(names) - 0.5, -0.5)
-    fig.suptitle(title + f" (whiskers: 95% intervals; dashed: the {TARGET_EXACT:.0%} target)", fontsize=10)
+    fig.suptitle(title + f"\n(whiskers: 95% intervals; dashed: the {TARGET_EXACT:.0%} target)", fontsize=9)
     fig.tight_layout()
     return fig
 
