@@ -90,6 +90,18 @@ def test_log_prob_is_the_sum_of_log_probs_all_and_soft_one_hot_agrees():
     assert torch.allclose(model.loss(z), -model.log_prob(z).mean() / 20, atol=1e-5)
 
 
+@pytest.mark.parametrize("n_classes", [0, 3])
+def test_logits_at_one_position_are_the_whole_grids_logits_there(n_classes):
+    """``logits_at`` runs the rows up to the position and one head: the same logits as the whole grid's."""
+    model = _model(n_classes=n_classes)
+    z = torch.randint(5, (4, 4, 5), generator=torch.Generator().manual_seed(4))
+    labels = torch.tensor([0, 1, 2, 0]) if n_classes else None
+    with torch.no_grad():
+        full = model.logits(z, labels)
+        for r, c in itertools.product(range(4), range(5)):
+            assert torch.allclose(model.logits_at(z, r, c, labels), full[:, :, r, c], atol=1e-6), (r, c)
+
+
 def test_samples_follow_the_model_distribution():
     """Raster-order sampling draws grids with the frequencies exp(log_prob) says."""
     model = _model(k=2, h=2, w=2, channels=8, n_layers=2, seed=4)

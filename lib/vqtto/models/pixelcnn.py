@@ -197,12 +197,31 @@ class GatedPixelCNN(nn.Module):
 
         The output at ``(r, c)`` depends only on positions before ``(r, c)`` in raster order.
         """
+        return self.head(self._stacks(z, labels))
+
+    def _stacks(self, z: torch.Tensor, labels: torch.Tensor | None, rows: int | None = None) -> torch.Tensor:
+        """The gated stacks' output ``(B, C, rows, w)`` before the head, for the first ``rows`` rows (None:
+        all). Every layer is causal in rows, so the rows kept come out as in the whole grid."""
         self._check_labels(labels, z.shape[0])
         x = self._features(z)
+        if rows is not None:
+            x = x[:, :, :rows]
         v, h = self.v_in(x), self.h_in(x)
         for layer in self.layers:
             v, h = layer(v, h, labels)
-        return self.head(h)
+        return h
+
+    def _head_rows(self, h: torch.Tensor) -> torch.Tensor:
+        """The 1x1 head on features ``(n, C)`` as matrix products -> logits ``(n, k)``."""
+        first, last = self.head[1], self.head[3]
+        h = F.relu(F.linear(F.relu(h), first.weight.flatten(1), first.bias))
+        return F.linear(h, last.weight.flatten(1), last.bias)
+
+    def logits_at(self, z: torch.Tensor, row: int, col: int, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits ``(B, k)`` of the code at ``(row, col)`` given the codes before it: the same numbers as
+        ``logits(z)[:, :, row, col]`` up to rounding, at the cost of the rows up to ``row`` and one head."""
+        h = self._stacks(z, labels, rows=row + 1)
+        return self._head_rows(h[:, :, row, col])
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         return self.logits(z, labels)
@@ -217,8 +236,10 @@ class GatedPixelCNN(nn.Module):
 
     def log_prob(self, indices: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """``log p(z)`` in nats of each grid ``(B, h, w)`` int64 -> ``(B,)``."""
-        lp = self.log_probs_all(indices, labels)
-        return lp.gather(1, indices[:, None]).squeeze(1).flatten(1).sum(1)
+        h = self._stacks(indices, labels)
+        logits = self._head_rows(h.permute(0, 2, 3, 1).reshape(-1, h.shape[1]))  # (B*h*w, k), one row per position
+        lp = logits.gather(1, indices.reshape(-1, 1)).squeeze(1) - logits.logsumexp(1)
+        return lp.view(indices.shape[0], -1).sum(1)
 
     def loss(self, indices: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Mean cross-entropy in nats per latent position over a batch ``(B, h, w)`` (a scalar)."""
@@ -245,7 +266,7 @@ class GatedPixelCNN(nn.Module):
         z = torch.zeros(n, cfg.height, cfg.width, dtype=torch.long, device=device)
         for r in range(cfg.height):
             for c in range(cfg.width):
-                logits = self.logits(z, labels)[:, :, r, c] / temperature
+                logits = self.logits_at(z, r, c, labels) / temperature
                 probs = torch.softmax(logits.double(), dim=1).cpu()
                 z[:, r, c] = torch.multinomial(probs, 1, generator=generator).squeeze(1).to(device)
         return z

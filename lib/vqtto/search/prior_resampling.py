@@ -33,7 +33,7 @@ def _complete(prior, start: torch.Tensor, free: torch.Tensor, rand: PairRandom, 
         go = free[:, p]
         if not bool(go.any()):
             continue
-        logits = prior.logits(z.to(dev))[:, :, r, c].to(z.device) / temperature
+        logits = prior.logits_at(z.to(dev), r, c).to(z.device) / temperature
         draw = sample_categorical(logits, rand.uniform(rows))
         z[:, r, c] = torch.where(go, draw, z[:, r, c])
     return z
