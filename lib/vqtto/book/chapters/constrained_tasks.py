@@ -28,7 +28,7 @@ PARAMS = chapter_schema({
     "dataset": Param(str, "data set of the VQ-VAE and prior", one_of(*DATASETS), default="fashion-mnist"),
     "k": Param(int, "codebook size (the paper's 512)", between(2, 4096), default=512),
     "n_pairs": Param(int, "reported images per task (chapter 2's pairs: targets restored, sources edited)", work(1, smoke=32, quick=500, full=5000),
-                     default=48),
+                     default=96),
     "pair_seed": Param(int, "seed of the reported pairs (chapter 2's)", seed(), default=0),
     "val_pairs": Param(int, "validation images lambda is tuned on (never reported)", work(1, smoke=16, quick=200, full=1000), default=12),
     "val_seed": Param(int, "seed of the validation pairs (must differ from pair_seed)", seed(), default=1),
