@@ -202,9 +202,13 @@ def test_the_verdict_reports_the_budget_frontier_and_the_split_control():
     frontier = [chapter.FrontierRow(b, stats.median_estimate(torch.full((24,), 0.7)), g, est)
                 for b, g in ((1000.0, 0.087), (2000.0, 0.05), (5000.0, 0.02))]
     one, split = torch.ones(40, dtype=torch.bool), torch.arange(40) < 20
-    row = chapter.split_summary(torch.where(split, 0.5, 2.0), torch.full((40,), 0.5), torch.ones(40), 2, 1000.0)
+    best = torch.where(split, 0.5, 2.0)
+    fused = torch.where(torch.arange(40) < 30, 0.5, 2.0)  # the fusion rescues 10 of the 20 pairs the runs missed
+    row = chapter.split_summary(chapter.Split(best, fused), torch.full((40,), 0.5), torch.ones(40), 2, 1000.0)
     assert row.share.value == 0.5 and row.lead.value == 0.5 and row.lead.excludes(0)
     assert stats.share_difference(one, split).value == row.lead.value
+    assert row.fused_share.value == 0.75 and row.fused_lead.value == 0.25 and row.fusion_helped.value == 0.25
     _, text = chapter.verdict(summ, "relaxed", polished, [], 512, 1000.0, frontier=frontier, split=row)
     assert "falls to 5.0% at 2,000, 2.0% at 5,000 equivalents per pair" in text
     assert "Split into 2 runs of 500 equivalents" in text and "(resolved)" in text
+    assert "beats every run on 25% [14%, 40%] of pairs and brings the split to 75% [60%, 86%]" in text

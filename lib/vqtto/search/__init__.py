@@ -44,6 +44,8 @@ Modules, one concept each:
   positions: a linear image model fitted to decodes (weighted towards low loss) predicts every
   assignment, the best predicted are decoded, refitted over rounds; :func:`spread_codes`.
 - :mod:`~vqtto.search.certificate`: :func:`radius1_certificate`.
+- :mod:`~vqtto.search.fusion`: :func:`fuse_by_region`, one grid from several runs, each position's
+  code from the run whose image is right over that position's receptive field; :func:`pixel_residuals`.
 - :mod:`~vqtto.search.coordinate`: :func:`exact_coordinate`, a reference on few free positions:
   every single move decoded, then every product of each position's best ``top`` codes.
 - :mod:`~vqtto.search.energy`: :class:`GridPrior`, the PixelCNN term ``lambda * NLL`` a sampler
@@ -82,6 +84,7 @@ from .subproblems import MAX_GRIDS, Subproblem, enumerate_subproblem, free_mask,
 from .certificate import Certificate, radius1_certificate
 from .local import exact_local_search, relaxed_then_local
 from .coordinate import CoordinateResult, exact_coordinate
+from .fusion import fuse_by_region, pixel_residuals
 from . import registry
 from .registry import DEFAULT, REGISTRY, MethodSpec
 
@@ -92,7 +95,7 @@ __all__ = [
     "gradient_descent", "straight_through", "mask_gradient", "MASKS", "greedy_coordinate", "relaxed_straight_through",
     # the samplers on the first-order table, and the baseline with restarts
     "gibbs_with_gradients", "discrete_langevin", "DISTANCES", "path_annealing", "screened_annealing",
-    "screened_polish", "restarted_straight_through",
+    "screened_polish", "restarted_straight_through", "fuse_by_region", "pixel_residuals",
     # exact local search on single moves, alone and after the relaxed search
     "exact_local_search", "relaxed_then_local",
     "first_order_table", "linearisation_check", "best_moves", "best_per_position", "apply_moves",
