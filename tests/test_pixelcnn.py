@@ -102,6 +102,40 @@ def test_logits_at_one_position_are_the_whole_grids_logits_there(n_classes):
             assert torch.allclose(model.logits_at(z, r, c, labels), full[:, :, r, c], atol=1e-6), (r, c)
 
 
+@pytest.mark.parametrize("arch", FULL_VIEW)
+def test_a_row_context_gives_every_position_of_its_row_the_whole_grids_logits(arch):
+    """The sampler's row-at-a-time path: one vertical pass per row, then the row's horizontal stack."""
+    model = _model(**arch)
+    z = torch.randint(5, (3, 4, 5), generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        full = model.logits(z)
+        for r in range(4):
+            context = model.row_context(z, r)
+            for c in range(5):
+                assert torch.allclose(model.logits_in_row(z, r, c, context), full[:, :, r, c], atol=1e-5), (r, c)
+
+
+@pytest.mark.parametrize("arch", FULL_VIEW + [dict(kernel_size=5, n_layers=3)])
+def test_log_prob_from_a_base_is_the_whole_grids_log_prob(arch):
+    """Grids changed from some row on (one move, several moves, none, a change in the first row) score
+    as :meth:`log_prob` scores them, while rows above the first change come from the base's cache."""
+    model = _model(**arch)
+    gen = torch.Generator().manual_seed(8)
+    base = torch.randint(5, (3, 4, 5), generator=gen)
+    which = torch.arange(3).repeat_interleave(20)
+    grids = base[which].clone()
+    for i in range(grids.shape[0]):
+        for _ in range(i % 4):  # 0 to 3 moves
+            p = int(torch.randint(20, (1,), generator=gen))
+            grids[i].view(-1)[p] = int(torch.randint(5, (1,), generator=gen))
+    grids[0, 0, 0] = (base[0, 0, 0] + 1) % 5
+    with torch.no_grad():
+        fast = model.log_prob_from(grids, model.row_cache(base), which)
+        assert torch.allclose(fast, model.log_prob(grids), atol=1e-4)
+    with pytest.raises(ValueError, match="unconditional"):
+        _model(n_classes=3).row_cache(base)
+
+
 def test_samples_follow_the_model_distribution():
     """Raster-order sampling draws grids with the frequencies exp(log_prob) says."""
     model = _model(k=2, h=2, w=2, channels=8, n_layers=2, seed=4)

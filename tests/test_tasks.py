@@ -152,6 +152,25 @@ def test_penalty_table_is_exact_at_the_last_position(world):
         assert torch.allclose(gp.penalty(moved) - gp.penalty(idx), table[:, last, j], atol=1e-5)
 
 
+def test_penalty_from_a_base_is_the_penalty_and_local_search_values_are_energies(world):
+    """Moves scored from their base grid's cache cost what a full pass says, and the local search with a
+    prior (which scores its candidates that way) reports each best grid's exact energy."""
+    model, prior, images, grid = world
+    gp = search.GridPrior(prior, 0.5, 8, grid)
+    idx = anchors.encoder_grids(model, images)
+    gen = torch.Generator().manual_seed(3)
+    cands = idx[:, None].repeat(1, 6, 1, 1)
+    flat = cands.view(3, 6, -1)
+    flat.scatter_(2, torch.randint(grid[0] * grid[1], (3, 6, 1), generator=gen), torch.randint(8, (3, 6, 1), generator=gen))
+    assert torch.allclose(gp.penalty_from(cands, idx), gp.penalty(cands.flatten(0, 1)), atol=1e-5)
+    assert torch.equal(search.GridPrior(prior, 0.0, 8, grid).penalty_from(cands, idx), torch.zeros(18))
+    loss = search.mse_to(torch.rand_like(images))
+    tr = search.exact_local_search(model, model.encode(images).detach(), loss, budget=120, batch=8, prior=gp)
+    with torch.no_grad():
+        energy = loss(model.decode(model.lookup(tr.best_indices))) + gp.penalty(tr.best_indices)
+    assert torch.allclose(tr.best_losses, energy, atol=1e-5)
+
+
 def test_sampler_values_are_energies_and_chains_stay_in_the_ball(world):
     model, prior, images, grid = world
     tgt = torch.rand_like(images)

@@ -82,6 +82,22 @@ class PixelCNNConfig:
         return asdict(self)
 
 
+@dataclass
+class RowCache:
+    """What :meth:`GatedPixelCNN.log_prob_from` reuses of ``n`` base grids.
+
+    Attributes:
+        base: ``(n, h, w)`` int64, the base grids.
+        v_inputs: per gated layer, the vertical stack's input ``(n, C, h, w)`` (its features at row
+            ``r`` see only rows ``< r``, so they hold for every grid that agrees with the base above ``r``).
+        row_lp: ``(n, h)`` the base's log-probability of each row.
+    """
+
+    base: torch.Tensor
+    v_inputs: list
+    row_lp: torch.Tensor
+
+
 class CausalConv2d(nn.Module):
     """A convolution that only looks up (``"vertical"``) or left (``"horizontal"``).
 
@@ -113,6 +129,25 @@ class CausalConv2d(nn.Module):
         h, w = x.shape[-2:]
         out = self.conv(F.pad(x, self.pad))
         return out[..., :h, :w]  # drops the extra row/column of the shifted (no-centre) case
+
+    @property
+    def reach(self) -> int:
+        """Rows above an output row that it reads (0 for the horizontal direction)."""
+        return self.pad[2] if self.direction == "vertical" else 0
+
+    def tail(self, x: torch.Tensor, rows: int) -> torch.Tensor:
+        """The last ``rows`` output rows ``(B, C_out, rows, w)`` from the input rows they read.
+
+        ``x`` ``(B, C_in, n, w)`` holds the input's last ``n`` rows, ``rows <= n <= rows + reach``
+        (fewer than ``rows + reach`` only where the grid's top is reached: zeros stand in above it,
+        as in :meth:`forward`). The same numbers as ``forward(full)[..., -rows:, :]`` up to rounding,
+        at the cost of ``rows`` output rows.
+        """
+        if self.direction == "horizontal":
+            return self(x[..., -rows:, :])
+        top = max(0, rows + self.reach - x.shape[-2])
+        out = self.conv(F.pad(x, (self.pad[0], self.pad[1], top, 0)))
+        return out[..., :rows, :]
 
 
 def _gate(x: torch.Tensor) -> torch.Tensor:
@@ -226,6 +261,31 @@ class GatedPixelCNN(nn.Module):
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         return self.logits(z, labels)
 
+    def row_context(self, z: torch.Tensor, row: int) -> list[torch.Tensor]:
+        """What the horizontal stack of ``row`` receives from above, for grids ``(B, h, w)`` whose rows
+        before ``row`` are final: each gated layer's vertical pre-activation there ``(B, 2C, 1, w)``.
+        It does not depend on the codes of ``row`` itself, so one call serves the whole row
+        (:meth:`logits_in_row`). Unconditional priors only."""
+        if self.cfg.n_classes:
+            raise ValueError("row_context needs an unconditional prior (n_classes=0)")
+        v = self.v_in(self._features(z)[:, :, :row + 1])
+        out = []
+        for layer in self.layers:
+            v_pre = layer.v_conv(v)
+            out.append(v_pre[:, :, row:row + 1])
+            v = _gate(v_pre)
+        return out
+
+    def logits_in_row(self, z: torch.Tensor, row: int, col: int, context: list[torch.Tensor]) -> torch.Tensor:
+        """Logits ``(B, k)`` at ``(row, col)``, the same as :meth:`logits_at` up to rounding, from
+        :meth:`row_context` of ``row`` and the codes left of ``col`` (the horizontal stack of one row)."""
+        x = self.embed[z[:, row:row + 1, :col + 1]].permute(0, 3, 1, 2)
+        h = self.h_in(x)
+        for layer, v_pre in zip(self.layers, context):
+            v_pre = v_pre[..., :col + 1]
+            h = h + layer.h_out(_gate(layer.h_conv(h) + layer.v_to_h(v_pre)))
+        return self._head_rows(h[:, :, 0, col])
+
     def log_probs_all(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """``log p(z_i = j | z_<i)`` for all ``k`` values ``j`` at every position ``i``: ``(B, k, h, w)``.
 
@@ -240,6 +300,63 @@ class GatedPixelCNN(nn.Module):
         logits = self._head_rows(h.permute(0, 2, 3, 1).reshape(-1, h.shape[1]))  # (B*h*w, k), one row per position
         lp = logits.gather(1, indices.reshape(-1, 1)).squeeze(1) - logits.logsumexp(1)
         return lp.view(indices.shape[0], -1).sum(1)
+
+    # --- grids that share their first rows with a base grid (a search's candidate moves) -----------
+
+    def row_cache(self, base: torch.Tensor) -> "RowCache":
+        """What :meth:`log_prob_from` reuses of base grids ``(n, h, w)`` int64: the vertical stack's
+        input to every layer and the log-probability of each row (one full pass)."""
+        if self.cfg.n_classes:
+            raise ValueError("row_cache needs an unconditional prior (n_classes=0)")
+        x = self._features(base)
+        v, h = self.v_in(x), self.h_in(x)
+        vs = []
+        for layer in self.layers:
+            vs.append(v)
+            v, h = layer(v, h, None)
+        return RowCache(base, vs, self._row_log_probs(h, base))
+
+    def _row_log_probs(self, h: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Stack outputs ``(n, C, r, w)`` and codes ``(n, r, w)`` -> ``(n, r)`` log-probability of each row."""
+        n, c, rows, w = h.shape
+        logits = self._head_rows(h.permute(0, 2, 3, 1).reshape(-1, c))
+        lp = logits.gather(1, z.reshape(-1, 1)).squeeze(1) - logits.logsumexp(1)
+        return lp.view(n, rows, w).sum(2)
+
+    def log_prob_from(self, grids: torch.Tensor, cache: "RowCache", which: torch.Tensor) -> torch.Tensor:
+        """``log p(z)`` ``(N,)`` of grids ``(N, h, w)`` that differ from their base grid ``cache.base[which]``
+        (``which`` ``(N,)`` int64) only from some row on: the same numbers as :meth:`log_prob` up to rounding.
+
+        A grid whose first changed row is ``r`` takes the base's rows above ``r`` from ``cache`` (the
+        conditionals there cannot see rows ``>= r``) and recomputes both stacks for rows ``r..h-1``
+        only, with the base's vertical features as the rows above them: a candidate that moves a code in
+        row ``r`` costs ``(h - r) / h`` of a full pass.
+        """
+        base = cache.base[which]
+        height = grids.shape[1]
+        changed = (grids != base).any(2)                                            # (N, h)
+        first = torch.where(changed.any(1), changed.float().argmax(1), torch.full_like(which, height))
+        above = cache.row_lp[which].cumsum(1)                                       # (N, h)
+        out = torch.where(first > 0, above.gather(1, (first - 1).clamp_min(0)[:, None])[:, 0], 0.0)
+        for r in first.unique().tolist():
+            if r >= height:
+                continue
+            sel = (first == r).nonzero().squeeze(1)
+            out[sel] = out[sel] + self._tail_log_prob(grids[sel], cache, which[sel], r)
+        return out
+
+    def _tail_log_prob(self, z: torch.Tensor, cache: "RowCache", which: torch.Tensor, r: int) -> torch.Tensor:
+        """``(m,)`` log-probability of rows ``r..h-1`` of grids ``z`` ``(m, h, w)`` whose rows above ``r`` are their base's."""
+        rows = z.shape[1] - r
+        x = self._features(z)
+        v = self.v_in.tail(x[:, :, max(0, r - self.v_in.reach):], rows)
+        h = self.h_in.tail(x, rows)
+        for layer, v_base in zip(self.layers, cache.v_inputs):
+            reach = layer.v_conv.reach
+            v_pre = layer.v_conv.tail(torch.cat([v_base[which, :, max(0, r - reach):r], v], 2), rows)
+            h_pre = layer.h_conv.tail(h, rows) + layer.v_to_h(v_pre)
+            v, h = _gate(v_pre), h + layer.h_out(_gate(h_pre))
+        return self._row_log_probs(h, z[:, r:]).sum(1)
 
     def loss(self, indices: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Mean cross-entropy in nats per latent position over a batch ``(B, h, w)`` (a scalar)."""

@@ -100,7 +100,7 @@ class _ScreenedAnnealing(ChainSearch):
         score = torch.where(top.values.isfinite(), -top.values / (2 * temp[:, None]) + gumbel, -math.inf)
         moves = top.indices.gather(1, score.topk(min(m, score.shape[1]), dim=1).indices)
         cands = apply_moves(idx, moves, k)
-        cl = self.ev.losses(cands, rows)
+        cl = self.ev.losses(cands, rows, base=idx)
         best_l, best = cl.min(1)
         new = cands.gather(1, best[:, None, None, None].expand(-1, 1, *idx.shape[1:]))[:, 0]
         self.offer(rows, new, best_l)

@@ -140,8 +140,13 @@ class Evaluator:
         return values.detach(), grad
 
     @torch.no_grad()
-    def losses(self, cands: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        """Candidate grids ``(n, M, h, w)`` of pairs ``rows`` -> losses ``(n, M)`` (no gradient)."""
+    def losses(self, cands: torch.Tensor, rows: torch.Tensor, base: torch.Tensor | None = None) -> torch.Tensor:
+        """Candidate grids ``(n, M, h, w)`` of pairs ``rows`` -> losses ``(n, M)`` (no gradient).
+
+        ``base`` ``(n, h, w)``: the grid each row's candidates were made from (moves of it), which lets
+        a prior that can (:meth:`~vqtto.search.energy.GridPrior.penalty_from`) score only the rows
+        from each candidate's first change on; the values are the same up to rounding.
+        """
         n, m = cands.shape[:2]
         flat = cands.reshape(n * m, *cands.shape[2:])
         flat_rows = rows.repeat_interleave(m)
@@ -164,7 +169,10 @@ class Evaluator:
         self.charge(rows, FORWARD * m)
         values = torch.cat(out)
         if self.prior is not None:
-            values = values + self.prior.penalty(flat)
+            if base is not None and hasattr(self.prior, "penalty_from"):
+                values = values + self.prior.penalty_from(cands, base)
+            else:
+                values = values + self.prior.penalty(flat)
         return values.view(n, m)
 
 

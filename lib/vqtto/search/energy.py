@@ -62,6 +62,22 @@ class GridPrior:
             return torch.zeros(idx.shape[0], device=idx.device)
         return self.weight * self.nll(idx)
 
+    def penalty_from(self, cands: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+        """Candidates ``(n, M, h, w)`` int64, each a change of its base grid ``base[i]`` ``(n, h, w)`` ->
+        ``(n * M,)`` their :meth:`penalty`, the same numbers up to rounding: each candidate's rows above
+        its first change are taken from one pass over the bases
+        (:meth:`~vqtto.models.pixelcnn.GatedPixelCNN.log_prob_from`), so a move in row ``r`` costs
+        ``(h - r) / h`` of a PixelCNN pass."""
+        n, m = cands.shape[:2]
+        if self.weight == 0:
+            return torch.zeros(n * m, device=cands.device)
+        dev = self.prior.embed.device
+        with torch.no_grad():
+            cache = self.prior.row_cache(base.to(dev))
+            which = torch.arange(n, device=dev).repeat_interleave(m)
+            lp = self.prior.log_prob_from(cands.reshape(n * m, *cands.shape[2:]).to(dev), cache, which)
+        return (-self.weight / self.positions) * lp.to(cands.device)
+
     def penalty_table(self, idx: torch.Tensor) -> torch.Tensor:
         """Grids ``(n, h, w)`` -> ``(n, h*w, k)``: first-order change of :meth:`penalty` for each single move."""
         n = idx.shape[0]

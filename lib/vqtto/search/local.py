@@ -173,7 +173,7 @@ class _LocalSearch:
         pos, code = moves // k, moves % k
         flat = idx.flatten(1)
         cands = flat[:, None].repeat(1, m, 1).scatter_(2, pos[..., None], code[..., None])
-        cl = self.ev.losses(cands.view(n, m, *idx.shape[1:]), rows).to(values.dtype)
+        cl = self.ev.losses(cands.view(n, m, *idx.shape[1:]), rows, base=idx).to(values.dtype)
         delta = cl - values[:, None]
         self.tried[rows[:, None], pos, code] = True
         pd, pdist = d[torch.arange(n)[:, None], pos, code], dist[torch.arange(n)[:, None], pos, code]
@@ -198,7 +198,8 @@ class _LocalSearch:
         comb_l = torch.full_like(best_l, math.inf)
         if bool(try_comb.any()):
             sel = try_comb.nonzero().squeeze(1)
-            comb_l[sel] = self.ev.losses(comb[sel][:, None].view(-1, 1, *idx.shape[1:]), rows[sel])[:, 0].to(comb_l.dtype)
+            comb_l[sel] = self.ev.losses(comb[sel][:, None].view(-1, 1, *idx.shape[1:]), rows[sel],
+                                         base=idx[sel])[:, 0].to(comb_l.dtype)
         use_comb = comb_l < best_l
         new_l = torch.where(use_comb, comb_l, best_l)
         grid = torch.where(use_comb[:, None], comb, best_grid)

@@ -41,7 +41,7 @@ class _Polish:
         finite = d.flatten(1).gather(1, moves).isfinite()
         moves = torch.where(finite, moves, moves[:, :1])  # a frozen position's slot repeats the first move
         cands = apply_moves(idx, moves, self.cb.shape[0])
-        cl = self.ev.losses(cands, rows)
+        cl = self.ev.losses(cands, rows, base=idx)
         best_l, best = cl.min(1)
         better = best_l < values
         new = cands.gather(1, best[:, None, None, None].expand(-1, 1, *idx.shape[1:]))[:, 0]

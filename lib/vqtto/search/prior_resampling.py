@@ -28,14 +28,15 @@ def _complete(prior, start: torch.Tensor, free: torch.Tensor, rand: PairRandom, 
     n, h, w = z.shape
     rows = torch.arange(n, device=z.device)
     dev = prior.embed.device
-    for p in range(h * w):
-        r, c = divmod(p, w)
-        go = free[:, p]
-        if not bool(go.any()):
+    for r in range(h):
+        cols = [c for c in range(w) if bool(free[:, r * w + c].any())]
+        if not cols:
             continue
-        logits = prior.logits_at(z.to(dev), r, c).to(z.device) / temperature
-        draw = sample_categorical(logits, rand.uniform(rows))
-        z[:, r, c] = torch.where(go, draw, z[:, r, c])
+        context = prior.row_context(z.to(dev), r)  # the rows above are final: one pass per row
+        for c in cols:
+            logits = prior.logits_in_row(z.to(dev), r, c, context).to(z.device) / temperature
+            draw = sample_categorical(logits, rand.uniform(rows))
+            z[:, r, c] = torch.where(free[:, r * w + c], draw, z[:, r, c])
     return z
 
 
