@@ -230,3 +230,14 @@ def test_batched_metrics_match_the_model():
     assert torch.allclose(nll_per_position(model, z, y, batch_size=3), per_pos, atol=1e-5)
     ev = evaluate(model, z, y, torch.device("cpu"), batch_size=3)
     assert ev["nats_per_position"] == pytest.approx(float(-lp.mean() / 20), rel=1e-5)
+
+
+def test_the_prior_benchmark_prints_both_ways_side_by_side_and_they_agree(capsys):
+    """``python -m vqtto.bench prior`` on the smoke models: both scorings and both drawings, one run."""
+    from vqtto import bench
+
+    bench.main(["prior", "--profile", "smoke", "--bases", "3", "--moves", "4", "--draws", "6", "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert "whole pass" in out and "from the base's rows" in out and "same completions (greedy): True" in out
+    diff = float(out.split("largest difference ")[1].split()[0])
+    assert diff < 1e-3

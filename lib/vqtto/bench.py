@@ -1,4 +1,4 @@
-"""Benchmarks: ``python -m vqtto.bench search``, ``python -m vqtto.bench vqvae`` and ``python -m vqtto.bench distributed``.
+"""Benchmarks: ``python -m vqtto.bench search``, ``vqvae``, ``prior`` and ``distributed``.
 
 ``vqvae`` trains, one after the other on the same data and for the same wall-clock budget, the
 book's quick-profile VQ-VAE and a wide VQ-VAE of the paper's kind (256 channels, two residual
@@ -13,6 +13,13 @@ count saves against decoding at every raw step, as the paper's pseudocode does. 
 ``--no-samplers``) it runs each of chapter 3's samplers batched and one pair at a time, side by
 side with the same code, budget and seeds, and prints the ratio of pairs per second and the
 median and 90th-percentile time per pair to reach R <= 1 in the batched run.
+
+``prior`` times, side by side on the quick PixelCNN's test grids, the two ways a search pays for its
+prior: scoring candidate moves with a whole pass each (``log_prob``) against the pass from the rows
+each candidate shares with its base grid (``log_prob_from``, what the local search uses), and drawing
+completions position by position with ``logits_at`` against one vertical pass per row
+(``row_context``, what the prior's draws use); it prints the grids per second of each, their ratio
+and the largest difference of their numbers.
 
 ``distributed`` runs, side by side, data-parallel VQ-VAE training (images/s) and a sharded
 Algorithm 2 search (pairs/s) on 1 and 2 local processes (CPU with gloo, and the GPUs with nccl
@@ -276,6 +283,61 @@ def bench_distributed(args) -> None:
           "process per GPU, or per machine (README: 'Running at scale').")
 
 
+def _per_second(work, n: int, repeats: int = 3) -> tuple[float, object]:
+    work()  # warm-up
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        out = work()
+    return n * repeats / (time.perf_counter() - t0), out
+
+
+def bench_prior(args) -> None:
+    """Candidate scoring and drawing with the PixelCNN, the whole-pass way against the row-reusing one."""
+    device = pick_device(args.device)
+    trained = models.prior(args.dataset, k=args.k, profile=args.profile, device=device)
+    prior = trained.model.eval()
+    base = trained.test_codes.indices[:args.bases].to(device)
+    n, (h, w) = base.shape[0], base.shape[1:]
+    gen = torch.Generator().manual_seed(0)
+    which = torch.arange(n, device=device).repeat_interleave(args.moves)
+    cands = base[which].clone()
+    pos = torch.randint(h * w, (cands.shape[0],), generator=gen).to(device)
+    cands.view(cands.shape[0], -1)[torch.arange(cands.shape[0], device=device), pos] = torch.randint(
+        args.k, (cands.shape[0],), generator=gen).to(device)
+    print(f"device={device}, torch threads={torch.get_num_threads()}, PixelCNN {args.dataset} k={args.k} ({args.profile}), "
+          f"{n} base grids x {args.moves} single moves at random positions")
+    with torch.no_grad():
+        full_rate, full = _per_second(lambda: prior.log_prob(cands), cands.shape[0])
+        fast_rate, fast = _per_second(lambda: prior.log_prob_from(cands, prior.row_cache(base), which), cands.shape[0])
+        print(f"scoring  whole pass {full_rate:8.0f} grids/s | from the base's rows {fast_rate:8.0f} grids/s | "
+              f"{fast_rate / full_rate:.2f}x | largest difference {float((full - fast).abs().max()):.1e} nats")
+        free = torch.ones(h, w, dtype=torch.bool, device=device)
+        free[: h // 2] = False  # complete the lower half, as inpainting does
+        starts = base[: args.draws]
+
+        def per_position():
+            z = starts.clone()
+            for p in free.flatten().nonzero().flatten().tolist():
+                r, c = divmod(p, w)
+                z[:, r, c] = prior.logits_at(z, r, c).argmax(1)
+            return z
+
+        def per_row():
+            z = starts.clone()
+            for r in range(h):
+                if not bool(free[r].any()):
+                    continue
+                context = prior.row_context(z, r)
+                for c in free[r].nonzero().flatten().tolist():
+                    z[:, r, c] = prior.logits_in_row(z, r, c, context).argmax(1)
+            return z
+
+        old_rate, old = _per_second(per_position, starts.shape[0])
+        new_rate, new = _per_second(per_row, starts.shape[0])
+        print(f"drawing  per position {old_rate:8.0f} grids/s | one vertical pass per row {new_rate:8.0f} grids/s | "
+              f"{new_rate / old_rate:.2f}x | same completions (greedy): {bool(torch.equal(old, new))}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vqtto.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -302,6 +364,14 @@ def main(argv: list[str] | None = None) -> int:
     v.add_argument("--reference-mse", type=float, default=0.0162,
                    help="test MSE a public VQ-VAE of the paper's kind reached after one 9-minute epoch on 2 CPU cores")
     v.add_argument("--device", default="auto")
+    q = sub.add_parser("prior", help="PixelCNN candidate scoring and drawing: whole passes against reusing the rows above")
+    q.add_argument("--dataset", default="fashion-mnist")
+    q.add_argument("--k", type=int, default=512)
+    q.add_argument("--profile", default="quick")
+    q.add_argument("--bases", type=int, default=48, help="base grids (real test codes)")
+    q.add_argument("--moves", type=int, default=48, help="single-move candidates per base grid (the local search's batch)")
+    q.add_argument("--draws", type=int, default=384, help="grids completed at once (12 images x 32 draws)")
+    q.add_argument("--device", default="auto")
     d = sub.add_parser("distributed", help="training images/s and search pairs/s on 1 and 2 processes (CPU, and GPUs)")
     d.add_argument("--train-images", type=int, default=4096)
     d.add_argument("--epochs", type=int, default=1)
@@ -316,6 +386,8 @@ def main(argv: list[str] | None = None) -> int:
         bench_search(args)
     elif args.what == "vqvae":
         bench_vqvae(args)
+    elif args.what == "prior":
+        bench_prior(args)
     return 0
 
 
