@@ -100,6 +100,45 @@ def test_completion_is_reproducible_per_pair_whatever_the_batch():
     assert not torch.equal(other, whole)
 
 
+def _complete_from_whole_logits(model, start, movable, samples, steps, temperature, seed):
+    """The completion as first written: every position's logits, then the hidden ones kept (a reference)."""
+    from vqtto.search.chains import PairRandom, sample_categorical
+
+    b, h, w = start.shape
+    rand = PairRandom(pair_seeds(seed, b), samples, torch.device("cpu"))
+    rows = torch.arange(b * samples)
+    grids = start.repeat_interleave(samples, 0).flatten(1)
+    hidden = movable.expand(b, h, w).repeat_interleave(samples, 0).flatten(1).clone()
+    total = hidden.sum(1)
+    for t in range(steps):
+        if not bool(hidden.any()):
+            break
+        tokens = grids.masked_fill(hidden, model.cfg.mask_id).view(-1, h, w)
+        logits = model.logits(tokens).flatten(2).transpose(1, 2).double() / temperature
+        draw = sample_categorical(logits, rand.uniform(rows, h * w).double())
+        conf = logits.log_softmax(-1).gather(2, draw[..., None]).squeeze(2)
+        conf = conf + (1 - (t + 1) / steps) * -torch.log(-torch.log(rand.uniform(rows, h * w).double()))
+        keep = torch.minimum(mp._still_hidden(total, t, steps), (hidden.sum(1) - 1).clamp_min(0))
+        rank = conf.masked_fill(~hidden, math.inf).argsort(1).argsort(1)
+        reveal = hidden & (rank >= keep[:, None])
+        grids = torch.where(reveal, draw, grids)
+        hidden = hidden & ~reveal
+    return grids.view(b, samples, h, w)
+
+
+def test_completion_runs_the_head_at_hidden_positions_only_and_draws_the_same_codes():
+    """Drawing only where a code is hidden gives the very draws of the whole-grid logits."""
+    model = _tiny(k=7, h=4, w=4, seed=3)
+    gen = torch.Generator().manual_seed(5)
+    start = torch.randint(7, (4, 4, 4), generator=gen)
+    movable = torch.rand(4, 4, 4, generator=gen) < 0.5
+    with torch.no_grad():
+        for steps, temperature in ((1, 1.0), (4, 2.0), (8, 0.7)):
+            want = _complete_from_whole_logits(model, start, movable, 6, steps, temperature, seed=9)
+            got = mp.complete(model, start, movable, samples=6, steps=steps, temperature=temperature, seed=9)
+            assert torch.equal(got, want)
+
+
 @pytest.mark.parametrize("kwargs, match", [
     ({"samples": 0}, "samples must be an integer >= 1"),
     ({"steps": 0}, "steps must be an integer >= 1"),

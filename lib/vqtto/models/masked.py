@@ -381,11 +381,14 @@ def complete(prior, start: torch.Tensor, movable: torch.Tensor, *, samples: int 
         if not bool(hidden.any()):
             break
         tokens = grids.masked_fill(hidden, model.cfg.mask_id).view(-1, h, w)
-        logits = model.logits(tokens).flatten(2).transpose(1, 2).double() / temperature  # (n, h*w, k)
-        draw = sample_categorical(logits, rand.uniform(rows, h * w).double())
-        conf = logits.log_softmax(-1).gather(2, draw[..., None]).squeeze(2)
+        at = hidden.nonzero(as_tuple=True)  # only the hidden positions are drawn: the head runs there alone
+        logits = model.head(model.features(tokens)[at]).double() / temperature  # (m, k), m hidden positions
+        u = rand.uniform(rows, h * w).double()
+        draw = grids.clone()
+        draw[at] = sample_categorical(logits, u[at])
         gumbel = -torch.log(-torch.log(rand.uniform(rows, h * w).double()))
-        conf = conf + (1 - (t + 1) / steps) * gumbel
+        conf = torch.full(gumbel.shape, math.inf, dtype=gumbel.dtype, device=dev)
+        conf[at] = logits.log_softmax(-1).gather(1, draw[at][:, None]).squeeze(1) + (1 - (t + 1) / steps) * gumbel[at]
         now = hidden.sum(1)
         keep_hidden = torch.minimum(_still_hidden(total, t, steps), (now - 1).clamp_min(0))
         rank = conf.masked_fill(~hidden, math.inf).argsort(1).argsort(1)  # 0 = least confident hidden
