@@ -90,6 +90,18 @@ def test_log_prob_is_the_sum_of_log_probs_all_and_soft_one_hot_agrees():
     assert torch.allclose(model.loss(z), -model.log_prob(z).mean() / 20, atol=1e-5)
 
 
+def test_log_prob_over_several_head_blocks_is_the_sum_of_log_probs_all(monkeypatch):
+    """The head reduces its logits a block of positions at a time: blocks that split grids change nothing."""
+    from vqtto.models import pixelcnn
+
+    model = _model()
+    z = torch.randint(5, (7, 4, 5), generator=torch.Generator().manual_seed(8))
+    with torch.no_grad():
+        want = model.log_probs_all(z).gather(1, z[:, None]).squeeze(1).sum((1, 2))
+        monkeypatch.setattr(pixelcnn, "HEAD_BLOCK", 13)  # 140 positions: 11 blocks, none a whole grid
+        assert torch.allclose(model.log_prob(z), want, atol=1e-5)
+
+
 @pytest.mark.parametrize("n_classes", [0, 3])
 def test_logits_at_one_position_are_the_whole_grids_logits_there(n_classes):
     """``logits_at`` runs the rows up to the position and one head: the same logits as the whole grid's."""
