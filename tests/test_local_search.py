@@ -108,3 +108,18 @@ def test_exact_coordinate_matches_brute_force_on_two_free_positions(setup):
     assert few.equivalents.tolist() == [24.0] * 3
     with pytest.raises(ValueError, match="top"):
         search.exact_coordinate(model, loss, base, top=9, movable=mask)
+
+
+def test_candidates_decoded_in_blocks_score_as_in_one_call(setup):
+    """The evaluator decodes candidates a block at a time (256 per call on a CPU): any block size gives
+    the same losses and the same charge, for a loss that takes rows and for a plain callable."""
+    model, z, tgt = setup
+    cands = torch.randint(model.codebook.shape[0], (3, 10, *z.shape[2:]), generator=torch.Generator().manual_seed(2))
+    rows = torch.arange(3)
+    for loss in (search.mse_to(tgt), lambda x: (x - tgt).pow(2).flatten(1).mean(1)):
+        whole = search.Evaluator(model, loss, 3, chunk=4096)
+        blocks = search.Evaluator(model, loss, 3, chunk=7)  # blocks that split the candidates of a pair
+        assert search.Evaluator(model, loss, 3).chunk == 256
+        want, got = whole.losses(cands, rows), blocks.losses(cands, rows)
+        assert torch.allclose(got, want, atol=1e-6, rtol=1e-5)
+        assert blocks.equivalents == whole.equivalents == 30 and torch.equal(blocks.spent, whole.spent)

@@ -82,6 +82,13 @@ def pair_losses(loss: LossFn, images: torch.Tensor, rows: torch.Tensor, n_pairs:
     return values
 
 
+#: Candidate grids decoded per call by :meth:`Evaluator.losses`, per device type: on a CPU blocks of 256
+#: keep the decoder's activations in the cache (measured 1.15x faster than one call over 1,024 grids, the
+#: same numbers); a GPU wants large calls.
+DECODE_CHUNK = {"cpu": 256}
+GPU_DECODE_CHUNK = 4096
+
+
 class Evaluator:
     """Decodes grids (or latents) of a subset of the pairs and scores them, and counts the cost.
 
@@ -92,7 +99,10 @@ class Evaluator:
     the loss plus the prior's penalty (the PixelCNN passes are not counted as decoder calls).
     """
 
-    def __init__(self, model, loss: LossFn, n_pairs: int, chunk: int = 4096, prior=None) -> None:
+    def __init__(self, model, loss: LossFn, n_pairs: int, chunk: int | None = None, prior=None) -> None:
+        if chunk is None:
+            device = getattr(getattr(model, "codebook", None), "device", None)
+            chunk = DECODE_CHUNK.get(getattr(device, "type", "cpu"), GPU_DECODE_CHUNK)
         self.model, self.loss, self.n_pairs, self.chunk, self.prior = model, loss, n_pairs, chunk, prior
         self.decoded = 0
         self.equivalents = 0
