@@ -19,7 +19,10 @@ prior: scoring candidate moves with a whole pass each (``log_prob``) against the
 each candidate shares with its base grid (``log_prob_from``, what the local search uses), and drawing
 completions position by position with ``logits_at`` against one vertical pass per row
 (``row_context``, what the prior's draws use); it prints the grids per second of each, their ratio
-and the largest difference of their numbers.
+and the largest difference of their numbers. Two more lines time, the same way, the head's logits
+made in one pass over all candidate positions against :data:`~vqtto.models.pixelcnn.HEAD_BLOCK`
+positions at a time, and the VQ-VAE decoding all candidates in one call against the evaluator's
+default blocks (:data:`~vqtto.search.driver.DECODE_CHUNK`).
 
 ``distributed`` runs, side by side, data-parallel VQ-VAE training (images/s) and a sharded
 Algorithm 2 search (pairs/s) on 1 and 2 local processes (CPU with gloo, and the GPUs with nccl
@@ -29,6 +32,7 @@ when there are any), through :mod:`vqtto.distributed` as ``torchrun`` would run 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 
 import torch
@@ -36,6 +40,7 @@ import torch
 from . import models, search
 from .data import pairs
 from .device import pick_device
+from .models import pixelcnn
 
 
 def table1_run(model, dataset: str, n_pairs: int, seed: int, alpha: float, lam: int, device: torch.device) -> tuple[search.SearchTrace, float]:
@@ -291,6 +296,34 @@ def _per_second(work, n: int, repeats: int = 3) -> tuple[float, object]:
     return n * repeats / (time.perf_counter() - t0), out
 
 
+@contextlib.contextmanager
+def _head_block(size: int):
+    """Temporarily reduce the PixelCNN head's logits ``size`` positions at a time."""
+    saved, pixelcnn.HEAD_BLOCK = pixelcnn.HEAD_BLOCK, size
+    try:
+        yield
+    finally:
+        pixelcnn.HEAD_BLOCK = saved
+
+
+def _bench_decode_blocks(args, base: torch.Tensor, cands: torch.Tensor, which: torch.Tensor, device) -> None:
+    """The VQ-VAE decoding a search's candidates in one call against the evaluator's default blocks."""
+    model = models.vqvae(args.dataset, k=args.k, profile=args.profile, device=device).model.eval()
+    with torch.no_grad():
+        targets = model.decode(model.lookup(base.flip(0)))  # one unrelated target per base grid
+    grouped = cands.view(base.shape[0], args.moves, *base.shape[1:])
+    rows = torch.arange(base.shape[0], device=device)
+    loss = search.mse_to(targets)
+    default = search.Evaluator(model, loss, base.shape[0])
+    whole = search.Evaluator(model, loss, base.shape[0], chunk=grouped[:, :, 0].numel())
+    with torch.no_grad():
+        block_rate, blocks = _per_second(lambda: default.losses(grouped, rows), cands.shape[0])
+        one_rate, one = _per_second(lambda: whole.losses(grouped, rows), cands.shape[0])
+    print(f"decoding one call over all candidates {one_rate:8.0f} grids/s | {default.chunk} grids per call "
+          f"{block_rate:8.0f} grids/s | {block_rate / one_rate:.2f}x | largest difference "
+          f"{float((one - blocks).abs().max()):.1e} (MSE)")
+
+
 def bench_prior(args) -> None:
     """Candidate scoring and drawing with the PixelCNN, the whole-pass way against the row-reusing one."""
     device = pick_device(args.device)
@@ -311,6 +344,13 @@ def bench_prior(args) -> None:
         fast_rate, fast = _per_second(lambda: prior.log_prob_from(cands, prior.row_cache(base), which), cands.shape[0])
         print(f"scoring  whole pass {full_rate:8.0f} grids/s | from the base's rows {fast_rate:8.0f} grids/s | "
               f"{fast_rate / full_rate:.2f}x | largest difference {float((full - fast).abs().max()):.1e} nats")
+        blocks_rate, _ = _per_second(lambda: prior.log_prob(cands), cands.shape[0])  # HEAD_BLOCK positions at a time
+        with _head_block(cands.numel()):
+            one_rate, one = _per_second(lambda: prior.log_prob(cands), cands.shape[0])
+        print(f"head     one pass over all positions {one_rate:8.0f} grids/s | {pixelcnn.HEAD_BLOCK} positions at a time "
+              f"{blocks_rate:8.0f} grids/s | {blocks_rate / one_rate:.2f}x | largest difference "
+              f"{float((full - one).abs().max()):.1e} nats")
+        _bench_decode_blocks(args, base, cands, which, device)
         free = torch.ones(h, w, dtype=torch.bool, device=device)
         free[: h // 2] = False  # complete the lower half, as inpainting does
         starts = base[: args.draws]
