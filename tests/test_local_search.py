@@ -123,3 +123,14 @@ def test_candidates_decoded_in_blocks_score_as_in_one_call(setup):
         want, got = whole.losses(cands, rows), blocks.losses(cands, rows)
         assert torch.allclose(got, want, atol=1e-6, rtol=1e-5)
         assert blocks.equivalents == whole.equivalents == 30 and torch.equal(blocks.spent, whole.spent)
+
+
+def test_relaxed_then_local_runs_its_relaxed_phase_at_the_tuned_settings_unless_told(setup):
+    """The relaxed phase starts from the validation-tuned initial logits; a caller's keyword wins."""
+    model, z, tgt = setup
+    loss = search.mse_to(tgt)
+    tuned = search.relaxed_then_local(model, z, loss, budget=60)
+    assert tuned.params["relaxed"]["init_scale"] == search.local.RELAXED_PHASE["init_scale"] != 3.0
+    told = search.relaxed_then_local(model, z, loss, budget=60, init_scale=3.0)
+    assert told.params["relaxed"]["init_scale"] == 3.0
+    assert not all(torch.equal(a[-1], b[-1]) for a, b in zip(tuned.grids, told.grids))
