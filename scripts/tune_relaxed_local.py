@@ -26,7 +26,7 @@ from vqtto import cache as artifacts, models, search
 from vqtto.tasks.pair_benchmark import problem, reported_and_validation
 
 DEFAULTS = {"lr": 0.1, "tau": 1.0, "init_scale": 3.0, "share": 0.5}
-AXES = {"lr": [0.03, 0.05, 0.2, 0.3], "tau": [0.3, 0.5, 2.0], "init_scale": [0.75, 1.0, 1.5, 5.0, 8.0], "share": [0.3, 0.7]}
+AXES = {"lr": [0.03, 0.05, 0.2, 0.3], "tau": [0.3, 0.5, 2.0], "init_scale": [0.25, 0.5, 0.75, 1.0, 1.5, 5.0, 8.0], "share": [0.3, 0.7]}
 
 
 def cached_vqvae(k: int, device):

@@ -134,3 +134,16 @@ def test_relaxed_then_local_runs_its_relaxed_phase_at_the_tuned_settings_unless_
     told = search.relaxed_then_local(model, z, loss, budget=60, init_scale=3.0)
     assert told.params["relaxed"]["init_scale"] == 3.0
     assert not all(torch.equal(a[-1], b[-1]) for a, b in zip(tuned.grids, told.grids))
+
+
+def test_the_registry_hands_relaxed_local_its_relaxed_phase_settings_and_refuses_bad_ones_before_work(setup):
+    """``lr``, ``tau``, ``init_scale`` and ``lam`` reach the relaxed phase through the registry (so through
+    ``tasks.solve`` and ``vqtto search``), with the tuned defaults listed; a bad value is refused without a model."""
+    model, z, tgt = setup
+    listed = search.registry.settings_of("relaxed-local")
+    assert listed["init_scale"] == search.local.RELAXED_PHASE["init_scale"] and listed["tau"] == 1.0
+    tr = search.registry.run("relaxed-local", model, z, search.mse_to(tgt), budget=60, init_scale=2.0, tau=0.5)
+    assert tr.params["relaxed"]["init_scale"] == 2.0 and tr.params["relaxed"]["tau"] == 0.5
+    for bad, name in (({"init_scale": -1.0}, "init_scale"), ({"tau": 0.0}, "tau"), ({"lam": 0}, "lam")):
+        with pytest.raises(ValueError, match=name):
+            search.registry.check_settings("relaxed-local", bad)

@@ -20,7 +20,7 @@ from typing import Callable, Mapping
 from .anneal import path_annealing, screened_annealing
 from .continuous import gradient_descent
 from .greedy import greedy_coordinate
-from .local import exact_local_search, relaxed_then_local
+from .local import RELAXED_PHASE, exact_local_search, relaxed_then_local
 from .relaxed import relaxed_straight_through
 from .restarts import restarted_straight_through
 from .samplers import discrete_langevin, gibbs_with_gradients
@@ -157,6 +157,12 @@ def supporting(**features: bool) -> list[str]:
     return [m for m, spec in REGISTRY.items() if all(spec.supports(f) for f, want in features.items() if want)]
 
 
+#: Settings a search hands on to the search it runs first (its ``**`` keywords): function -> (the inner
+#: search, the names, the defaults it uses in place of the inner search's own). ``relaxed-local``'s
+#: relaxed phase is tuned on validation pairs (:data:`~vqtto.search.local.RELAXED_PHASE`).
+PASSED_ON = {relaxed_then_local: (relaxed_straight_through, ("lr", "tau", "init_scale", "lam"), RELAXED_PHASE)}
+
+
 def settings_of(method: str) -> dict[str, object]:
     """The keyword settings a user may give ``method``, with their defaults: the function's keyword
     arguments less those the id fixes, the ones :func:`run` passes itself and ``progress``."""
@@ -164,8 +170,13 @@ def settings_of(method: str) -> dict[str, object]:
     skip = {"progress", "start", "movable", "radius", "prior", *spec.fixed}
     if spec.fn is straight_through and spec.fixed.get("mask") != "top":
         skip.add("m")  # only the top-m variant reads m
-    return {name: p.default for name, p in inspect.signature(spec.fn).parameters.items()
-            if p.kind is inspect.Parameter.KEYWORD_ONLY and name not in skip}
+    out = {name: p.default for name, p in inspect.signature(spec.fn).parameters.items()
+           if p.kind is inspect.Parameter.KEYWORD_ONLY and name not in skip}
+    if spec.fn in PASSED_ON:
+        inner, names, defaults = PASSED_ON[spec.fn]
+        params = inspect.signature(inner).parameters
+        out.update({name: defaults.get(name, params[name].default) for name in names})
+    return out
 
 
 def run(method: str, model, z_start, loss, *, budget: float | None = None, movable=None, radius: int | None = None,
