@@ -105,6 +105,9 @@ def test_the_best_known_loss_is_computed_once_then_read_from_the_cache(setup, tm
     assert torch.equal(first, again) and len(list(tmp_path.glob("best-known-*.artifact"))) == 1
     pair_benchmark.best_known(pb, 60.0)
     assert runs == [40.0, 60.0], "another budget is another reference"
+    monkeypatch.setitem(search.local.RELAXED_PHASE, "init_scale", 2.5)
+    pair_benchmark.best_known(pb, 40.0)
+    assert runs == [40.0, 60.0, 40.0], "a run cached under other default settings is not read back"
     with pytest.raises(ValueError, match="budget"):
         pair_benchmark.best_known(pb, 2.0)
 

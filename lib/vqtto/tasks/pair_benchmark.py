@@ -115,18 +115,27 @@ def model_digest(model) -> str:
     return h.hexdigest()[:20]
 
 
+def method_defaults(method: str) -> dict:
+    """``method``'s settings with their defaults (:func:`vqtto.search.registry.settings_of`), as a cache key
+    part: a run cached under older defaults (e.g. a retuned :data:`vqtto.search.local.RELAXED_PHASE`) is
+    not read back as if it were today's."""
+    return {name: value if isinstance(value, (bool, int, float, str, type(None))) else repr(value)
+            for name, value in sorted(search.registry.settings_of(method).items())}
+
+
 def best_known(pb: Problem, budget: float = 20000.0, method: str = search.DEFAULT, seed: int = 0,
                progress: bool = False) -> torch.Tensor:
     """``(B,)`` float64: the best loss one long run of ``method`` finds per pair, at ``budget`` equivalents.
 
     The reference ``L*`` of the gap ``L / L* - 1`` (:func:`gap_to_best_known`). It is computed once per
-    model, pairs, budget, method and seed and kept in the cache (:mod:`vqtto.cache`, kind ``best-known``).
+    model, pairs, budget, method, seed and the method's default settings (:func:`method_defaults`) and
+    kept in the cache (:mod:`vqtto.cache`, kind ``best-known``).
     It is an upper bound on each pair's optimum, not the optimum.
     """
     if not (isinstance(budget, (int, float)) and math.isfinite(budget) and budget >= 4):
         raise ValueError(f"budget must be a finite number >= 4 decoder-call equivalents, got {budget!r}")
     config = {"model": model_digest(pb.model), "pairs": [list(map(int, i)) for i in pb.ids], "budget": float(budget),
-              "method": method, "seed": int(seed)}
+              "method": method, "seed": int(seed), "settings": method_defaults(method)}
 
     def build():
         trace = search.registry.run(method, pb.model, pb.z, pb.loss, budget=budget, seed=seed, progress=progress)
