@@ -45,8 +45,8 @@ __all__ = ["exact_local_search", "relaxed_then_local", "RELAXED_PHASE"]
 #: 91.7% and 0.730 / 0.825 at 3; lr 0.1, tau 1 and half the budget stood. The values from 0.05 to 1 lie
 #: close together (summed mean log R -0.724 at 0.75, -0.738 at 0.25, the script's lowest, -0.738 at
 #: 0.05); 0.25 against 0.75 pair by pair: -0.003 (standard error 0.009) at k=512, -0.011 (0.004) at
-#: k=40, a small real gain at k=40 only. 0.75 is kept because of chapter 8's tasks (``scripts/check_relaxed_phase_on_tasks.py``, 48 validation images): with the
-#: PixelCNN in the energy both soft values beat 3 on 44-79% of the images, but the plain search's
+#: k=40, a small real gain at k=40 only. 0.75 is kept because of chapter 8's tasks
+#: (``scripts/check_relaxed_phase_on_tasks.py``, 48 validation images): with the PixelCNN in the energy both soft values beat 3 on 44-79% of the images, but the plain search's
 #: super-resolution moves away from the truth as the start softens (median MSE at x4: 0.0170 at 3,
 #: 0.0188 at 0.75, 0.0206 at 0.25; at x2 0.0077, 0.0083, 0.0086), so the softest value costs more there.
 RELAXED_PHASE = {"init_scale": 0.75}
