@@ -54,6 +54,17 @@ def test_deterministic_and_batched_equals_alone(setup):
     assert torch.equal(one.grids[0], a.grids[1])
 
 
+
+def test_a_pair_at_the_end_of_its_budget_searches_as_it_would_alone(setup):
+    """Pairs with different budgets left in one round: each one's moves depend on its own budget only."""
+    model, z, tgt = setup
+    budgets = torch.tensor([37.0, 200.0, 61.0])
+    a = search.exact_local_search(model, z, search.mse_to(tgt), budget=budgets, batch=16, seed=[4, 5, 6])
+    for i in range(3):
+        one = search.exact_local_search(model, z[i:i + 1], search.mse_to(tgt[i:i + 1]), budget=float(budgets[i]),
+                                        batch=16, seed=[4 + i])
+        assert torch.equal(one.grids[0], a.grids[i]), f"pair {i}"
+
 def test_movable_and_radius_are_kept(setup):
     model, z, tgt = setup
     movable = torch.zeros(7, 7, dtype=torch.bool)
