@@ -15,16 +15,14 @@ to any best-known loss, so the choice is the same as by the gap).
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 
 import torch
 
 from vqtto import search
-from vqtto.tasks.pair_benchmark import problem, reported_and_validation
 
-from tune_relaxed_local import cached_vqvae
+from tune_relaxed_local import validation_problems
 
 DEFAULTS = {"batch": 48, "per_position": 4}
 AXES = {"batch": [8, 12, 16, 24, 32, 64, 96], "per_position": [1, 2, 8, 16]}
@@ -42,15 +40,7 @@ def score(pb, setting: dict, budget: float) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--k", type=int, nargs="+", default=[512, 40])
-    ap.add_argument("--pairs", type=int, default=96)
-    ap.add_argument("--budget", type=float, default=1000.0)
-    ap.add_argument("--out", default=None, help="also write every row as JSON to this file")
-    args = ap.parse_args()
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    _, val = reported_and_validation("fashion-mnist", 200, 96, 0, args.pairs, 1)
-    problems = {k: problem(cached_vqvae(k, device), val, device) for k in args.k}
+    args, problems = validation_problems(__doc__)
     settings = [dict(DEFAULTS)] + [{**DEFAULTS, name: v} for name, values in AXES.items() for v in values]
     rows = []
     for s in settings:

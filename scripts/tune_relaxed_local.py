@@ -56,8 +56,10 @@ def one_at_a_time() -> list[dict]:
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def validation_problems(doc: str):
+    """The command line of a tuning script (``--k``, ``--pairs``, ``--budget``, ``--out``) and its
+    validation problems per codebook size (seed 1: never a reported pair), from the cached quick models."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--k", type=int, nargs="+", default=[512, 40])
     ap.add_argument("--pairs", type=int, default=96)
     ap.add_argument("--budget", type=float, default=1000.0)
@@ -65,7 +67,11 @@ def main() -> None:
     args = ap.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     _, val = reported_and_validation("fashion-mnist", 200, 96, 0, args.pairs, 1)
-    problems = {k: problem(cached_vqvae(k, device), val, device) for k in args.k}
+    return args, {k: problem(cached_vqvae(k, device), val, device) for k in args.k}
+
+
+def main() -> None:
+    args, problems = validation_problems(__doc__)
     rows = []
 
     def run(settings: list[dict], stage: str) -> None:
