@@ -232,6 +232,20 @@ def test_no_table_or_figure_is_clipped(site, browser):
     assert not clipped, f"content wider than the column and not in a scroll box: {clipped}"
 
 
+def test_shown_code_wraps_instead_of_scrolling_sideways(site, browser):
+    """A code cell whose source is shown has no line cut off at the column's right edge."""
+    html, base = site
+    cut = {}
+    for name in _pages(html):
+        page, _, _ = _open(browser, f"{base}/{name}")
+        found = page.evaluate("""() => [...document.querySelectorAll('article .cell_input pre')]
+            .filter(p => p.offsetParent !== null && p.scrollWidth > p.clientWidth + 1).length""")
+        if found:
+            cut[name] = found
+        page.close()
+    assert not cut, f"code cells that scroll sideways, per page: {cut}"
+
+
 def test_no_chapter_shows_papermills_injected_parameters_cell(site, browser):
     _, base = site
     for chapter in book.chapter_names():
