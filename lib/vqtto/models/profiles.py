@@ -6,7 +6,7 @@ cached models (the VQ-VAE's width, how long it trains, on how many images; the s
 PixelCNN prior) lives here.
 
 - ``smoke``: seconds per model; for tests and CI. Quality is not the point.
-- ``quick``: the default ``make book`` on 2 CPU cores (measured: 21.5 minutes at 3,315 images/s, README).
+- ``quick``: the default ``make book`` on 2 CPU cores (measured times beside the benchmark's throughput: README).
 - ``full``:  the paper's scale, meant for one GPU.
 """
 
