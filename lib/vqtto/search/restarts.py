@@ -49,7 +49,7 @@ def restarted_straight_through(model, z_start: torch.Tensor, loss: LossFn, *, bu
     t0 = time.perf_counter()
     b = z_start.shape[0]
     gens = [torch.Generator().manual_seed(s) for s in pair_seeds(seed, b)]
-    scale = float(z_start.std())
+    scale = float(z_start.detach().std())
     spent = torch.zeros(b, dtype=torch.float64)
     parts = [[] for _ in range(b)]
     decoded, discarded, wave = 0, 0.0, 0
