@@ -83,3 +83,44 @@ def test_latent_decoder_protocol(tiny_vqvae):
     z = torch.randn(2, 4, 7, 7)
     idx = tiny_vqvae.nearest(z)
     assert torch.equal(tiny_vqvae.lookup(idx), tiny_vqvae.codebook[idx].permute(0, 3, 1, 2))
+
+
+def test_fused_nearest_picks_the_three_term_distance_argmin():
+    """The fused ||c||^2 - 2 z.c argmin is the full Euclidean argmin, code vectors map to themselves."""
+    from vqtto.bench import _three_term_nearest
+
+    torch.manual_seed(1)
+    model = VQVAE(VQVAEConfig(k=64, hidden=8, embedding_dim=6))
+    model.quantizer.codebook.data.normal_()
+    z = torch.randn(5, 6, 7, 7) * 2
+    assert torch.equal(model.nearest(z), _three_term_nearest(model.quantizer)(z))
+    idx = torch.randint(0, 64, (3, 7, 7))
+    assert torch.equal(model.nearest(model.lookup(idx)), idx)
+
+
+def test_channels_last_weights_give_the_default_layout_values():
+    """The model keeps its convolution weights channels-last; decoding, the latent gradient and a training
+    loss agree with a default-layout copy up to float rounding, and the outputs are plain contiguous."""
+    from vqtto.bench import gauge_model
+
+    torch.manual_seed(2)
+    model = VQVAE(VQVAEConfig(k=16, hidden=16, embedding_dim=4, in_channels=3))
+    conv = model.decoder.net[0].weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    plain = VQVAE(VQVAEConfig(k=16, hidden=16, embedding_dim=4, in_channels=3))
+    plain.load_state_dict(model.state_dict())
+    gauge_model(plain)
+    assert plain.decoder.net[0].weight.is_contiguous()
+    z = torch.randn(4, 4, 8, 8)
+    grads = []
+    for m in (model, plain):
+        latent = z.clone().requires_grad_(True)
+        images = m.decode(latent)
+        assert images.is_contiguous() and images.shape == (4, 3, 32, 32)
+        grads.append((images, torch.autograd.grad(images.square().sum(), latent)[0]))
+    assert torch.allclose(grads[0][0], grads[1][0], atol=1e-6)
+    assert torch.allclose(grads[0][1], grads[1][1], atol=1e-5)
+    x = torch.rand(2, 3, 32, 32)
+    assert model.encode(x).is_contiguous()
+    assert torch.allclose(model.loss(x)["total"], plain.loss(x)["total"], atol=1e-6)
+    assert all(t.is_contiguous() for t in plain.state_dict().values())
