@@ -146,16 +146,18 @@ def _train_for(model, train, test, seconds: float, batch_size: int, lr: float, d
     return {"images/s": run.examples / run.seconds, "images seen": run.examples, "seconds": run.seconds, "test MSE": mse}
 
 
-def _decoder_fb(model, n: int, device, repeats: int = 5) -> float:
-    """Seconds for one forward+backward of the decoder over ``n`` code grids."""
+def _decoder_fb(model, n: int, device, repeats: int = 11) -> float:
+    """Seconds for one forward+backward of the decoder over ``n`` code grids (the median of ``repeats``)."""
     h = w = 7
     z = torch.randn(n, model.cfg.embedding_dim, h, w, device=device, requires_grad=True)
     model.decode(z).sum().backward()  # warm-up
-    t0 = time.perf_counter()
+    times = []
     for _ in range(repeats):
         z.grad = None
+        t0 = time.perf_counter()
         model.decode(z).sum().backward()
-    return (time.perf_counter() - t0) / repeats
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2]
 
 
 def _three_term_nearest(quantizer):
