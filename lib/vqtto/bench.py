@@ -3,7 +3,9 @@
 ``vqvae`` trains, one after the other on the same data and for the same wall-clock budget, the
 book's quick-profile VQ-VAE and a wide VQ-VAE of the paper's kind (256 channels, two residual
 blocks, D=64, k=512, 7x7 codes), and prints their training throughput, the test MSE each reached
-within the budget, and the decoder's forward+backward time over 200 code grids.
+within the budget, and the decoder's forward+backward time over 200 code grids. A third row trains
+the quick preset as the code before the channels-last change did (:func:`gauge_model`): its
+images/s is the *machine gauge*, the reading the README's book times are scaled by.
 
 ``search`` measures, in one run and on the same pairs, the batched straight-through search
 (Algorithm 2, all pairs in one batch) against a loop that runs the same function on one pair at a
@@ -174,9 +176,9 @@ def _three_term_nearest(quantizer):
 
 def gauge_model(model):
     """``model`` (a :class:`~vqtto.models.autoencoder.VQVAE`) turned back into the code that the README's
-    throughput readings before 2026-12-08 measured: weights in the default (contiguous) layout and the
-    three-term distance. Its images/s is the machine gauge the book's time target is stated against, so
-    that a faster VQ-VAE does not move the yardstick."""
+    throughput readings up to the channels-last change (2026-12-07) measured: weights in the default
+    (contiguous) layout and the three-term distance. Its images/s is the machine gauge the book's time
+    target is stated against, so that a faster VQ-VAE does not move the yardstick."""
     model.to(memory_format=torch.contiguous_format)
     model.quantizer.nearest = _three_term_nearest(model.quantizer)
     return model
@@ -199,8 +201,8 @@ def bench_vqvae(args) -> None:
     }
     print(f"device={device}, torch threads={torch.get_num_threads()}, budget {args.seconds:.0f} s of training "
           f"each, test MSE on {len(test)} Fashion-MNIST test images (pixels in [0, 1]). The gauge row trains the "
-          "quick preset as the code before 2026-12-08 did (default layout, three-term distance): the machine "
-          "speed the README's times are read against")
+          "quick preset as the code before the channels-last change did (default layout, three-term distance): "
+          "the machine speed the README's times are read against")
     rows = {}
     for name, cfg in models.items():
         torch.manual_seed(0)
