@@ -210,5 +210,20 @@ def test_the_verdict_reports_the_budget_frontier_and_the_split_control():
     assert row.fused_share.value == 0.75 and row.fused_lead.value == 0.25 and row.fusion_helped.value == 0.25
     _, text = chapter.verdict(summ, "relaxed", polished, [], 512, 1000.0, frontier=frontier, split=row)
     assert "falls to 5.0% at 2,000, 2.0% at 5,000 equivalents per pair" in text
-    assert "Split into 2 runs of 500 equivalents" in text and "(resolved)" in text
+    assert "a median gap of 1% is not reached even at 5,000" in text
+    assert "Split into 2 runs of 500 equivalents" in text and "(resolved): each run needs its whole budget" in text
     assert "beats every run on 25% [14%, 40%] of pairs and brings the split to 75% [60%, 86%]" in text
+
+
+def test_the_frontier_and_split_sentences_say_only_what_the_numbers_support():
+    """Where the 1% gap is reached is read off the frontier, and an unresolved split lead draws no conclusion."""
+    est = stats.share_estimate(torch.ones(24, dtype=torch.bool))
+    row = lambda b, g: chapter.FrontierRow(b, stats.median_estimate(torch.full((24,), 0.7)), g, est)  # noqa: E731
+    assert chapter._gap_budget([row(1000.0, 0.041), row(2000.0, 0.011), row(5000.0, 0.006)]) == (
+        "a median gap of 1% needs more than 2,000 and at most 5,000 equivalents with this search")
+    assert chapter._gap_budget([row(1000.0, 0.009), row(2000.0, 0.004)]).endswith("reached at 1,000 already")
+    same = torch.full((40,), 0.5)
+    tie = chapter.split_summary(chapter.Split(same, same), same, torch.ones(40), 2, 1000.0)
+    text = chapter._frontier_sentence([], tie)
+    assert "(not resolved): the split neither helps nor hurts measurably here" in text
+    assert "whole budget" not in text and "on only" not in text

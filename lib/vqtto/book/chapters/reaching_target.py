@@ -393,19 +393,35 @@ def split_summary(split: Split, single: torch.Tensor, reference: torch.Tensor, p
                     stats.share_difference(r1 <= 1, rf <= 1), stats.share_estimate(split.with_fusion < split.best))
 
 
+def _gap_budget(frontier: Sequence[FrontierRow], target: float = 0.01) -> str:
+    """Where on the measured ``frontier`` (rows by budget) the median gap to L* first reaches ``target``."""
+    rows = sorted(frontier, key=lambda r: r.budget)
+    hit = next((i for i, r in enumerate(rows) if r.median_gap <= target), None)
+    if hit is None:
+        return f"a median gap of {target:.0%} is not reached even at {rows[-1].budget:,.0f}"
+    if hit == 0:
+        return f"a median gap of {target:.0%} is reached at {rows[0].budget:,.0f} already"
+    return (f"a median gap of {target:.0%} needs more than {rows[hit - 1].budget:,.0f} and at most "
+            f"{rows[hit].budget:,.0f} equivalents with this search")
+
+
 def _frontier_sentence(frontier: Sequence[FrontierRow], split: SplitRow | None) -> str:
     """What more budget, and the same budget split into restarts, do to the best method ("" when not run)."""
     text = ""
     if len(frontier) > 1:
         text += ("With more budget its median gap to L* falls to " + ", ".join(
-            f"{r.median_gap:.1%} at {r.budget:,.0f}" for r in frontier[1:]) + " equivalents per pair: the 1% gap "
-            "needs far more than 1,000 equivalents with this search. ")
+            f"{r.median_gap:.1%} at {r.budget:,.0f}" for r in frontier[1:]) + " equivalents per pair: "
+            + _gap_budget(frontier) + ". ")
     if split is not None:
         shown = "resolved" if split.lead.excludes(0) else "not resolved"
+        if split.lead.excludes(0):
+            so = "each run needs its whole budget here" if split.lead.value > 0 else "the restarts pay here"
+        else:
+            so = "the split neither helps nor hurts measurably here"
         text += (f"Split into {split.parts} runs of {split.budget / split.parts:,.0f} equivalents from diverse starts "
-                 f"(the premise of restarts under successive halving), the same cost reaches R <= 1 on only "
+                 f"(the premise of restarts under successive halving), the same cost reaches R <= 1 on "
                  f"{split.share.percent()} (median R {split.median_r.text('.2f')}); one run leads by "
-                 f"{split.lead.percent()} ({shown}), so each run needs its whole budget here. ")
+                 f"{split.lead.percent()} ({shown}): {so}. ")
         if split.fused_share is not None:
             still = "still leads" if split.fused_lead.excludes(0) else "leads, not resolved,"
             text += (f"Fusing the runs' grids position by position (each code from the run that is right over its "
