@@ -190,7 +190,7 @@ class VQVAE(nn.Module):
         self.quantizer = VectorQuantizer(cfg.k, cfg.embedding_dim)
         self.decoder = Decoder(cfg)
         # Convolution weights in channels-last layout: the convolutions' activations follow them, which
-        # oneDNN runs faster on a CPU (python -m vqtto.bench vqvae trains both layouts side by side: 1.34x
+        # oneDNN runs faster on a CPU (python -m vqtto.bench vqvae trains both layouts side by side: 1.21-1.34x
         # the images/s on 2 cores; decoding 1.2-1.6x, one thread). The values are those of the default
         # layout up to float rounding; encoder and decoder return plain contiguous tensors.
         self.to(memory_format=torch.channels_last)
