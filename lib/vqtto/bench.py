@@ -218,9 +218,9 @@ def bench_vqvae(args) -> None:
               f"{r['images seen']:6d} images in {r['seconds']:.0f} s | test MSE {r['test MSE']:.4f} | "
               f"decoder f+b over 200 grids {fb:.3f} s")
     a, b, g = rows["vqtto quick preset"], rows["paper-kind (256 ch)"], rows[gauge]
-    fb = "decoder f+b, 200 grids (s)"
+    fb_key = "decoder f+b, 200 grids (s)"
     print(f"machine gauge: {g['images/s']:.0f} images/s; the quick preset as the book trains it now "
-          f"{a['images/s'] / g['images/s']:.2f}x the gauge (decoder f+b {g[fb] / a[fb]:.2f}x)")
+          f"{a['images/s'] / g['images/s']:.2f}x the gauge (decoder f+b {g[fb_key] / a[fb_key]:.2f}x)")
     print(f"throughput ratio (vqtto / paper-kind): {a['images/s'] / b['images/s']:.1f}x; "
           f"decoder f+b ratio: {b['decoder f+b, 200 grids (s)'] / a['decoder f+b, 200 grids (s)']:.1f}x faster")
     print(f"within {args.seconds:.0f} s: vqtto test MSE {a['test MSE']:.4f} vs paper-kind {b['test MSE']:.4f} "
