@@ -171,6 +171,36 @@ def test_penalty_from_a_base_is_the_penalty_and_local_search_values_are_energies
     assert torch.allclose(tr.best_losses, energy, atol=1e-5)
 
 
+def test_the_prior_term_makes_one_pass_per_grid_and_says_what_separate_passes_say(world, monkeypatch):
+    """A grid's energy, first-order table and candidates' shared rows come from one kept PixelCNN pass,
+    with the numbers of separate passes; a batch larger than the memo is scored by a pass of its own."""
+    from vqtto.search import energy as energy_mod
+
+    _, prior, _, grid = world
+    idx = torch.randint(8, (3, *grid), generator=torch.Generator().manual_seed(5))
+    idx[:, 0, 0] = torch.arange(3)            # three different grids
+    table, cache = prior.table_and_cache(idx)
+    assert torch.allclose(table, prior.log_probs_all(idx).flatten(2).transpose(1, 2), atol=1e-5)
+    assert torch.allclose(cache.row_lp, prior.row_cache(idx).row_lp, atol=1e-5)
+    passes = []
+    real = prior.table_and_cache
+    monkeypatch.setattr(prior, "table_and_cache", lambda base: passes.append(base.shape[0]) or real(base))
+    gp = search.GridPrior(prior, 0.5, 8, grid)
+    both = torch.cat([idx, idx[:1]])          # a grid twice in one batch is passed once
+    expect = 0.5 * -prior.log_prob(both) / (grid[0] * grid[1])
+    assert torch.allclose(gp.penalty(both), expect, atol=1e-6)
+    cands = idx[:, None].repeat(1, 2, 1, 1)
+    cands[:, 1, -1, -1] = (cands[:, 1, -1, -1] + 1) % 8
+    assert torch.allclose(gp.penalty_from(cands, idx), gp.penalty(cands.flatten(0, 1)), atol=1e-5)
+    first = gp.penalty_table(idx)
+    assert passes == [3, 3]                   # the bases once, the candidates' grids not yet seen once
+    monkeypatch.setattr(energy_mod, "MEMO_GRIDS", 2)
+    fresh = search.GridPrior(prior, 0.5, 8, grid)
+    assert torch.allclose(fresh.penalty_table(idx), first, atol=1e-6)
+    assert torch.allclose(fresh.penalty(idx), gp.penalty(idx), atol=1e-6)
+    assert passes == [3, 3] and not fresh._memo   # over the memo's size: its own pass, nothing kept
+
+
 def test_sampler_values_are_energies_and_chains_stay_in_the_ball(world):
     model, prior, images, grid = world
     tgt = torch.rand_like(images)

@@ -24,7 +24,10 @@ completions position by position with ``logits_at`` against one vertical pass pe
 and the largest difference of their numbers. Two more lines time, the same way, the head's logits
 made in one pass over all candidate positions against :data:`~vqtto.models.pixelcnn.HEAD_BLOCK`
 positions at a time, and the VQ-VAE decoding all candidates in one call against the evaluator's
-default blocks (:data:`~vqtto.search.driver.DECODE_CHUNK`).
+default blocks (:data:`~vqtto.search.driver.DECODE_CHUNK`). The last line runs chapter 8's guided
+search (:func:`vqtto.tasks.solve` with the PixelCNN, super-resolution x2, chapter 8's draws, chains and
+budget) with the prior's pass of each grid kept for its energy, its first-order table and its
+candidates' shared rows (:data:`~vqtto.search.energy.MEMO_GRIDS`) against a pass of its own for each.
 
 ``distributed`` runs, side by side, data-parallel VQ-VAE training (images/s) and a sharded
 Algorithm 2 search (pairs/s) on 1 and 2 local processes (CPU with gloo, and the GPUs with nccl
@@ -43,6 +46,7 @@ from . import models, search
 from .data import pairs
 from .device import pick_device
 from .models import pixelcnn
+from .search import energy
 
 
 def table1_run(model, dataset: str, n_pairs: int, seed: int, alpha: float, lam: int, device: torch.device) -> tuple[search.SearchTrace, float]:
@@ -360,6 +364,33 @@ def _bench_decode_blocks(args, base: torch.Tensor, cands: torch.Tensor, which: t
           f"{float((one - blocks).abs().max()):.1e} (MSE)")
 
 
+@contextlib.contextmanager
+def _memo_grids(size: int):
+    """Temporarily keep the prior's pass of at most ``size`` grids in a search's energy (0: none)."""
+    saved, energy.MEMO_GRIDS = energy.MEMO_GRIDS, size
+    try:
+        yield
+    finally:
+        energy.MEMO_GRIDS = saved
+
+
+def _bench_guided(args, trained, device) -> None:
+    """Chapter 8's guided search with the prior's pass kept per grid against a pass per question."""
+    from . import data, tasks
+
+    model, prior = trained.vqvae.model.eval(), trained.model.eval()
+    images = data.load(args.dataset, "test").images[:args.search_images].float().to(device)
+    task = tasks.super_resolution(images, 2)
+    run = lambda: tasks.solve(model, task, prior=prior, weight=0.01, samples=32, chains=4, budget=632.0)  # noqa: E731
+    with _memo_grids(0):
+        apart_rate, apart = _per_second(run, images.shape[0], repeats=1)
+    kept_rate, kept = _per_second(run, images.shape[0], repeats=1)
+    same = float((apart.grids == kept.grids).flatten(1).all(1).float().mean())
+    print(f"guided   a pass per question {apart_rate:8.1f} images/s | one kept pass per grid {kept_rate:8.1f} images/s | "
+          f"{kept_rate / apart_rate:.2f}x | same answer on {100 * same:.0f}% of {images.shape[0]} images "
+          f"(super-resolution x2, {kept.settings['budget']:g} equivalents)")
+
+
 def bench_prior(args) -> None:
     """Candidate scoring and drawing with the PixelCNN, the whole-pass way against the row-reusing one."""
     device = pick_device(args.device)
@@ -412,6 +443,7 @@ def bench_prior(args) -> None:
         new_rate, new = _per_second(per_row, starts.shape[0])
         print(f"drawing  per position {old_rate:8.0f} grids/s | one vertical pass per row {new_rate:8.0f} grids/s | "
               f"{new_rate / old_rate:.2f}x | same completions (greedy): {bool(torch.equal(old, new))}")
+    _bench_guided(args, trained, device)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -447,6 +479,7 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("--bases", type=int, default=48, help="base grids (real test codes)")
     q.add_argument("--moves", type=int, default=48, help="single-move candidates per base grid (the local search's batch)")
     q.add_argument("--draws", type=int, default=384, help="grids completed at once (12 images x 32 draws)")
+    q.add_argument("--search-images", type=int, default=16, help="images of the guided search (super-resolution x2)")
     q.add_argument("--device", default="auto")
     d = sub.add_parser("distributed", help="training images/s and search pairs/s on 1 and 2 processes (CPU, and GPUs)")
     d.add_argument("--train-images", type=int, default=4096)

@@ -330,6 +330,26 @@ class GatedPixelCNN(nn.Module):
             v, h = layer(v, h, None)
         return RowCache(base, vs, self._row_log_probs(h, base))
 
+    def table_and_cache(self, base: torch.Tensor) -> tuple[torch.Tensor, "RowCache"]:
+        """One pass over base grids ``(n, h, w)`` int64 -> ``log p(z_i = j | z_<i)`` for every code ``j``
+        at every position ``i`` in raster order, ``(n, h*w, k)`` (:meth:`log_probs_all` transposed), and
+        the :class:`RowCache` of :meth:`row_cache`, its row log-probabilities read off that table: what
+        a search needs of its current grids (their energy, their first-order table, their candidates'
+        shared rows) from a single pass. The head runs position by position, so the normalisation over
+        the codes is along contiguous memory."""
+        if self.cfg.n_classes:
+            raise ValueError("table_and_cache needs an unconditional prior (n_classes=0)")
+        x = self._features(base)
+        v, h = self.v_in(x), self.h_in(x)
+        vs = []
+        for layer in self.layers:
+            vs.append(v)
+            v, h = layer(v, h, None)
+        n, c, rows, w = h.shape
+        table = F.log_softmax(self._head_rows(h.permute(0, 2, 3, 1).reshape(-1, c)), dim=1).view(n, rows * w, -1)
+        row_lp = table.gather(2, base.reshape(n, -1, 1)).view(n, rows, w).sum(2)
+        return table, RowCache(base, vs, row_lp)
+
     def _row_log_probs(self, h: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """Stack outputs ``(n, C, r, w)`` and codes ``(n, r, w)`` -> ``(n, r)`` log-probability of each row."""
         n, c, rows, w = h.shape
