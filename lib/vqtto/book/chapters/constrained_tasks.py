@@ -131,15 +131,18 @@ def real_range(trained_prior, limit: int = 2000) -> tuple[float, float]:
 
 def load_setup(P, device) -> Setup:
     """The chapter's models from the cache (trained if absent): the VQ-VAE and its PixelCNN (chapter 4's),
-    the masked-token prior over the same codes and, for Fashion-MNIST, the class-consistency classifier."""
+    the masked-token prior over the same codes and, for Fashion-MNIST, the class-consistency classifier.
+
+    The classifier comes first: it needs no VQ-VAE, so in ``make book`` it trains while chapter 1 still
+    trains the VQ-VAE the priors wait for."""
     from ... import data, models
     from ...models import masked as masked_prior
     from ...tasks import completion
 
+    clf = completion.classifier(P.dataset, P.profile, device=device) if P.dataset == "fashion-mnist" else None
     trained = models.prior(P.dataset, k=P.k, profile=P.profile, device=device)
     model, prior = trained.vqvae.model.eval(), trained.model.eval()
     masked = masked_prior.masked_prior(P.dataset, k=P.k, profile=P.profile, device=device).model.eval()
-    clf = completion.classifier(P.dataset, P.profile, device=device) if P.dataset == "fashion-mnist" else None
     fields = tasks.receptive_fields(model, (prior.cfg.height, prior.cfg.width), share=P.field_share)
     return Setup(model, prior, data.load(P.dataset, "train").images, real_range(trained), fields, masked, clf)
 
