@@ -40,6 +40,19 @@ def test_training_lowers_test_loss_and_records_history(tiny_vqvae):
     assert hist.epoch[-1] == 3.0
 
 
+def test_test_metrics_do_not_depend_on_the_evaluation_batch(tiny_vqvae):
+    """The default CPU evaluation batch (EVAL_BATCH) measures what any other batch size measures."""
+    from vqtto.models.training import EVAL_BATCH
+
+    images = _toy(600).images
+    default = vqvae_metrics(tiny_vqvae, images, CPU)
+    for size in (EVAL_BATCH["cpu"], 500, 37):
+        other = vqvae_metrics(tiny_vqvae, images, CPU, batch_size=size)
+        assert other["codes_used"] == default["codes_used"]
+        for key in ("recon", "quant", "perplexity"):
+            assert abs(other[key] - default[key]) <= 1e-6 * abs(default[key])
+
+
 def test_fit_draws_batches_then_hook_draws_from_one_generator_in_order():
     """One randperm per epoch, then whatever on_step draws, all from Generator(seed): the order the
     VQ-VAE's dead-code restarts rely on for reproducible weights."""

@@ -312,13 +312,23 @@ class DeadCodeRestarts:
                 self.count += self.model.quantizer.restart_dead_codes(z_e, gen)
 
 
+#: Test images per forward pass of :func:`vqvae_metrics`, by device type: on one CPU thread 256 runs the
+#: quick VQ-VAE's evaluation 1.4x faster than 500 (0.66 against 0.95 s over 2,000 Fashion-MNIST test
+#: images; 128 and 64 no faster, 1,000 slower), the same numbers up to float rounding.
+EVAL_BATCH = {"cpu": 256}
+#: ... and on an accelerator.
+GPU_EVAL_BATCH = 500
+
+
 @torch.no_grad()
-def vqvae_metrics(model: VQVAE, images: torch.Tensor, device: torch.device, batch_size: int = 500) -> dict[str, float]:
-    """Test losses of ``model`` on ``images`` ``(N, C, H, W)``.
+def vqvae_metrics(model: VQVAE, images: torch.Tensor, device: torch.device, batch_size: int | None = None) -> dict[str, float]:
+    """Test losses of ``model`` on ``images`` ``(N, C, H, W)``, ``batch_size`` at a time (None: :data:`EVAL_BATCH`).
 
     Returns ``recon`` (pixel MSE), ``quant`` (codebook + beta * commitment, the quantisation
     loss), ``codes_used`` and ``perplexity`` of the test index grids.
     """
+    if batch_size is None:
+        batch_size = EVAL_BATCH.get(torch.device(device).type, GPU_EVAL_BATCH)
     was_training = model.training
     model.eval()
     recon = quant = 0.0
