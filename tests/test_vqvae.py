@@ -124,3 +124,48 @@ def test_channels_last_weights_give_the_default_layout_values():
     assert model.encode(x).is_contiguous()
     assert torch.allclose(model.loss(x)["total"], plain.loss(x)["total"], atol=1e-6)
     assert all(t.is_contiguous() for t in plain.state_dict().values())
+
+
+@pytest.mark.parametrize("c_out", [1, 3])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_subpixel_layer_is_the_transposed_convolution(c_out, layout):
+    """The decoder's last layer, computed as a 3x3 convolution and a pixel shuffle, gives what a plain
+    ConvTranspose2d(4, stride=2, padding=1) with its parameters gives: outputs and both gradients."""
+    from vqtto.models.autoencoder import SubPixelConvTranspose2d
+
+    torch.manual_seed(3)
+    fast = SubPixelConvTranspose2d(8, c_out).to(memory_format=layout)
+    plain = torch.nn.ConvTranspose2d(8, c_out, 4, stride=2, padding=1)
+    plain.load_state_dict(fast.state_dict())
+    x = torch.randn(5, 8, 7, 6).to(memory_format=layout)
+    weights = torch.rand(5, c_out, 14, 12)
+    outs = []
+    for layer in (fast, plain):
+        xi = x.clone().requires_grad_(True)
+        y = layer(xi)
+        gx, gw, gb = torch.autograd.grad((y * weights).sum(),
+                                         (xi, layer.weight, layer.bias))
+        outs.append((y, gx, gw, gb))
+    assert outs[0][0].shape == (5, c_out, 14, 12)
+    for a, b in zip(*outs):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_decoder_keeps_its_state_dict_keys_and_the_gauge_runs_the_transposed_convolution():
+    """Checkpoints from before the sub-pixel layer load unchanged, and the machine gauge still times oneDNN's
+    transposed convolution (the old code) with the same decoded images."""
+    from vqtto.bench import gauge_model
+    from vqtto.models.autoencoder import SubPixelConvTranspose2d
+
+    model = VQVAE(VQVAEConfig(k=16, hidden=16, embedding_dim=4))
+    last = model.decoder.net[-1]
+    assert isinstance(last, SubPixelConvTranspose2d)
+    keys = dict(model.state_dict())
+    old = torch.nn.ConvTranspose2d(8, 1, 4, stride=2, padding=1)
+    assert {k.rsplit(".", 1)[1] for k in keys if k.startswith(f"decoder.net.{len(model.decoder.net) - 1}.")} == set(old.state_dict())
+    z = torch.randn(2, 4, 7, 7)
+    with torch.no_grad():
+        before = model.decode(z)
+        gauge_model(model)
+        assert model.decoder.net[-1].forward.__func__ is torch.nn.ConvTranspose2d.forward
+        assert torch.allclose(model.decode(z), before, atol=1e-6)
