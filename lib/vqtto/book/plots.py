@@ -62,7 +62,7 @@ METHODS: dict[str, Method] = {
     "chain-mean": Method("mean of the relaxed chains' answers (with the prior)", "#9467bd"),
     "exemplar-prior": Method("the default search from the nearest training images' codes, with the prior", "#2ca02c"),
     "exemplar-mean": Method("mean of the exemplar chains' answers (with the prior)", "#1f77b4"),
-    "masked-prior": Method("the default search from the masked prior's completions, with the masked prior", "#8c564b"),
+    "masked-prior": Method("the default search from the masked prior's completions, with the PixelCNN", "#8c564b"),
     "masked-mean": Method("mean of the masked prior's completions (its posterior mean)", "#e377c2"),
     "encoder-observed": Method("encoder on what the user has", "#7f7f7f"),
     "nearest-neighbour": Method("nearest training image", "#bcbd22"),
