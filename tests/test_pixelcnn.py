@@ -246,11 +246,16 @@ def test_batched_metrics_match_the_model():
 
 def test_the_prior_benchmark_prints_both_ways_side_by_side_and_they_agree(capsys):
     """``python -m vqtto.bench prior`` on the smoke models: both scorings, both head reductions, both
-    decode blockings and both drawings, one run, each pair agreeing."""
+    decode blockings, both drawings and the guided search with and without the kept pass, one run,
+    each pair agreeing."""
     from vqtto import bench
 
-    bench.main(["prior", "--profile", "smoke", "--bases", "3", "--moves", "4", "--draws", "6", "--device", "cpu"])
+    bench.main(["prior", "--profile", "smoke", "--bases", "3", "--moves", "4", "--draws", "6", "--search-images", "2",
+                "--device", "cpu"])
     out = capsys.readouterr().out
+    assert "a pass per question" in out and "one kept pass per grid" in out
+    same = float(out.split("same answer on ")[1].split("%")[0])   # rounding may part a tie, rarely
+    assert same >= 50
     assert "whole pass" in out and "from the base's rows" in out and "same completions (greedy): True" in out
     assert "one pass over all positions" in out and "positions at a time" in out
     assert "one call over all candidates" in out and "256 grids per call" in out

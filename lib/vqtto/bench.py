@@ -344,13 +344,14 @@ def _per_second(work, n: int, repeats: int = 3) -> tuple[float, object]:
 
 
 @contextlib.contextmanager
-def _head_block(size: int):
-    """Temporarily reduce the PixelCNN head's logits ``size`` positions at a time."""
-    saved, pixelcnn.HEAD_BLOCK = pixelcnn.HEAD_BLOCK, size
+def _setting(module, name: str, value):
+    """Temporarily set ``module.name`` to ``value`` (e.g. the PixelCNN head's block size)."""
+    saved = getattr(module, name)
+    setattr(module, name, value)
     try:
         yield
     finally:
-        pixelcnn.HEAD_BLOCK = saved
+        setattr(module, name, saved)
 
 
 def _bench_decode_blocks(args, base: torch.Tensor, cands: torch.Tensor, which: torch.Tensor, device) -> None:
@@ -371,16 +372,6 @@ def _bench_decode_blocks(args, base: torch.Tensor, cands: torch.Tensor, which: t
           f"{float((one - blocks).abs().max()):.1e} (MSE)")
 
 
-@contextlib.contextmanager
-def _memo_grids(size: int):
-    """Temporarily keep the prior's pass of at most ``size`` grids in a search's energy (0: none)."""
-    saved, energy.MEMO_GRIDS = energy.MEMO_GRIDS, size
-    try:
-        yield
-    finally:
-        energy.MEMO_GRIDS = saved
-
-
 def _bench_guided(args, trained, device) -> None:
     """Chapter 8's guided search with the prior's pass kept per grid against a pass per question."""
     from . import data, tasks
@@ -389,7 +380,7 @@ def _bench_guided(args, trained, device) -> None:
     images = data.load(args.dataset, "test").images[:args.search_images].float().to(device)
     task = tasks.super_resolution(images, 2)
     run = lambda: tasks.solve(model, task, prior=prior, weight=0.01, samples=32, chains=4, budget=632.0)  # noqa: E731
-    with _memo_grids(0):
+    with _setting(energy, "MEMO_GRIDS", 0):  # no pass kept: one per question
         apart_rate, apart = _per_second(run, images.shape[0], repeats=1)
     kept_rate, kept = _per_second(run, images.shape[0], repeats=1)
     same = float((apart.grids == kept.grids).flatten(1).all(1).float().mean())
@@ -419,7 +410,7 @@ def bench_prior(args) -> None:
         print(f"scoring  whole pass {full_rate:8.0f} grids/s | from the base's rows {fast_rate:8.0f} grids/s | "
               f"{fast_rate / full_rate:.2f}x | largest difference {float((full - fast).abs().max()):.1e} nats")
         blocks_rate, _ = _per_second(lambda: prior.log_prob(cands), cands.shape[0])  # HEAD_BLOCK positions at a time
-        with _head_block(cands.numel()):
+        with _setting(pixelcnn, "HEAD_BLOCK", cands.numel()):
             one_rate, one = _per_second(lambda: prior.log_prob(cands), cands.shape[0])
         print(f"head     one pass over all positions {one_rate:8.0f} grids/s | {pixelcnn.HEAD_BLOCK} positions at a time "
               f"{blocks_rate:8.0f} grids/s | {blocks_rate / one_rate:.2f}x | largest difference "

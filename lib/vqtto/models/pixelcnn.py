@@ -320,15 +320,21 @@ class GatedPixelCNN(nn.Module):
     def row_cache(self, base: torch.Tensor) -> "RowCache":
         """What :meth:`log_prob_from` reuses of base grids ``(n, h, w)`` int64: the vertical stack's
         input to every layer and the log-probability of each row (one full pass)."""
+        vs, h = self._stacks_keeping_inputs(base, "row_cache")
+        return RowCache(base, vs, self._row_log_probs(h, base))
+
+    def _stacks_keeping_inputs(self, base: torch.Tensor, caller: str) -> tuple[list, torch.Tensor]:
+        """One pass of both stacks over base grids ``(n, h, w)``: the vertical stack's input to every gated
+        layer ``[(n, C, h, w)]`` and the horizontal stack's output ``(n, C, h, w)`` (unconditional priors)."""
         if self.cfg.n_classes:
-            raise ValueError("row_cache needs an unconditional prior (n_classes=0)")
+            raise ValueError(f"{caller} needs an unconditional prior (n_classes=0)")
         x = self._features(base)
         v, h = self.v_in(x), self.h_in(x)
         vs = []
         for layer in self.layers:
             vs.append(v)
             v, h = layer(v, h, None)
-        return RowCache(base, vs, self._row_log_probs(h, base))
+        return vs, h
 
     def table_and_cache(self, base: torch.Tensor) -> tuple[torch.Tensor, "RowCache"]:
         """One pass over base grids ``(n, h, w)`` int64 -> ``log p(z_i = j | z_<i)`` for every code ``j``
@@ -337,14 +343,7 @@ class GatedPixelCNN(nn.Module):
         a search needs of its current grids (their energy, their first-order table, their candidates'
         shared rows) from a single pass. The head runs position by position, so the normalisation over
         the codes is along contiguous memory."""
-        if self.cfg.n_classes:
-            raise ValueError("table_and_cache needs an unconditional prior (n_classes=0)")
-        x = self._features(base)
-        v, h = self.v_in(x), self.h_in(x)
-        vs = []
-        for layer in self.layers:
-            vs.append(v)
-            v, h = layer(v, h, None)
+        vs, h = self._stacks_keeping_inputs(base, "table_and_cache")
         n, c, rows, w = h.shape
         table = F.log_softmax(self._head_rows(h.permute(0, 2, 3, 1).reshape(-1, c)), dim=1).view(n, rows * w, -1)
         row_lp = table.gather(2, base.reshape(n, -1, 1)).view(n, rows, w).sum(2)
