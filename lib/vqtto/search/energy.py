@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from typing import NamedTuple
 
 import torch
 
@@ -32,6 +33,14 @@ __all__ = ["GridPrior", "MEMO_GRIDS"]
 #: ``(h*w, k)`` and the vertical stack's inputs (about 120 kB a grid for the quick k=512 prior on 7x7
 #: grids). A batch of more grids than this is scored by a pass of its own and not kept.
 MEMO_GRIDS = 1024
+
+
+class _KeptPass(NamedTuple):
+    """One grid's PixelCNN pass as :class:`GridPrior` keeps it."""
+
+    table: torch.Tensor      # (h*w, k) log p(z_i = j | z_<i)
+    v_inputs: list           # per gated layer, the vertical stack's input (C, h, w)
+    row_lp: torch.Tensor     # (h,) the grid's log-probability of each row
 
 
 class GridPrior:
@@ -62,9 +71,9 @@ class GridPrior:
         if cfg.n_classes:
             raise ValueError("prior is class-conditional; a search's energy needs an unconditional prior")
         self.prior, self.weight, self.positions = prior, float(weight), grid[0] * grid[1]
-        self._memo: OrderedDict = OrderedDict()  # grid bytes -> (table (h*w, k), [v input (C, h, w)], row_lp (h,))
+        self._memo: OrderedDict = OrderedDict()  # grid bytes -> _KeptPass
 
-    def _passes(self, idx: torch.Tensor) -> list | None:
+    def _passes(self, idx: torch.Tensor) -> list[_KeptPass] | None:
         """The kept pass of each grid of ``idx`` ``(n, h, w)`` (one pass over those not kept yet), or None
         when ``n`` exceeds :data:`MEMO_GRIDS` (the caller then makes its own pass)."""
         if idx.shape[0] > MEMO_GRIDS:
@@ -77,7 +86,7 @@ class GridPrior:
             with torch.no_grad():
                 table, cache = self.prior.table_and_cache(rows)
             for j, key in enumerate(new):
-                self._memo[key] = (table[j].clone(), [v[j].clone() for v in cache.v_inputs], cache.row_lp[j].clone())
+                self._memo[key] = _KeptPass(table[j].clone(), [v[j].clone() for v in cache.v_inputs], cache.row_lp[j].clone())
         for key in keys:
             self._memo.move_to_end(key)
         while len(self._memo) > MEMO_GRIDS:
@@ -96,7 +105,7 @@ class GridPrior:
         kept = self._passes(idx)
         if kept is None:
             return self.weight * self.nll(idx)
-        row_lp = torch.stack([entry[2] for entry in kept])
+        row_lp = torch.stack([entry.row_lp for entry in kept])
         return (-self.weight / self.positions) * row_lp.sum(1).to(idx.device)
 
     def penalty_from(self, cands: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
@@ -116,8 +125,8 @@ class GridPrior:
             if kept is None:
                 cache = self.prior.row_cache(base.to(dev))
             else:
-                cache = RowCache(base.to(dev), [torch.stack(vs) for vs in zip(*(entry[1] for entry in kept))],
-                                 torch.stack([entry[2] for entry in kept]))
+                cache = RowCache(base.to(dev), [torch.stack(vs) for vs in zip(*(entry.v_inputs for entry in kept))],
+                                 torch.stack([entry.row_lp for entry in kept]))
             which = torch.arange(n, device=dev).repeat_interleave(m)
             lp = self.prior.log_prob_from(cands.reshape(n * m, *cands.shape[2:]).to(dev), cache, which)
         return (-self.weight / self.positions) * lp.to(cands.device)
@@ -133,7 +142,7 @@ class GridPrior:
                 lp = self.prior.log_probs_all(idx.to(self.prior.embed.device)).to(idx.device)  # (n, k, h, w)
             lp = lp.flatten(2).transpose(1, 2)
         else:
-            lp = torch.stack([entry[0] for entry in kept]).to(idx.device)
+            lp = torch.stack([entry.table for entry in kept]).to(idx.device)
         # lp: (n, h*w, k)
         cur = lp.gather(2, idx.flatten(1)[..., None])
         return (self.weight / self.positions) * (cur - lp)
